@@ -1,0 +1,181 @@
+"""The ``supermask`` command line: thin over the library.
+
+Every command builds a config, calls the library and prints a summary. Errors the
+user can fix (``SupermaskError``, bad options, unwritable paths) become one line on
+stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Callable, Optional
+
+import click
+
+from .errors import SupermaskError
+from .training import ProgressBar, TrainConfig
+
+EXIT_USAGE = 2
+
+
+def _configure_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
+
+
+def output_options(f: Callable) -> Callable:
+    for option in reversed([
+        click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False),
+                     help="Root folder of run directories."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N]."),
+        click.option("--data-root", default=None, type=click.Path(file_okay=False),
+                     help="Folder of downloaded data sets [default: $SUPERMASK_DATA or ~/.cache/supermask/data]."),
+        click.option("--download", is_flag=True, help="Fetch the data set into --data-root if it is missing."),
+        click.option("--num-workers", default=None, type=int, help="DataLoader workers (image folders only)."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bar, warnings only."),
+        click.option("--verbose", "-v", count=True, help="More log output (-vv for debug)."),
+    ]):
+        f = option(f)
+    return f
+
+
+def train_options(defaults: TrainConfig) -> Callable:
+    def decorate(f: Callable) -> Callable:
+        for option in reversed([
+            click.option("--epochs", default=defaults.epochs, show_default=True, type=int),
+            click.option("--iterations", default=None, type=int, help="Train this many steps instead of --epochs."),
+            click.option("--batch-size", default=defaults.batch_size, show_default=True, type=int),
+            click.option("--optimizer", default=defaults.optimizer, show_default=True,
+                         type=click.Choice(["sgd", "adam", "adamw"])),
+            click.option("--lr", default=defaults.lr, show_default=True, type=float),
+            click.option("--momentum", default=defaults.momentum, show_default=True, type=float),
+            click.option("--nesterov/--no-nesterov", default=defaults.nesterov, show_default=True),
+            click.option("--weight-decay", default=defaults.weight_decay, show_default=True, type=float),
+            click.option("--schedule", default=defaults.schedule, show_default=True,
+                         type=click.Choice(["cosine", "step", "constant"])),
+            click.option("--warmup-epochs", default=defaults.warmup_epochs, show_default=True, type=float),
+            click.option("--milestones", default="", help="Epochs where the step schedule multiplies lr by --gamma, e.g. 50,75."),
+            click.option("--gamma", default=defaults.gamma, show_default=True, type=float),
+            click.option("--label-smoothing", default=defaults.label_smoothing, show_default=True, type=float),
+            click.option("--seed", default=0, show_default=True, type=int),
+        ]):
+            f = option(f)
+        return f
+
+    return decorate
+
+
+def _floats(text: str, what: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise SupermaskError(f"{what} must be comma-separated numbers, got {text!r}") from None
+
+
+def _train_config(kw: dict) -> TrainConfig:
+    return TrainConfig(
+        epochs=kw.pop("epochs"), iterations=kw.pop("iterations"), batch_size=kw.pop("batch_size"),
+        optimizer=kw.pop("optimizer"), lr=kw.pop("lr"), momentum=kw.pop("momentum"), nesterov=kw.pop("nesterov"),
+        weight_decay=kw.pop("weight_decay"), schedule=kw.pop("schedule"), warmup_epochs=kw.pop("warmup_epochs"),
+        milestones=_floats(kw.pop("milestones"), "--milestones"), gamma=kw.pop("gamma"),
+        label_smoothing=kw.pop("label_smoothing"),
+    )
+
+
+def resolve_density(density: Optional[float], sparsity: Optional[float], default: float) -> float:
+    """``--density`` or ``--sparsity`` (= 1 - density), not both."""
+    if density is not None and sparsity is not None:
+        raise SupermaskError("give --density or --sparsity, not both")
+    if sparsity is not None:
+        if not (0.0 <= sparsity < 1.0):
+            raise SupermaskError(f"sparsity must be in [0, 1), got {sparsity!r}")
+        return 1.0 - sparsity
+    return default if density is None else density
+
+
+def _callbacks(quiet: bool, description: str) -> list:
+    return [] if quiet else [ProgressBar(description)]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="supermask")
+def cli() -> None:
+    """Find lottery tickets: strong (edge-popup, untrained) and weak (IMP, trained)."""
+
+
+@cli.command()
+@click.option("--arch", default="conv6", show_default=True, help="Architecture (see `supermask list archs`).")
+@click.option("--dataset", default="mnist-5k", show_default=True, help="Data set (see `supermask list datasets`).")
+@click.option("--method", default="edge-popup", show_default=True, help="Ticket finder (see `supermask list methods`).")
+@click.option("--density", default=None, type=float, help="Fraction of weights kept, in (0, 1]. [default: 0.5]")
+@click.option("--sparsity", default=None, type=float, help="Fraction of weights removed (1 - density).")
+@click.option("--scope", default="layerwise", show_default=True, type=click.Choice(["layerwise", "global"]))
+@click.option("--init", "init", default="signed-constant", show_default=True, help="Weight init (see `supermask list inits`).")
+@click.option("--score-init", default="kaiming-uniform", show_default=True)
+@click.option("--scaled-fan", is_flag=True, help="Scale the init's fan by the density (Ramanujan et al. 2020).")
+@click.option("--learned-bn", is_flag=True, help="Train BatchNorm's affine parameters with the scores.")
+@click.option("--width", default=1.0, show_default=True, type=float, help="Width multiplier of the architecture.")
+@click.option("--image-size", default=224, show_default=True, type=int, help="Crop size for image folders.")
+@train_options(TrainConfig())
+@output_options
+def search(**kw) -> None:
+    """Find a strong ticket: train a mask over a frozen random network (edge-popup)."""
+    from .search import SearchConfig, search as run_search
+
+    quiet, verbose = kw.pop("quiet"), kw.pop("verbose")
+    _configure_logging(verbose, quiet)
+    train_cfg = _train_config(kw)
+    density = resolve_density(kw.pop("density"), kw.pop("sparsity"), 0.5)
+    config = SearchConfig(density=density, train=train_cfg, **kw)
+    result = run_search(config, callbacks=_callbacks(quiet, f"{config.arch} d={density:g}"))
+    r = result.result
+    status = "already finished" if result.skipped else "finished"
+    click.echo(f"{status}: {result.run_dir}")
+    click.echo(f"test accuracy {r['test_accuracy']:.4f} (epoch {r['best_epoch']}, best val {r['best_val_accuracy']:.4f}); "
+               f"untrained mask {r['initial_test_accuracy']:.4f}; density {r['density']:.4f}")
+
+
+@cli.command(name="list")
+@click.argument("what", type=click.Choice(["archs", "datasets", "methods", "inits"]))
+def list_(what: str) -> None:
+    """List the registered architectures, data sets, methods or initialisers."""
+    if what == "archs":
+        from .models import list_models
+
+        items = list_models()
+    elif what == "datasets":
+        from .data import list_datasets
+
+        items = list_datasets()
+    elif what == "methods":
+        from .methods import METHODS
+
+        items = [f"{name}: {METHODS.get(name).summary}" for name in METHODS]
+    else:
+        from .nn import SCORE_INITS, WEIGHT_INITS
+
+        items = [f"{name}" for name in WEIGHT_INITS] + [f"score: {name}" for name in SCORE_INITS]
+    for item in items:
+        click.echo(item)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Entry point: run the CLI, turning user errors into one line on stderr and exit status 2."""
+    try:
+        cli.main(args=argv, prog_name="supermask", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        click.echo(f"supermask: error: {exc.format_message()}", err=True)
+        sys.exit(EXIT_USAGE)
+    except SupermaskError as exc:
+        click.echo(f"supermask: error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        click.echo(f"supermask: error:{where} {exc.strerror or exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        click.echo("supermask: interrupted; run the same command again to resume", err=True)
+        sys.exit(130)

@@ -1,0 +1,247 @@
+"""The dataset registry: every data set as train / val / test splits plus what the model needs.
+
+- ``mnist-5k`` (default): the 5,000 real MNIST images bundled with the package,
+  split stratified 4,000 / 500 / 500 by a fixed seed.
+- ``mnist``, ``fashion-mnist``, ``cifar10``, ``cifar100``, ``svhn``: read from
+  ``--data-root`` in torchvision's on-disk layout; ``download=True`` fetches them there.
+- ``imagefolder:PATH``: ImageNet-style ``PATH/train/<class>/*`` and ``PATH/val/<class>/*``.
+
+The validation split is always held out of the training split by a fixed seed
+(``VAL_SPLIT_SEED``), so every run of every seed selects on the same images; the
+test split is only ever reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset as TorchDataset
+
+from ..errors import DataError, SupermaskError
+from ..registry import Registry
+from . import formats
+
+log = logging.getLogger(__name__)
+
+VAL_SPLIT_SEED = 0
+IMAGEFOLDER_PREFIX = "imagefolder:"
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    in_channels: int
+    image_size: int
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augment: bool  # random crop (4-pixel padding) + horizontal flip on the training split
+
+
+@dataclass
+class TensorSplit:
+    """A split held in memory: uint8 images (N, C, H, W) and int64 labels (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+Split = Union[TensorSplit, TorchDataset]
+
+
+@dataclass
+class Dataset:
+    info: DatasetInfo
+    train: Split
+    val: Split
+    test: Split
+
+
+Loader = Callable[[Path, bool], Dataset]
+DATASETS: Registry[Loader] = Registry("dataset")
+
+MNIST_STATS = ((0.1307,), (0.3081,))
+FASHION_STATS = ((0.2860,), (0.3530,))
+CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+SVHN_STATS = ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970))
+
+
+def default_data_root() -> Path:
+    """``$SUPERMASK_DATA``, else ``$XDG_CACHE_HOME/supermask/data`` (``~/.cache/supermask/data``)."""
+    if os.environ.get("SUPERMASK_DATA"):
+        return Path(os.environ["SUPERMASK_DATA"]).expanduser()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "supermask" / "data"
+
+
+def stratified_holdout(labels: torch.Tensor, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices ``(held_out, rest)``: ``size`` examples drawn per class in proportion to the
+    class frequencies (largest-remainder rounding), deterministic given ``seed``."""
+    labels_np = labels.numpy()
+    n = len(labels_np)
+    if not 0 < size < n:
+        raise DataError(f"cannot hold out {size} of {n} examples")
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels_np, return_counts=True)
+    exact = counts * size / n
+    quotas = np.floor(exact).astype(int)
+    quotas[np.argsort(-(exact - quotas), kind="stable")[: size - quotas.sum()]] += 1
+    held = np.concatenate([rng.permutation(np.flatnonzero(labels_np == c))[:q] for c, q in zip(classes, quotas)])
+    is_held = np.zeros(n, dtype=bool)
+    is_held[held] = True
+    return torch.from_numpy(np.flatnonzero(is_held)), torch.from_numpy(np.flatnonzero(~is_held))
+
+
+def _hold_out_val(images, labels, val_size: int) -> tuple[TensorSplit, TensorSplit]:
+    val_idx, train_idx = stratified_holdout(labels, val_size, VAL_SPLIT_SEED)
+    return TensorSplit(images[train_idx], labels[train_idx]), TensorSplit(images[val_idx], labels[val_idx])
+
+
+def _missing(name: str, expected: Path) -> DataError:
+    return DataError(f"{name} not found: expected {expected}; pass --download to fetch it, or --data-root")
+
+
+def _download(name: str, fetch: Callable[[], object]) -> None:
+    log.info("downloading %s", name)
+    try:
+        fetch()
+    except Exception as exc:  # network errors come in many types
+        raise DataError(f"downloading {name} failed: {exc}") from None
+
+
+@DATASETS.register("mnist-5k")
+def load_mnist5k(root: Path, download: bool) -> Dataset:
+    with resources.files("supermask.data").joinpath("files/mnist-5k.npz").open("rb") as f:
+        arrays = np.load(f)
+        images = torch.from_numpy(arrays["images"].copy()).unsqueeze(1)
+        labels = torch.from_numpy(arrays["labels"].astype(np.int64))
+    test_idx, rest = stratified_holdout(labels, 500, VAL_SPLIT_SEED)
+    val_pos, train_pos = stratified_holdout(labels[rest], 500, VAL_SPLIT_SEED + 1)
+    train_idx, val_idx = rest[train_pos], rest[val_pos]
+    info = DatasetInfo("mnist-5k", 1, 28, 10, *MNIST_STATS, augment=False)
+    split = lambda idx: TensorSplit(images[idx], labels[idx])  # noqa: E731
+    return Dataset(info, split(train_idx), split(val_idx), split(test_idx))
+
+
+def _mnist_like(name: str, folder: str, stats, tv_class: str) -> Loader:
+    def load(root: Path, download: bool) -> Dataset:
+        raw = root / folder / "raw"
+        if download:
+            import torchvision
+
+            cls = getattr(torchvision.datasets, tv_class)
+            _download(name, lambda: (cls(str(root), train=True, download=True), cls(str(root), train=False, download=True)))
+        if not (raw / "train-images-idx3-ubyte").exists() and not (raw / "train-images-idx3-ubyte.gz").exists():
+            raise _missing(name, raw / "train-images-idx3-ubyte")
+        try:
+            images, labels = formats.read_mnist_folder(raw, train=True)
+            test_images, test_labels = formats.read_mnist_folder(raw, train=False)
+        except FileNotFoundError as exc:
+            raise _missing(name, Path(exc.args[0])) from None
+        train, val = _hold_out_val(images, labels, min(5000, len(labels) // 10))
+        info = DatasetInfo(name, 1, images.shape[-1], 10, *stats, augment=False)
+        return Dataset(info, train, val, TensorSplit(test_images, test_labels))
+
+    return load
+
+
+DATASETS.add("mnist", _mnist_like("mnist", "MNIST", MNIST_STATS, "MNIST"))
+DATASETS.add("fashion-mnist", _mnist_like("fashion-mnist", "FashionMNIST", FASHION_STATS, "FashionMNIST"))
+
+
+def _cifar(name: str, folder: str, train_files, test_files, label_key, classes, stats, tv_class) -> Loader:
+    def load(root: Path, download: bool) -> Dataset:
+        path = root / folder
+        if download:
+            import torchvision
+
+            cls = getattr(torchvision.datasets, tv_class)
+            _download(name, lambda: cls(str(root), train=True, download=True))
+        try:
+            images, labels = formats.read_cifar_folder(path, train_files, label_key)
+            test = TensorSplit(*formats.read_cifar_folder(path, test_files, label_key))
+        except FileNotFoundError as exc:
+            raise _missing(name, Path(exc.filename or path)) from None
+        train, val = _hold_out_val(images, labels, min(5000, len(labels) // 10))
+        return Dataset(DatasetInfo(name, 3, 32, classes, *stats, augment=True), train, val, test)
+
+    return load
+
+
+DATASETS.add("cifar10", _cifar("cifar10", "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)],
+                               ["test_batch"], "labels", 10, CIFAR10_STATS, "CIFAR10"))
+DATASETS.add("cifar100", _cifar("cifar100", "cifar-100-python", ["train"], ["test"], "fine_labels", 100,
+                                CIFAR100_STATS, "CIFAR100"))
+
+
+@DATASETS.register("svhn")
+def load_svhn(root: Path, download: bool) -> Dataset:
+    if download:
+        import torchvision
+
+        _download("svhn", lambda: (torchvision.datasets.SVHN(str(root), split="train", download=True),
+                                   torchvision.datasets.SVHN(str(root), split="test", download=True)))
+    try:
+        images, labels = formats.read_svhn_mat(root / "train_32x32.mat")
+        test = TensorSplit(*formats.read_svhn_mat(root / "test_32x32.mat"))
+    except FileNotFoundError as exc:
+        raise _missing("svhn", Path(exc.filename or root / "train_32x32.mat")) from None
+    train, val = _hold_out_val(images, labels, min(5000, len(labels) // 10))
+    # No horizontal flip for digits: SVHN trains without augmentation here.
+    return Dataset(DatasetInfo("svhn", 3, 32, 10, *SVHN_STATS, augment=False), train, val, test)
+
+
+def load_imagefolder(path: Path, image_size: int = 224) -> Dataset:
+    """``PATH/train`` (10% held out, stratified, as validation) and ``PATH/val`` (reported as test)."""
+    from torchvision import datasets, transforms
+
+    from .loader import IMAGENET_STATS
+
+    for part in ("train", "val"):
+        if not (path / part).is_dir():
+            raise DataError(f"image folder {path} has no {part}/ directory (expected {path}/{part}/<class>/<image>)")
+    normalize = transforms.Normalize(*IMAGENET_STATS)
+    train_tf = transforms.Compose([transforms.RandomResizedCrop(image_size), transforms.RandomHorizontalFlip(),
+                                   transforms.ToTensor(), normalize])
+    eval_tf = transforms.Compose([transforms.Resize(round(image_size * 8 / 7)), transforms.CenterCrop(image_size),
+                                  transforms.ToTensor(), normalize])
+    try:
+        full_train = datasets.ImageFolder(str(path / "train"), transform=train_tf)
+        full_eval = datasets.ImageFolder(str(path / "train"), transform=eval_tf)
+        test = datasets.ImageFolder(str(path / "val"), transform=eval_tf)
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise DataError(f"image folder {path}: {exc}") from None
+    labels = torch.tensor(full_train.targets)
+    val_idx, train_idx = stratified_holdout(labels, max(1, len(labels) // 10), VAL_SPLIT_SEED)
+    subset = torch.utils.data.Subset
+    info = DatasetInfo(f"imagefolder:{path}", 3, image_size, len(full_train.classes), *IMAGENET_STATS, augment=False)
+    return Dataset(info, subset(full_train, train_idx.tolist()), subset(full_eval, val_idx.tolist()), test)
+
+
+def load_dataset(name: str, root: Optional[Path] = None, download: bool = False, image_size: int = 224) -> Dataset:
+    """Load data set ``name`` (a registry name or ``imagefolder:PATH``)."""
+    if name.startswith(IMAGEFOLDER_PREFIX):
+        return load_imagefolder(Path(name[len(IMAGEFOLDER_PREFIX):]).expanduser(), image_size)
+    loader = DATASETS.get(name)
+    root = Path(root).expanduser() if root is not None else default_data_root()
+    if download:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SupermaskError(f"cannot create data root {root}: {exc.strerror}") from None
+    return loader(root, download)
+
+
+def list_datasets() -> list[str]:
+    return DATASETS.names() + [IMAGEFOLDER_PREFIX + "PATH"]

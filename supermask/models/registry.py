@@ -1,0 +1,83 @@
+"""The model registry, the layer types the builders take, and ``create_model``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Callable, Optional
+
+from torch import nn
+
+from ..errors import SupermaskError
+from ..registry import Registry
+
+MODELS: Registry[Callable[..., nn.Module]] = Registry("architecture")
+register_model = MODELS.register
+
+TORCHVISION_PREFIX = "torchvision/"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the data tells the model: channels, square image size, classes."""
+
+    in_channels: int = 3
+    image_size: int = 32
+    num_classes: int = 10
+
+
+@dataclass(frozen=True)
+class Layers:
+    """The layer types a builder uses. One architecture definition serves every variant.
+
+    ``conv`` and ``linear`` are called like ``nn.Conv2d`` / ``nn.Linear``; ``norm`` like
+    ``nn.BatchNorm2d`` (``None``: no normalisation). ``adapt`` turns a model built
+    elsewhere (a torchvision model) into this variant.
+    """
+
+    conv: Callable[..., nn.Module] = nn.Conv2d
+    linear: Callable[..., nn.Module] = nn.Linear
+    norm: Optional[Callable[..., nn.Module]] = nn.BatchNorm2d
+    adapt: Callable[[nn.Module], nn.Module] = field(default=lambda model: model)
+
+
+DENSE = Layers()
+
+
+def supermask_layer_types(density: float, learned_bn: bool = False) -> Layers:
+    """Layer types for the strong-ticket variant: supermask conv/linear, non-affine BN by default."""
+    from ..nn import SupermaskConv2d, SupermaskLinear, check_density, convert
+
+    density = check_density(density)
+    return Layers(
+        conv=partial(SupermaskConv2d, density=density),
+        linear=partial(SupermaskLinear, density=density),
+        norm=nn.BatchNorm2d if learned_bn else partial(nn.BatchNorm2d, affine=False),
+        adapt=partial(convert, density=density, init=None, learned_bn=learned_bn, inplace=True),
+    )
+
+
+def create_model(
+    name: str,
+    spec: InputSpec = InputSpec(),
+    layers: Layers = DENSE,
+    **kwargs,
+) -> nn.Module:
+    """Build architecture ``name`` for inputs ``spec`` with ``layers``.
+
+    ``torchvision/<model>`` builds any torchvision classification model (random weights)
+    and adapts it to ``layers`` through :func:`supermask.nn.convert`.
+    """
+    if name.startswith(TORCHVISION_PREFIX):
+        from .torchvision_models import torchvision_model
+
+        return layers.adapt(torchvision_model(name[len(TORCHVISION_PREFIX):], spec, **kwargs))
+    builder = MODELS.get(name)
+    try:
+        return builder(spec, layers, **kwargs)
+    except TypeError as exc:
+        raise SupermaskError(f"architecture {name!r}: {exc}") from None
+
+
+def list_models() -> list[str]:
+    return MODELS.names() + [TORCHVISION_PREFIX + "<name>"]

@@ -1,0 +1,115 @@
+"""Turn any ``nn.Module`` into its supermask version.
+
+``convert`` swaps every ``nn.Conv2d`` / ``nn.Linear`` for a :class:`SupermaskConv2d` /
+:class:`SupermaskLinear` holding the same (or freshly drawn) weights, freezes every
+other parameter, and makes BatchNorm non-affine (the edge-popup setting) unless
+``learned_bn`` is set. After conversion the only parameters that require grad are
+the scores (and the BatchNorm affine parameters with ``learned_bn``), so
+``[p for p in model.parameters() if p.requires_grad]`` is exactly what to optimise.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Iterable
+
+from torch import nn
+
+from ..errors import SupermaskError
+from .init import init_model
+from .layers import SupermaskConv2d, SupermaskLinear, SupermaskMixin, attach_global_scope
+from .topk import check_density
+
+SCOPES = ("layerwise", "global")
+
+
+def check_scope(scope: str) -> str:
+    if scope not in SCOPES:
+        raise SupermaskError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+    return scope
+
+
+def prunable_names(model: nn.Module) -> list[str]:
+    """Qualified names of the Conv2d/Linear modules of ``model``, in module order."""
+    return [name for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+def _resolve_keep_dense(model: nn.Module, keep_dense: Iterable[str]) -> set[str]:
+    names = prunable_names(model)
+    resolved = set()
+    for item in keep_dense:
+        if item == "first" and names:
+            resolved.add(names[0])
+        elif item == "last" and names:
+            resolved.add(names[-1])
+        elif item in names:
+            resolved.add(item)
+        else:
+            raise SupermaskError(f"keep_dense: {item!r} is not a Conv2d/Linear of the model (nor 'first'/'last')")
+    return resolved
+
+
+def _non_affine_copy(bn: nn.modules.batchnorm._BatchNorm) -> nn.Module:
+    new = type(bn)(bn.num_features, eps=bn.eps, momentum=bn.momentum, affine=False,
+                   track_running_stats=bn.track_running_stats,
+                   device=bn.running_mean.device if bn.running_mean is not None else None)
+    if bn.track_running_stats:
+        new.running_mean.copy_(bn.running_mean)
+        new.running_var.copy_(bn.running_var)
+        new.num_batches_tracked.copy_(bn.num_batches_tracked)
+    return new
+
+
+def _replace(model: nn.Module, qualified: str, new: nn.Module) -> None:
+    parent_name, _, child = qualified.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def convert(
+    model: nn.Module,
+    density: float = 0.5,
+    *,
+    scope: str = "layerwise",
+    init: str | None = "signed-constant",
+    seed: int = 0,
+    keep_dense: Iterable[str] = (),
+    learned_bn: bool = False,
+    scaled_fan: bool = False,
+    score_init: str = "kaiming-uniform",
+    inplace: bool = False,
+) -> nn.Module:
+    """Return the supermask version of ``model``.
+
+    - ``density`` in (0, 1]: kept fraction of each layer (``layerwise``) or of all
+      supermask layers together (``global``).
+    - ``init``: re-draw the frozen weights with this initialiser from ``seed``
+      (``None`` keeps the model's own weights, e.g. pretrained ones).
+    - ``keep_dense``: qualified module names, or ``"first"``/``"last"``, left as plain
+      layers (frozen, all edges kept).
+    - ``learned_bn``: keep BatchNorm affine and train it with the scores; by default
+      BatchNorm is made non-affine (normalisation with running statistics only).
+    """
+    density = check_density(density)
+    check_scope(scope)
+    if not inplace:
+        model = copy.deepcopy(model)
+    dense = _resolve_keep_dense(model, keep_dense)
+    for name, module in list(model.named_modules()):
+        if isinstance(module, SupermaskMixin) or name in dense:
+            continue
+        if isinstance(module, nn.Conv2d):
+            _replace(model, name, SupermaskConv2d.from_dense(module, density))
+        elif isinstance(module, nn.Linear):
+            _replace(model, name, SupermaskLinear.from_dense(module, density))
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine and not learned_bn:
+            _replace(model, name, _non_affine_copy(module))
+    for name, param in model.named_parameters():
+        trainable = name.endswith("scores") or (
+            learned_bn and isinstance(model.get_submodule(name.rpartition(".")[0]), nn.modules.batchnorm._BatchNorm)
+        )
+        param.requires_grad_(trainable)
+    init_model(model, init, seed, scaled_fan=scaled_fan, score_init=score_init)
+    if scope == "global":
+        attach_global_scope(model, density)
+    return model

@@ -1,0 +1,191 @@
+"""Score-based masking layers (edge-popup) and the global-scope coordinator.
+
+A supermask layer holds a frozen ``weight`` (and ``bias``), a learned ``scores``
+tensor of the weight's shape and a ``density``. Its forward pass uses
+``weight * mask`` where the mask keeps the top ``density`` fraction of
+``|scores|`` (see :mod:`supermask.nn.topk` for the exact rule); gradients reach
+the scores straight through the mask. ``weight`` keeps its name, so the
+state-dict keys of the plain architecture (``features.0.weight``) stay valid.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .topk import check_density, global_topk_masks, kept_count, straight_through_topk, topk_mask
+
+
+class SupermaskMixin:
+    """Shared behaviour of :class:`SupermaskConv2d` and :class:`SupermaskLinear`."""
+
+    weight: nn.Parameter
+    bias: Optional[nn.Parameter]
+    scores: nn.Parameter
+    density: float
+
+    def _setup_supermask(self, density: float) -> None:
+        self.weight.requires_grad_(False)
+        if self.bias is not None:
+            self.bias.requires_grad_(False)
+        self.scores = nn.Parameter(torch.empty_like(self.weight))
+        # PyTorch's default layer init: kaiming_uniform(a=sqrt(5)), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+        nn.init.kaiming_uniform_(self.scores, a=math.sqrt(5))
+        self.density = check_density(density)
+        # Not a submodule: a plain attribute, so it is not in state_dict or children().
+        object.__setattr__(self, "global_scope", None)
+        self._mask_cache: Optional[Tensor] = None
+        self._mask_cache_key: Optional[tuple] = None
+
+    # -- masks -------------------------------------------------------------------------------
+    def _use_cached_mask(self) -> bool:
+        return not self.training and not (torch.is_grad_enabled() and self.scores.requires_grad)
+
+    def forward_mask(self) -> Tensor:
+        """The mask the forward pass applies (differentiable w.r.t. ``scores`` in training)."""
+        if self.global_scope is not None:
+            return self.global_scope.mask_for(self)
+        if self._use_cached_mask():
+            key = (self.scores._version, self.scores.data_ptr(), self.density)
+            if self._mask_cache is None or self._mask_cache_key != key:
+                self._mask_cache = topk_mask(self.scores.abs(), kept_count(self.scores.numel(), self.density))
+                self._mask_cache_key = key
+            return self._mask_cache
+        return straight_through_topk(self.scores.abs(), kept_count(self.scores.numel(), self.density))
+
+    @torch.no_grad()
+    def mask(self) -> Tensor:
+        """The current mask as a detached {0, 1} tensor of the weight's shape."""
+        return self.forward_mask().detach().clone()
+
+    def masked_weight(self) -> Tensor:
+        return self.weight * self.forward_mask()
+
+    def extra_repr(self) -> str:  # type: ignore[override]
+        scope = "global" if self.global_scope is not None else "layerwise"
+        return f"{super().extra_repr()}, density={self.density}, scope={scope}"  # type: ignore[misc]
+
+
+class SupermaskConv2d(SupermaskMixin, nn.Conv2d):
+    """``nn.Conv2d`` with frozen weights and a learned top-k mask over them."""
+
+    def __init__(self, *args, density: float = 0.5, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._setup_supermask(density)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._conv_forward(x, self.masked_weight(), self.bias)
+
+    @classmethod
+    def from_dense(cls, conv: nn.Conv2d, density: float) -> "SupermaskConv2d":
+        new = cls(
+            conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+            padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
+            bias=conv.bias is not None, padding_mode=conv.padding_mode, density=density,
+            device=conv.weight.device, dtype=conv.weight.dtype,
+        )
+        _copy_frozen(new, conv)
+        return new
+
+
+class SupermaskLinear(SupermaskMixin, nn.Linear):
+    """``nn.Linear`` with frozen weights and a learned top-k mask over them."""
+
+    def __init__(self, *args, density: float = 0.5, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._setup_supermask(density)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.masked_weight(), self.bias)
+
+    @classmethod
+    def from_dense(cls, linear: nn.Linear, density: float) -> "SupermaskLinear":
+        new = cls(
+            linear.in_features, linear.out_features, bias=linear.bias is not None, density=density,
+            device=linear.weight.device, dtype=linear.weight.dtype,
+        )
+        _copy_frozen(new, linear)
+        return new
+
+
+SUPERMASK_LAYERS = (SupermaskConv2d, SupermaskLinear)
+
+
+def _copy_frozen(new: nn.Module, old: nn.Module) -> None:
+    with torch.no_grad():
+        new.weight.copy_(old.weight)
+        if old.bias is not None:
+            new.bias.copy_(old.bias)
+
+
+def supermask_layers(model: nn.Module) -> list[tuple[str, SupermaskMixin]]:
+    """``(qualified name, layer)`` of every supermask layer, in module order."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, SupermaskMixin)]
+
+
+class GlobalScope:
+    """One threshold over the scores of all given layers, computed once per forward pass.
+
+    :func:`attach_global_scope` installs it: a forward pre-hook on the root module
+    invalidates the masks, and the first layer that asks recomputes all of them.
+    In eval mode without gradients the masks are cached until any score changes.
+    """
+
+    def __init__(self, layers: Iterable[SupermaskMixin], density: float):
+        self.layers = list(layers)
+        if not self.layers:
+            raise ValueError("global scope needs at least one supermask layer")
+        self.density = check_density(density)
+        self._index = {id(layer): i for i, layer in enumerate(self.layers)}
+        self._fresh: Optional[list[Tensor]] = None  # this forward pass's masks (with autograd)
+        self._cached: Optional[list[Tensor]] = None  # eval-mode masks, valid while the key holds
+        self._cached_key: Optional[tuple] = None
+
+    def invalidate(self, *_args) -> None:
+        """Forward pre-hook: the next layer to ask recomputes this pass's masks."""
+        self._fresh = None
+
+    def _magnitudes(self) -> list[Tensor]:
+        return [layer.scores.abs() for layer in self.layers]
+
+    def mask_for(self, layer: SupermaskMixin) -> Tensor:
+        i = self._index[id(layer)]
+        if layer._use_cached_mask():
+            key = (self.density,) + tuple((l.scores._version, l.scores.data_ptr()) for l in self.layers)
+            if self._cached is None or self._cached_key != key:
+                with torch.no_grad():
+                    self._cached = global_topk_masks(self._magnitudes(), self.density)
+                self._cached_key = key
+            return self._cached[i]
+        if self._fresh is None:
+            self._fresh = global_topk_masks(self._magnitudes(), self.density)
+        return self._fresh[i]
+
+
+def attach_global_scope(model: nn.Module, density: float) -> GlobalScope:
+    """Make every supermask layer of ``model`` share one global top-k threshold at ``density``."""
+    layers = [layer for _, layer in supermask_layers(model)]
+    scope = GlobalScope(layers, density)
+    for layer in layers:
+        object.__setattr__(layer, "global_scope", scope)
+        layer.density = scope.density
+    model.register_forward_pre_hook(scope.invalidate)
+    return scope
+
+
+@torch.no_grad()
+def model_masks(model: nn.Module) -> dict[str, Tensor]:
+    """The current mask of every supermask layer, keyed by its weight's name (``features.0.weight``)."""
+    return {f"{name}.weight" if name else "weight": layer.mask() for name, layer in supermask_layers(model)}
+
+
+def density_report(masks: dict[str, Tensor]) -> tuple[float, dict[str, float]]:
+    """Overall density and density per tensor of a dict of masks."""
+    kept = sum(int(m.sum().item()) for m in masks.values())
+    total = sum(m.numel() for m in masks.values())
+    per_layer = {name: float(m.sum().item()) / m.numel() for name, m in masks.items()}
+    return (kept / total if total else 1.0), per_layer

@@ -1,0 +1,57 @@
+"""Callbacks: everything the training loop does besides training.
+
+The loop calls, in order: ``on_train_start`` once; per step ``after_step`` (after the
+optimiser step: IMP re-applies its masks here); per evaluation ``on_eval``;
+``on_train_end`` once. The progress bar is a callback the CLI installs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .loop import TrainState
+
+
+class Callback:
+    def on_train_start(self, state: "TrainState") -> None: ...
+
+    def after_step(self, state: "TrainState", loss: float, correct: int, count: int) -> None: ...
+
+    def on_eval(self, state: "TrainState", records: list[dict]) -> None: ...
+
+    def on_train_end(self, state: "TrainState") -> None: ...
+
+
+class ProgressBar(Callback):
+    """A tqdm bar over the steps, showing the running loss and accuracy and the last val accuracy."""
+
+    def __init__(self, description: str = "", every: int = 5):
+        self.description, self.every = description, every
+        self.bar = None
+        self._loss = self._correct = self._count = 0
+
+    def on_train_start(self, state):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=state.total_steps, initial=state.step, desc=self.description, unit="step",
+                        dynamic_ncols=True, leave=False)
+
+    def after_step(self, state, loss, correct, count):
+        self._loss += loss * count
+        self._correct += correct
+        self._count += count
+        self.bar.update(1)
+        if state.step % self.every == 0:
+            self.bar.set_postfix(loss=f"{self._loss / self._count:.3f}", acc=f"{self._correct / self._count:.3f}",
+                                 refresh=False)
+
+    def on_eval(self, state, records):
+        self._loss = self._correct = self._count = 0
+        val = next((r for r in records if r["split"] == "val"), None)
+        if val is not None and self.bar is not None:
+            self.bar.set_description(f"{self.description} ep {state.epoch} val {val['accuracy']:.3f}")
+
+    def on_train_end(self, state):
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,58 @@
+"""The training hyperparameters, shared by every engine."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ..errors import SupermaskError
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("cosine", "step", "constant")
+
+
+@dataclass
+class TrainConfig:
+    """How to train. Defaults are edge-popup's small-scale setting (Ramanujan et al. 2020,
+    the reference configs for Conv-2/4/6/8): SGD, lr 0.1, momentum 0.9, weight decay 1e-4,
+    cosine decay, batch 128."""
+
+    epochs: int = 10
+    iterations: Optional[int] = None  # when set, train this many steps instead of whole epochs
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    milestones: tuple[float, ...] = field(default_factory=tuple)  # epochs where "step" multiplies lr by gamma
+    gamma: float = 0.1
+    label_smoothing: float = 0.0
+
+    def validate(self) -> "TrainConfig":
+        if self.optimizer not in OPTIMIZERS:
+            raise SupermaskError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise SupermaskError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        _positive_int(self.epochs, "epochs")
+        if self.iterations is not None:
+            _positive_int(self.iterations, "iterations")
+        _positive_int(self.batch_size, "batch size")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise SupermaskError(f"learning rate must be a positive number, got {self.lr!r}")
+        for name in ("momentum", "weight_decay", "warmup_epochs", "label_smoothing"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise SupermaskError(f"{name.replace('_', ' ')} must be >= 0, got {value!r}")
+        if self.label_smoothing >= 1:
+            raise SupermaskError(f"label smoothing must be < 1, got {self.label_smoothing!r}")
+        self.milestones = tuple(float(m) for m in self.milestones)
+        return self
+
+
+def _positive_int(value, name: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise SupermaskError(f"{name} must be a positive integer, got {value!r}")
