@@ -104,9 +104,26 @@ def cli() -> None:
     """Find lottery tickets: strong (edge-popup, untrained) and weak (IMP, trained)."""
 
 
+def model_options(f: Callable) -> Callable:
+    for option in reversed([
+        click.option("--arch", default="conv6", show_default=True, help="Architecture (see `supermask list archs`)."),
+        click.option("--dataset", default="mnist-5k", show_default=True, help="Data set (see `supermask list datasets`)."),
+        click.option("--width", default=1.0, show_default=True, type=float, help="Width multiplier of the architecture."),
+        click.option("--image-size", default=224, show_default=True, type=int, help="Crop size for image folders."),
+    ]):
+        f = option(f)
+    return f
+
+
+def _echo_result(result) -> None:
+    r = result.result
+    click.echo(f"{'already finished' if result.skipped else 'finished'}: {result.run_dir}")
+    click.echo(f"test accuracy {r['test_accuracy']:.4f} (epoch {r['best_epoch']}, best val {r['best_val_accuracy']:.4f}); "
+               f"before training {r['initial_test_accuracy']:.4f}; density {r['density']:.4f}")
+
+
 @cli.command()
-@click.option("--arch", default="conv6", show_default=True, help="Architecture (see `supermask list archs`).")
-@click.option("--dataset", default="mnist-5k", show_default=True, help="Data set (see `supermask list datasets`).")
+@model_options
 @click.option("--method", default="edge-popup", show_default=True, help="Ticket finder (see `supermask list methods`).")
 @click.option("--density", default=None, type=float, help="Fraction of weights kept, in (0, 1]. [default: 0.5]")
 @click.option("--sparsity", default=None, type=float, help="Fraction of weights removed (1 - density).")
@@ -115,25 +132,33 @@ def cli() -> None:
 @click.option("--score-init", default="kaiming-uniform", show_default=True)
 @click.option("--scaled-fan", is_flag=True, help="Scale the init's fan by the density (Ramanujan et al. 2020).")
 @click.option("--learned-bn", is_flag=True, help="Train BatchNorm's affine parameters with the scores.")
-@click.option("--width", default=1.0, show_default=True, type=float, help="Width multiplier of the architecture.")
-@click.option("--image-size", default=224, show_default=True, type=int, help="Crop size for image folders.")
 @train_options(TrainConfig())
 @output_options
 def search(**kw) -> None:
     """Find a strong ticket: train a mask over a frozen random network (edge-popup)."""
     from .search import SearchConfig, search as run_search
 
-    quiet, verbose = kw.pop("quiet"), kw.pop("verbose")
-    _configure_logging(verbose, quiet)
+    quiet = kw.pop("quiet")
+    _configure_logging(kw.pop("verbose"), quiet)
     train_cfg = _train_config(kw)
     density = resolve_density(kw.pop("density"), kw.pop("sparsity"), 0.5)
     config = SearchConfig(density=density, train=train_cfg, **kw)
-    result = run_search(config, callbacks=_callbacks(quiet, f"{config.arch} d={density:g}"))
-    r = result.result
-    status = "already finished" if result.skipped else "finished"
-    click.echo(f"{status}: {result.run_dir}")
-    click.echo(f"test accuracy {r['test_accuracy']:.4f} (epoch {r['best_epoch']}, best val {r['best_val_accuracy']:.4f}); "
-               f"untrained mask {r['initial_test_accuracy']:.4f}; density {r['density']:.4f}")
+    _echo_result(run_search(config, callbacks=_callbacks(quiet, f"{config.arch} d={density:g}")))
+
+
+@cli.command(name="train")
+@model_options
+@click.option("--init", "init", default="kaiming-normal", show_default=True, help="Weight init (see `supermask list inits`).")
+@train_options(TrainConfig(lr=0.01))
+@output_options
+def train_cmd(**kw) -> None:
+    """Train the dense baseline: the same zoo, data and trainer, weights trained."""
+    from .dense import DenseConfig, train_dense
+
+    quiet = kw.pop("quiet")
+    _configure_logging(kw.pop("verbose"), quiet)
+    config = DenseConfig(train=_train_config(kw), **kw)
+    _echo_result(train_dense(config, callbacks=_callbacks(quiet, f"{config.arch} dense")))
 
 
 @cli.command(name="list")
@@ -160,22 +185,25 @@ def list_(what: str) -> None:
         click.echo(item)
 
 
-def main(argv: Optional[list[str]] = None) -> None:
-    """Entry point: run the CLI, turning user errors into one line on stderr and exit status 2."""
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point: run the CLI and return the exit status; user errors become one line on stderr and 2."""
     try:
         cli.main(args=argv, prog_name="supermask", standalone_mode=False)
     except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except click.ClickException as exc:
-        click.echo(f"supermask: error: {exc.format_message()}", err=True)
-        sys.exit(EXIT_USAGE)
+        return _fail(exc.format_message())
     except SupermaskError as exc:
-        click.echo(f"supermask: error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
+        return _fail(str(exc))
     except OSError as exc:
-        where = f" {exc.filename}" if exc.filename else ""
-        click.echo(f"supermask: error:{where} {exc.strerror or exc}", err=True)
-        sys.exit(EXIT_USAGE)
+        where = f"{exc.filename}: " if exc.filename else ""
+        return _fail(f"{where}{exc.strerror or exc}")
     except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("supermask: interrupted; run the same command again to resume", err=True)
-        sys.exit(130)
+        return 130
+    return 0
+
+
+def _fail(message: str) -> int:
+    click.echo(f"supermask: error: {message}", err=True)
+    return EXIT_USAGE

@@ -29,14 +29,10 @@ class Method:
 METHODS: Registry[Method] = Registry("method")
 
 
-def model_kwargs(config: "SearchConfig") -> dict:
-    return {"width": config.width} if config.width != 1.0 else {}
-
-
 def build_edge_popup(config: "SearchConfig", spec: InputSpec) -> nn.Module:
     """Frozen random weights from ``config.init``/``config.seed``; scores trained; top-k mask per forward."""
     layers = supermask_layer_types(config.density, learned_bn=config.learned_bn)
-    model = create_model(config.arch, spec, layers, **model_kwargs(config))
+    model = create_model(config.arch, spec, layers, **config.model_kwargs())
     init_model(model, config.init, config.seed, scaled_fan=config.scaled_fan, score_init=config.score_init)
     if config.scope == "global":
         attach_global_scope(model, config.density)

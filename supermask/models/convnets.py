@@ -2,9 +2,8 @@
 
 3×3 convolutions with 64-64-128-128-256-256-512-512 channels (the first 2, 4, 6 or 8),
 a 2×2 max-pool after each pair, then fully connected 256-256-classes. ``width`` scales
-every hidden layer (Ramanujan et al.'s width multiplier). Pools round up, so a 28×28
-MNIST image ends as a 4×4 map like the paper's 32×32 inputs (a floor would drop the
-seventh row and column of the 7×7 map). No biases and no
+every hidden layer (Ramanujan et al.'s width multiplier). Pools round down as usual
+(a 28×28 MNIST image ends as a 3×3 map); a pool is skipped once the map is 1×1. No biases and no
 normalisation by default, as in the edge-popup reference.
 """
 
@@ -25,8 +24,8 @@ class ConvNet(nn.Module):
             blocks += [layers.conv(in_ch, out_ch, 3, padding=1, bias=bias), nn.ReLU(inplace=True)]
             in_ch = out_ch
             if i % 2 == 1 and size >= 2:
-                blocks.append(nn.MaxPool2d(2, ceil_mode=True))  # odd sizes keep their last row: 7 -> 4
-                size = -(-size // 2)
+                blocks.append(nn.MaxPool2d(2))
+                size //= 2
         hidden = max(1, round(256 * width))
         self.features = nn.Sequential(*blocks)
         self.classifier = nn.Sequential(

@@ -1,0 +1,127 @@
+"""What every engine does around the training loop: one run directory, start to finish.
+
+An engine supplies a config (an :class:`ExperimentConfig`), a function building its
+model for the data's input shape, and what to record; :func:`run_experiment` skips
+a finished run, loads the data, writes ``config.json``, trains (resuming from a
+checkpoint if there is one), saves the ticket and writes ``result.json`` last.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+from torch import nn
+
+from .data import DATASETS, load_dataset
+from .data.datasets import IMAGEFOLDER_PREFIX
+from .errors import SupermaskError
+from .models import MODELS, InputSpec
+from .models.registry import TORCHVISION_PREFIX
+from .nn import density_report, model_masks
+from .runs import RunDir, config_dict, config_hash, run_path
+from .tickets import save_ticket
+from .training import Callback, TrainConfig, resolve_device, train
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExperimentConfig:
+    """Fields every engine shares. Subclasses add their own (density, init, ...)."""
+
+    arch: str = "conv6"
+    dataset: str = "mnist-5k"
+    width: float = 1.0
+    image_size: int = 224  # image folders only: the crop size
+    seed: int = 0
+    train: TrainConfig = field(default_factory=TrainConfig)
+    # Not part of the config hash: where things go and how they are read.
+    out: str = "runs"
+    device: str = "auto"
+    data_root: Optional[str] = None
+    download: bool = False
+    num_workers: Optional[int] = None
+
+    ENGINE = "experiment"
+
+    def validate(self):
+        if not self.arch.startswith(TORCHVISION_PREFIX):
+            MODELS.get(self.arch)
+        if not self.dataset.startswith(IMAGEFOLDER_PREFIX):
+            DATASETS.get(self.dataset)
+        if not (self.width > 0):
+            raise SupermaskError(f"width must be positive, got {self.width!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise SupermaskError(f"seed must be a non-negative integer, got {self.seed!r}")
+        self.train.validate()
+        return self
+
+    def model_kwargs(self) -> dict:
+        return {"width": self.width} if self.width != 1.0 else {}
+
+    def run_dir(self) -> RunDir:
+        return RunDir(run_path(Path(self.out), self.ENGINE, self.arch, self.dataset, config_hash(self), self.seed))
+
+
+@dataclass
+class ExperimentResult:
+    run_dir: Path
+    result: dict
+    skipped: bool = False  # the run had finished before: nothing was trained
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    build: Callable[[InputSpec], nn.Module],
+    *,
+    callbacks: Sequence[Callback] = (),
+    ticket_meta: Optional[Callable[[InputSpec], dict]] = None,
+    result_fields: Optional[dict] = None,
+) -> ExperimentResult:
+    """Run (or resume, or skip if finished) one experiment.
+
+    ``build(spec)`` returns the model; its parameters that require grad are trained.
+    With ``ticket_meta`` the masks of its supermask layers are saved as a ticket.
+    """
+    config.validate()
+    run = config.run_dir()
+    if run.is_finished():
+        log.info("finished run found, skipping: %s", run.path)
+        return ExperimentResult(run.path, run.read_result(), skipped=True)
+    device = resolve_device(config.device)
+    data = load_dataset(config.dataset, config.data_root, config.download, config.image_size)
+    spec = InputSpec(data.info.in_channels, data.info.image_size, data.info.num_classes)
+    run.prepare(config_dict(config))
+    torch.manual_seed(config.seed)
+    model = build(spec)
+
+    def describe(m: nn.Module) -> dict:
+        return {"density": density_report(model_masks(m))[0]}
+
+    started = time.time()
+    summary = train(model, [p for p in model.parameters() if p.requires_grad], data, config.train,
+                    seed=config.seed, device=device, run=run, callbacks=callbacks, describe=describe,
+                    num_workers=config.num_workers)
+    masks = model_masks(model)
+    overall, per_layer = density_report(masks)
+    if ticket_meta is not None:
+        save_ticket(run.ticket_dir, masks, ticket_meta(spec))
+    result = {
+        "status": "finished", "engine": config.ENGINE, "arch": config.arch, "dataset": config.dataset,
+        "seed": config.seed, "config_hash": config_hash(config), **(result_fields or {}),
+        "density": overall, "density_per_layer": per_layer,
+        "best_epoch": summary.best_epoch, "best_val_accuracy": summary.best_val_accuracy,
+        "test_accuracy": summary.test_accuracy, "last_val_accuracy": summary.last_val_accuracy,
+        "last_test_accuracy": summary.last_test_accuracy, "initial_test_accuracy": summary.initial_test_accuracy,
+        "min_val_loss_step": summary.min_val_loss_step, "epochs": summary.epochs, "steps": summary.steps,
+        "train_seconds": round(summary.seconds, 3), "wall_seconds": round(time.time() - started, 3),
+        "device": str(device),
+    }
+    run.write_result(result)
+    log.info("finished %s: test accuracy %.4f at density %.4f", run.path, summary.test_accuracy, overall)
+    return ExperimentResult(run.path, result)

@@ -1,0 +1,79 @@
+"""The command line: thin over the library, one line and exit status 2 for every user error."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from supermask.cli import main
+
+
+def run_cli(args, capsys):
+    code = main(args)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("args,message", [
+    (["search", "--arch", "nope"], "unknown architecture 'nope'"),
+    (["search", "--density", "0"], "density must be in (0, 1]"),
+    (["search", "--density", "1.5"], "density must be in (0, 1]"),
+    (["search", "--density", "nan"], "density must be in (0, 1]"),
+    (["search", "--density", "0.5", "--sparsity", "0.5"], "not both"),
+    (["search", "--dataset", "cifar7"], "unknown dataset"),
+    (["search", "--init", "zeros"], "unknown init"),
+    (["search", "--method", "magic"], "unknown method"),
+    (["search", "--epochs", "0"], "epochs must be a positive integer"),
+    (["search", "--lr", "-1"], "learning rate must be a positive number"),
+    (["search", "--batch-size", "x"], "Invalid value for '--batch-size'"),
+    (["search", "--scope", "local"], "Invalid value for '--scope'"),
+    (["search", "--device", "tpu"], "device must be auto, cpu or cuda"),
+    (["search", "--bogus"], "No such option"),
+    (["list", "things"], "Invalid value"),
+])
+def test_user_errors_are_one_line_with_status_2(args, message, capsys, tmp_path):
+    code, out, err = run_cli(args + ["--out", str(tmp_path)] if args[0] == "search" else args, capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("supermask: error:"), err
+    assert message in err
+    assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_missing_data_and_unwritable_output(capsys, tmp_path):
+    code, _, err = run_cli(["search", "--dataset", "cifar10", "--data-root", str(tmp_path / "none"),
+                            "--out", str(tmp_path / "runs")], capsys)
+    assert code == 2 and "pass --download" in err and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, _, err = run_cli(["search", "--arch", "lenet_300_100", "--out", str(blocker), "--epochs", "1"], capsys)
+    assert code == 2 and "is a file" in err and err.count("\n") == 1
+    code, _, err = run_cli(["search", "--arch", "lenet_300_100", "--out", str(blocker / "runs"), "--epochs", "1"],
+                           capsys)
+    assert code == 2 and "cannot create run directory" in err and err.count("\n") == 1
+
+
+def test_list_shows_the_registries(capsys):
+    for what, expected in (("archs", "conv6"), ("datasets", "mnist-5k"), ("methods", "edge-popup"),
+                           ("inits", "signed-constant")):
+        code, out, _ = run_cli(["list", what], capsys)
+        assert code == 0 and expected in out.split("\n")[0] + out
+
+
+def test_search_end_to_end_then_skip(capsys, tmp_path):
+    args = ["search", "--arch", "lenet_300_100", "--epochs", "1", "--sparsity", "0.8", "--out", str(tmp_path),
+            "--batch-size", "500", "--quiet", "--device", "cpu"]
+    code, out, _ = run_cli(args, capsys)
+    assert code == 0 and out.startswith("finished: ")
+    run_dir = out.split("\n")[0].split(": ", 1)[1]
+    result = json.loads(open(f"{run_dir}/result.json").read())
+    assert result["requested_density"] == pytest.approx(0.2)
+    code, out, _ = run_cli(args, capsys)
+    assert code == 0 and out.startswith("already finished: ")
+
+
+def test_console_entry_point_runs_as_module():
+    proc = subprocess.run([sys.executable, "-m", "supermask", "search", "--arch", "nope"], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1

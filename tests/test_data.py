@@ -1,0 +1,177 @@
+"""The real loaders, exercised on small data sets written in the real on-disk formats."""
+
+import gzip
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from supermask.data import TensorLoader, TensorSplit, load_dataset, make_loader, stratified_holdout
+from supermask.data.datasets import DatasetInfo
+from supermask.data.loader import random_crop
+from supermask.errors import DataError, UnknownNameError
+
+
+def write_idx(path, array: np.ndarray, compress=False):
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + b"".join(struct.pack(">I", d) for d in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    if compress:
+        path = path.with_name(path.name + ".gz")
+        data = gzip.compress(data)
+    path.write_bytes(data)
+
+
+def fake_mnist(root, folder="MNIST", n_train=200, n_test=50, compress=False):
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)), compress)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10, compress)
+    return root
+
+
+def fake_cifar(root, classes=10, n_per_batch=40):
+    rng = np.random.default_rng(1)
+    if classes == 10:
+        folder, files, key = root / "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"], "labels"
+    else:
+        folder, files, key = root / "cifar-100-python", ["train", "test"], "fine_labels"
+    folder.mkdir(parents=True)
+    for name in files:
+        entry = {"data": rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8),
+                 key: list(np.arange(n_per_batch) % classes), "filenames": [b"x.png"] * n_per_batch}
+        with open(folder / name, "wb") as f:
+            pickle.dump(entry, f)
+    return root
+
+
+def test_bundled_mnist5k_is_split_stratified_and_disjoint():
+    d = load_dataset("mnist-5k")
+    assert (len(d.train), len(d.val), len(d.test)) == (4000, 500, 500)
+    assert d.train.images.dtype == torch.uint8 and d.train.images.shape[1:] == (1, 28, 28)
+    for split, per_class in ((d.train, 400), (d.val, 50), (d.test, 50)):
+        assert split.labels.bincount().tolist() == [per_class] * 10
+    flat = lambda s: {bytes(img.numpy().tobytes()) for img in s.images}  # noqa: E731
+    assert not (flat(d.val) & flat(d.test)) and not (flat(d.train) & flat(d.test))
+    again = load_dataset("mnist-5k")
+    assert torch.equal(again.test.images, d.test.images)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_mnist_idx_files(tmp_path, compress):
+    d = load_dataset("mnist", fake_mnist(tmp_path, compress=compress))
+    assert d.info.num_classes == 10 and d.info.in_channels == 1
+    assert len(d.train) + len(d.val) == 200 and len(d.test) == 50
+    assert d.test.labels[:12].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+
+
+def test_fashion_mnist_folder(tmp_path):
+    d = load_dataset("fashion-mnist", fake_mnist(tmp_path, folder="FashionMNIST"))
+    assert len(d.test) == 50
+
+
+@pytest.mark.parametrize("classes,name", [(10, "cifar10"), (100, "cifar100")])
+def test_cifar_pickle_batches(tmp_path, classes, name):
+    d = load_dataset(name, fake_cifar(tmp_path, classes, n_per_batch=200))
+    assert d.info.num_classes == classes and d.info.augment
+    assert d.train.images.shape[1:] == (3, 32, 32)
+    n_train = 5 * 200 if classes == 10 else 200
+    assert len(d.train) + len(d.val) == n_train and len(d.test) == 200
+
+
+def test_cifar_refuses_pickles_that_run_code(tmp_path):
+    folder = fake_cifar(tmp_path) / "cifar-10-batches-py"
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    with open(folder / "data_batch_1", "wb") as f:
+        pickle.dump({"data": Evil()}, f)
+    with pytest.raises(DataError, match="not a CIFAR batch"):
+        load_dataset("cifar10", tmp_path)
+
+
+def test_svhn_mat_files(tmp_path):
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(2)
+    for split, n in (("train", 60), ("test", 20)):
+        savemat(tmp_path / f"{split}_32x32.mat", {"X": rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8),
+                                                   "y": (np.arange(n) % 10 + 1).reshape(-1, 1)})
+    d = load_dataset("svhn", tmp_path)
+    assert d.test.labels.tolist()[:10] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 0]  # label 10 is the digit 0
+    assert d.test.images.shape == (20, 3, 32, 32)
+
+
+def test_image_folder(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    for part, n in (("train", 10), ("val", 3)):
+        for cls in ("cat", "dog"):
+            (tmp_path / part / cls).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(tmp_path / part / cls / f"{i}.png")
+    d = load_dataset(f"imagefolder:{tmp_path}", image_size=8)
+    assert d.info.num_classes == 2 and len(d.test) == 6 and len(d.train) + len(d.val) == 20
+    loader = make_loader(d.train, d.info, 4, train=True, num_workers=0)
+    images, labels = next(iter(loader))
+    assert images.shape == (4, 3, 8, 8) and labels.dtype == torch.int64
+
+
+def test_missing_and_unknown_data_are_clear_errors(tmp_path):
+    with pytest.raises(DataError, match="pass --download"):
+        load_dataset("cifar10", tmp_path)
+    with pytest.raises(DataError, match="no train/ directory"):
+        load_dataset(f"imagefolder:{tmp_path}")
+    with pytest.raises(UnknownNameError, match="unknown dataset"):
+        load_dataset("imagenet-21k")
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03garbage")
+    (raw / "train-labels-idx1-ubyte").write_bytes(b"")
+    with pytest.raises(DataError):
+        load_dataset("mnist", tmp_path)
+
+
+def test_stratified_holdout_is_proportional_and_deterministic():
+    labels = torch.tensor([0] * 70 + [1] * 20 + [2] * 10)
+    held, rest = stratified_holdout(labels, 10, seed=5)
+    assert labels[held].bincount().tolist() == [7, 2, 1]
+    assert len(set(held.tolist()) | set(rest.tolist())) == 100
+    assert torch.equal(held, stratified_holdout(labels, 10, seed=5)[0])
+
+
+def _info(augment):
+    return DatasetInfo("t", 3, 8, 10, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), augment=augment)
+
+
+def test_tensor_loader_order_depends_on_seed_and_epoch_only():
+    split = TensorSplit(torch.randint(0, 256, (50, 3, 8, 8), dtype=torch.uint8), torch.arange(50) % 10)
+    def labels_of(seed, epoch):
+        loader = TensorLoader(split, _info(True), 16, train=True, seed=seed)
+        loader.set_epoch(epoch)
+        return [torch.cat([y for _, y in loader]), torch.cat([x for x, _ in loader])]
+    a, b, c = labels_of(0, 1), labels_of(0, 1), labels_of(0, 2)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], c[0])
+    assert sorted(a[0].tolist()) == sorted(split.labels.tolist())  # every example once an epoch
+    evals = TensorLoader(split, _info(True), 16, train=False)
+    x, y = next(iter(evals))
+    assert torch.equal(y, split.labels[:16])  # no shuffling and no augmentation when evaluating
+    assert torch.allclose(x, (split.images[:16].float() / 255 - 0.5) / 0.25, atol=1e-5)
+
+
+def test_random_crop_is_a_shift_of_the_padded_image():
+    images = torch.arange(2 * 1 * 5 * 5, dtype=torch.float32).view(2, 1, 5, 5) + 1
+    gen = torch.Generator().manual_seed(0)
+    out = random_crop(images, 2, gen)
+    padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
+    for b in range(2):
+        matches = [(dy, dx) for dy in range(5) for dx in range(5)
+                   if torch.equal(out[b], padded[b, :, dy:dy + 5, dx:dx + 5])]
+        assert matches

@@ -1,0 +1,61 @@
+import json
+
+import pytest
+
+from supermask import SearchConfig, TrainConfig
+from supermask.errors import RunError
+from supermask.runs import RunDir, config_dict, config_hash, find_runs
+
+
+def test_default_config_hash_is_pinned():
+    # If this changes, every existing run directory is orphaned: change it only on purpose.
+    assert config_hash(SearchConfig()) == PINNED_DEFAULT_HASH
+
+
+def test_hash_ignores_paths_device_and_seed_but_not_results():
+    base = config_hash(SearchConfig())
+    assert config_hash(SearchConfig(out="elsewhere", device="cpu", data_root="/x", num_workers=3, seed=4)) == base
+    assert config_hash(SearchConfig(density=0.3)) != base
+    assert config_hash(SearchConfig(train=TrainConfig(lr=0.05))) != base
+    assert config_hash(SearchConfig(init="kaiming-normal")) != base
+
+
+def test_run_refuses_a_directory_of_another_config(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.prepare(config_dict(SearchConfig()))
+    run.prepare(config_dict(SearchConfig(out="other")))  # same results: accepted
+    with pytest.raises(RunError, match=r"differs in: density, train\.lr"):
+        run.prepare(config_dict(SearchConfig(density=0.2, train=TrainConfig(lr=0.3))))
+
+
+def test_unwritable_output_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(RunError, match="cannot create run directory"):
+        RunDir(blocker / "run").prepare({})
+
+
+def test_metrics_truncation_drops_work_after_the_checkpoint(tmp_path):
+    run = RunDir(tmp_path)
+    for epoch in range(4):
+        run.append_metrics({"epoch": epoch, "split": "val"})
+    with open(run.metrics_path, "a") as f:
+        f.write('{"epoch": 4, "spl')  # a line cut by a kill
+    assert len(run.read_metrics()) == 4
+    run.truncate_metrics(2)
+    assert [m["epoch"] for m in run.read_metrics()] == [0, 1, 2]
+
+
+def test_find_runs_lists_finished_runs_only(tmp_path):
+    for name, finished in (("a", True), ("b", False)):
+        run = RunDir(tmp_path / "x" / name)
+        run.path.mkdir(parents=True)
+        if finished:
+            run.write_result({"status": "finished"})
+    assert [r.path.name for r in find_runs(tmp_path)] == ["a"]
+    assert json.loads((tmp_path / "x" / "a" / "result.json").read_text())["status"] == "finished"
+    with pytest.raises(RunError):
+        find_runs(tmp_path / "missing")
+
+
+PINNED_DEFAULT_HASH = "70483dd5cc77"
