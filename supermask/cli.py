@@ -7,6 +7,7 @@ stderr and exit status 2.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from typing import Callable, Optional
@@ -40,24 +41,30 @@ def output_options(f: Callable) -> Callable:
     return f
 
 
-def train_options(defaults: TrainConfig) -> Callable:
+def train_options(defaults: Optional[TrainConfig]) -> Callable:
+    """The training options. With ``defaults=None`` every option defaults to None ("not given"),
+    for commands whose defaults depend on the architecture."""
+    d = defaults
+
+    def default(name):
+        return {"default": getattr(d, name), "show_default": True} if d is not None else {"default": None}
+
     def decorate(f: Callable) -> Callable:
         for option in reversed([
-            click.option("--epochs", default=defaults.epochs, show_default=True, type=int),
+            click.option("--epochs", type=int, **default("epochs")),
             click.option("--iterations", default=None, type=int, help="Train this many steps instead of --epochs."),
-            click.option("--batch-size", default=defaults.batch_size, show_default=True, type=int),
-            click.option("--optimizer", default=defaults.optimizer, show_default=True,
-                         type=click.Choice(["sgd", "adam", "adamw"])),
-            click.option("--lr", default=defaults.lr, show_default=True, type=float),
-            click.option("--momentum", default=defaults.momentum, show_default=True, type=float),
-            click.option("--nesterov/--no-nesterov", default=defaults.nesterov, show_default=True),
-            click.option("--weight-decay", default=defaults.weight_decay, show_default=True, type=float),
-            click.option("--schedule", default=defaults.schedule, show_default=True,
-                         type=click.Choice(["cosine", "step", "constant"])),
-            click.option("--warmup-epochs", default=defaults.warmup_epochs, show_default=True, type=float),
-            click.option("--milestones", default="", help="Epochs where the step schedule multiplies lr by --gamma, e.g. 50,75."),
-            click.option("--gamma", default=defaults.gamma, show_default=True, type=float),
-            click.option("--label-smoothing", default=defaults.label_smoothing, show_default=True, type=float),
+            click.option("--batch-size", type=int, **default("batch_size")),
+            click.option("--optimizer", type=click.Choice(["sgd", "adam", "adamw"]), **default("optimizer")),
+            click.option("--lr", type=float, **default("lr")),
+            click.option("--momentum", type=float, **default("momentum")),
+            click.option("--nesterov/--no-nesterov", **default("nesterov")),
+            click.option("--weight-decay", type=float, **default("weight_decay")),
+            click.option("--schedule", type=click.Choice(["cosine", "step", "constant"]), **default("schedule")),
+            click.option("--warmup-epochs", type=float, **default("warmup_epochs")),
+            click.option("--milestones", default=None,
+                         help="Epochs where the step schedule multiplies lr by --gamma, e.g. 50,75."),
+            click.option("--gamma", type=float, **default("gamma")),
+            click.option("--label-smoothing", type=float, **default("label_smoothing")),
             click.option("--seed", default=0, show_default=True, type=int),
         ]):
             f = option(f)
@@ -66,21 +73,27 @@ def train_options(defaults: TrainConfig) -> Callable:
     return decorate
 
 
+TRAIN_FIELDS = ("epochs", "iterations", "batch_size", "optimizer", "lr", "momentum", "nesterov", "weight_decay",
+                "schedule", "warmup_epochs", "milestones", "gamma", "label_smoothing")
+
+
+def _train_overrides(kw: dict) -> dict:
+    """Pop the training options from ``kw``: the ones given (not None), as TrainConfig fields."""
+    given = {name: kw.pop(name) for name in TRAIN_FIELDS}
+    if given["milestones"] is not None:
+        given["milestones"] = _floats(given["milestones"], "--milestones")
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _train_config(kw: dict, base: Optional[TrainConfig] = None) -> TrainConfig:
+    return dataclasses.replace(base or TrainConfig(), **_train_overrides(kw))
+
+
 def _floats(text: str, what: str) -> tuple[float, ...]:
     try:
         return tuple(float(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise SupermaskError(f"{what} must be comma-separated numbers, got {text!r}") from None
-
-
-def _train_config(kw: dict) -> TrainConfig:
-    return TrainConfig(
-        epochs=kw.pop("epochs"), iterations=kw.pop("iterations"), batch_size=kw.pop("batch_size"),
-        optimizer=kw.pop("optimizer"), lr=kw.pop("lr"), momentum=kw.pop("momentum"), nesterov=kw.pop("nesterov"),
-        weight_decay=kw.pop("weight_decay"), schedule=kw.pop("schedule"), warmup_epochs=kw.pop("warmup_epochs"),
-        milestones=_floats(kw.pop("milestones"), "--milestones"), gamma=kw.pop("gamma"),
-        label_smoothing=kw.pop("label_smoothing"),
-    )
 
 
 def resolve_density(density: Optional[float], sparsity: Optional[float], default: float) -> float:
@@ -159,6 +172,41 @@ def train_cmd(**kw) -> None:
     _configure_logging(kw.pop("verbose"), quiet)
     config = DenseConfig(train=_train_config(kw), **kw)
     _echo_result(train_dense(config, callbacks=_callbacks(quiet, f"{config.arch} dense")))
+
+
+@cli.command(name="imp")
+@model_options
+@click.option("--levels", default=10, show_default=True, type=int, help="Pruning levels after the dense level 0.")
+@click.option("--target-density", default=None, type=float, help="Prune until this density (overrides --levels).")
+@click.option("--one-shot", is_flag=True, help="Prune straight to the final density in one level.")
+@click.option("--scope", default=None, type=click.Choice(["global", "layerwise"]),
+              help="[default: the family's: layerwise for LeNet/Conv-N, global otherwise]")
+@click.option("--prune-fraction", default=None, type=float,
+              help="Fraction of the survivors removed per level (global; layerwise: FC layers). [default: 0.2]")
+@click.option("--conv-prune-fraction", default=None, type=float, help="Layerwise: for convolutions.")
+@click.option("--output-prune-fraction", default=None, type=float, help="Layerwise: for the output layer.")
+@click.option("--keep-unpruned", default="", help="Comma-separated weight names never pruned.")
+@click.option("--rewind", default="0", show_default=True, help="Rewind to step 0, <N>it or <N>ep (late rewinding).")
+@click.option("--control", default="none", show_default=True, type=click.Choice(["none", "reinit", "random-prune"]))
+@click.option("--init", "init", default="kaiming-normal", show_default=True)
+@train_options(None)
+@output_options
+def imp_cmd(**kw) -> None:
+    """Find weak tickets: iterative magnitude pruning with rewinding (and its controls)."""
+    from supermask_imp import IMPConfig, run_imp
+
+    quiet = kw.pop("quiet")
+    _configure_logging(kw.pop("verbose"), quiet)
+    overrides = _train_overrides(kw)
+    kw["keep_unpruned"] = tuple(x for x in kw.pop("keep_unpruned").split(",") if x)
+    config = IMPConfig.for_arch(kw.pop("arch"), epochs=overrides.pop("epochs", None), **kw)
+    config.train = dataclasses.replace(config.train, **overrides)
+    result = run_imp(config, callbacks=_callbacks(quiet, f"{config.arch} imp"))
+    click.echo(f"{'already finished' if result.skipped else 'finished'}: {result.run_dir}")
+    click.echo(f"{'level':>5} {'density':>8} {'test acc':>9} {'best val':>9} {'early-stop it':>14}")
+    for row in result.levels:
+        click.echo(f"{row['level']:>5} {row['density']:>8.4f} {row['test_accuracy']:>9.4f} "
+                   f"{row['best_val_accuracy']:>9.4f} {row['min_val_loss_step']:>14}")
 
 
 @cli.command(name="list")

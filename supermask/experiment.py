@@ -17,7 +17,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import nn
 
-from .data import DATASETS, load_dataset
+from .data import DATASETS, Dataset, load_dataset
 from .data.datasets import IMAGEFOLDER_PREFIX
 from .errors import SupermaskError
 from .models import MODELS, InputSpec
@@ -75,6 +75,16 @@ class ExperimentResult:
     skipped: bool = False  # the run had finished before: nothing was trained
 
 
+def load_data(config: ExperimentConfig) -> tuple[Dataset, InputSpec]:
+    data = load_dataset(config.dataset, config.data_root, config.download, config.image_size)
+    return data, InputSpec(data.info.in_channels, data.info.image_size, data.info.num_classes)
+
+
+def describe_density(model: nn.Module) -> dict:
+    """The ``density`` field of every metrics record."""
+    return {"density": density_report(model_masks(model))[0]}
+
+
 def run_experiment(
     config: ExperimentConfig,
     build: Callable[[InputSpec], nn.Module],
@@ -94,26 +104,29 @@ def run_experiment(
         log.info("finished run found, skipping: %s", run.path)
         return ExperimentResult(run.path, run.read_result(), skipped=True)
     device = resolve_device(config.device)
-    data = load_dataset(config.dataset, config.data_root, config.download, config.image_size)
-    spec = InputSpec(data.info.in_channels, data.info.image_size, data.info.num_classes)
+    data, spec = load_data(config)
     run.prepare(config_dict(config))
     torch.manual_seed(config.seed)
     model = build(spec)
-
-    def describe(m: nn.Module) -> dict:
-        return {"density": density_report(model_masks(m))[0]}
-
     started = time.time()
     summary = train(model, [p for p in model.parameters() if p.requires_grad], data, config.train,
-                    seed=config.seed, device=device, run=run, callbacks=callbacks, describe=describe,
+                    seed=config.seed, device=device, run=run, callbacks=callbacks, describe=describe_density,
                     num_workers=config.num_workers)
     masks = model_masks(model)
-    overall, per_layer = density_report(masks)
     if ticket_meta is not None:
         save_ticket(run.ticket_dir, masks, ticket_meta(spec))
-    result = {
+    result = result_record(config, summary, masks, started, device, result_fields)
+    run.write_result(result)
+    log.info("finished %s: test accuracy %.4f at density %.4f", run.path, summary.test_accuracy, result["density"])
+    return ExperimentResult(run.path, result)
+
+
+def result_record(config: ExperimentConfig, summary, masks: dict, started: float, device, fields: Optional[dict]) -> dict:
+    """The ``result.json`` of one trained run: accuracies, densities, steps and times."""
+    overall, per_layer = density_report(masks)
+    return {
         "status": "finished", "engine": config.ENGINE, "arch": config.arch, "dataset": config.dataset,
-        "seed": config.seed, "config_hash": config_hash(config), **(result_fields or {}),
+        "seed": config.seed, "config_hash": config_hash(config), **(fields or {}),
         "density": overall, "density_per_layer": per_layer,
         "best_epoch": summary.best_epoch, "best_val_accuracy": summary.best_val_accuracy,
         "test_accuracy": summary.test_accuracy, "last_val_accuracy": summary.last_val_accuracy,
@@ -122,6 +135,3 @@ def run_experiment(
         "train_seconds": round(summary.seconds, 3), "wall_seconds": round(time.time() - started, 3),
         "device": str(device),
     }
-    run.write_result(result)
-    log.info("finished %s: test accuracy %.4f at density %.4f", run.path, summary.test_accuracy, overall)
-    return ExperimentResult(run.path, result)

@@ -57,6 +57,32 @@ def supermask_layer_types(density: float, learned_bn: bool = False) -> Layers:
     )
 
 
+def masked_layer_types() -> Layers:
+    """Layer types for weak tickets (IMP): dense layers with a ``weight_mask`` buffer."""
+    from ..nn.masked import MaskedConv2d, MaskedLinear
+
+    return Layers(conv=MaskedConv2d, linear=MaskedLinear, norm=nn.BatchNorm2d, adapt=_to_masked)
+
+
+def _to_masked(model: nn.Module) -> nn.Module:
+    """Swap the Conv2d/Linear of a model built elsewhere for masked versions holding the same weights."""
+    from ..nn.masked import MaskedConv2d, MaskedLinear, MaskedMixin
+
+    for name, module in list(model.named_modules()):
+        if isinstance(module, MaskedMixin) or not isinstance(module, (nn.Conv2d, nn.Linear)):
+            continue
+        if isinstance(module, nn.Conv2d):
+            new = MaskedConv2d(module.in_channels, module.out_channels, module.kernel_size, stride=module.stride,
+                               padding=module.padding, dilation=module.dilation, groups=module.groups,
+                               bias=module.bias is not None, padding_mode=module.padding_mode)
+        else:
+            new = MaskedLinear(module.in_features, module.out_features, bias=module.bias is not None)
+        new.load_state_dict(module.state_dict(), strict=False)
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+    return model
+
+
 def create_model(
     name: str,
     spec: InputSpec = InputSpec(),

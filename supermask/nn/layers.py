@@ -179,8 +179,17 @@ def attach_global_scope(model: nn.Module, density: float) -> GlobalScope:
 
 @torch.no_grad()
 def model_masks(model: nn.Module) -> dict[str, Tensor]:
-    """The current mask of every supermask layer, keyed by its weight's name (``features.0.weight``)."""
-    return {f"{name}.weight" if name else "weight": layer.mask() for name, layer in supermask_layers(model)}
+    """The current mask of every supermask or masked layer, keyed by its weight's name (``features.0.weight``)."""
+    from .masked import MaskedMixin
+
+    masks = {}
+    for name, module in model.named_modules():
+        key = f"{name}.weight" if name else "weight"
+        if isinstance(module, SupermaskMixin):
+            masks[key] = module.mask()
+        elif isinstance(module, MaskedMixin):
+            masks[key] = module.weight_mask.detach().clone()
+    return masks
 
 
 def density_report(masks: dict[str, Tensor]) -> tuple[float, dict[str, float]]:

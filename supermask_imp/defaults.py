@@ -1,0 +1,62 @@
+"""IMP defaults per architecture family, and where each comes from.
+
+| family | optimiser | batch | schedule | pruning | source |
+| --- | --- | --- | --- | --- | --- |
+| lenet_300_100 | Adam 1.2e-3 | 60 | constant | layerwise: fc 0.2, output 0.1 | Frankle & Carbin 2019, Fig. 2 / App. G |
+| conv2 | Adam 2e-4 | 60 | constant | layerwise: conv 0.1, fc 0.2, output 0.1 | Frankle & Carbin 2019, Fig. 2 |
+| conv4 | Adam 3e-4 | 60 | constant | layerwise: conv 0.1, fc 0.2, output 0.1 | Frankle & Carbin 2019, Fig. 2 |
+| conv6 | Adam 3e-4 | 60 | constant | layerwise: conv 0.15, fc 0.2, output 0.1 | Frankle & Carbin 2019, Fig. 2 |
+| conv8 | Adam 3e-4 | 60 | constant | layerwise: conv 0.15, fc 0.2, output 0.1 | extrapolated from Conv-6 (not in the paper) |
+| resnet*, vgg*, torchvision/* | SGD 0.1, momentum 0.9, wd 1e-4 | 128 | 5 warmup epochs, then ×0.1 at 50% and 75% | global 0.2 | Frankle et al. 2019 ("Stabilizing"), open_lth's CIFAR ResNet/VGG |
+
+The papers train LeNet 50K iterations and Conv-2/4/6 20K/25K/30K iterations on the full data
+sets; the default here is 20 epochs a level (``--iterations`` sets an exact count). Every
+value is written out in ``config.json``, and any option given on the command line wins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from supermask.training import TrainConfig
+
+
+@dataclass(frozen=True)
+class FamilyDefaults:
+    optimizer: str
+    lr: float
+    batch_size: int
+    scope: str
+    conv_fraction: float
+    fc_fraction: float
+    output_fraction: float
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    warmup_epochs: float = 0.0
+
+
+ADAM_CONV = dict(optimizer="adam", batch_size=60, scope="layerwise", fc_fraction=0.2, output_fraction=0.1)
+FAMILIES = {
+    "lenet_300_100": FamilyDefaults(lr=1.2e-3, conv_fraction=0.2, **ADAM_CONV),
+    "conv2": FamilyDefaults(lr=2e-4, conv_fraction=0.1, **ADAM_CONV),
+    "conv4": FamilyDefaults(lr=3e-4, conv_fraction=0.1, **ADAM_CONV),
+    "conv6": FamilyDefaults(lr=3e-4, conv_fraction=0.15, **ADAM_CONV),
+    "conv8": FamilyDefaults(lr=3e-4, conv_fraction=0.15, **ADAM_CONV),
+}
+DEEP = FamilyDefaults(optimizer="sgd", lr=0.1, batch_size=128, scope="global", conv_fraction=0.2, fc_fraction=0.2,
+                      output_fraction=0.2, momentum=0.9, weight_decay=1e-4, schedule="step", warmup_epochs=5.0)
+
+DEFAULT_EPOCHS = 20
+
+
+def family_defaults(arch: str) -> FamilyDefaults:
+    return FAMILIES.get(arch, DEEP)
+
+
+def default_train_config(arch: str, epochs: int = DEFAULT_EPOCHS) -> TrainConfig:
+    d = family_defaults(arch)
+    milestones = (0.5 * epochs, 0.75 * epochs) if d.schedule == "step" else ()
+    return TrainConfig(epochs=epochs, batch_size=d.batch_size, optimizer=d.optimizer, lr=d.lr, momentum=d.momentum,
+                       weight_decay=d.weight_decay, schedule=d.schedule, warmup_epochs=d.warmup_epochs,
+                       milestones=milestones)

@@ -1,0 +1,279 @@
+"""The IMP level loop (Frankle & Carbin 2019; Frankle et al. 2020).
+
+Level 0 trains the dense network. Each later level prunes the previous level's final
+weights by magnitude, rewinds the survivors to θ0 (or θk) and retrains with the same
+schedule, from its first step and with a fresh optimiser. Pruned weights are zeroed after
+every optimiser step, so they stay exactly zero.
+
+Controls run beside a finished IMP run of the same config and reuse its masks:
+
+- ``reinit``: level L keeps the IMP mask of level L and draws fresh random weights;
+- ``random-prune``: level L keeps the rewind weights and draws a random mask with the
+  same number of weights in every layer as the IMP mask of level L.
+
+Layout: ``<out>/imp/<arch>-<dataset>/<hash>/seed-<s>/level-<L>/`` with the files of any run
+(config, metrics, checkpoint, result, ticket = mask + starting weights); the seed folder
+holds ``config.json``, level 0's ``rewind.safetensors`` (the θ0/θk snapshot) and, once
+every level is done, ``result.json`` with one row per level.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import nn
+
+from supermask.errors import RunError, SupermaskError
+from supermask.experiment import ExperimentConfig, describe_density, load_data, result_record
+from supermask.io import atomic_write_bytes, load_checkpoint
+from supermask.models import InputSpec, create_model, masked_layer_types
+from supermask.nn import WEIGHT_INITS, check_density, derived_seed, init_model
+from supermask.nn.init import canonical
+from supermask.nn.masked import apply_masks, get_masks, set_masks
+from supermask.runs import RunDir, config_dict
+from supermask.tickets import MASK_FILE, read_ticket, save_ticket
+from supermask.training import Callback, TrainConfig, resolve_device, train
+
+from .defaults import default_train_config, family_defaults
+from .pruning import check_fraction, density, magnitude_prune, random_masks_like
+from .rewind import RewindPoint, SnapshotAt, rewind, snapshot
+
+log = logging.getLogger(__name__)
+
+CONTROLS = ("none", "reinit", "random-prune")
+REWIND_FILE = "rewind.safetensors"
+WEIGHTS_FILE = "weights.safetensors"
+
+
+@dataclass
+class IMPConfig(ExperimentConfig):
+    levels: int = 10  # pruning levels after the dense level 0
+    target_density: Optional[float] = None  # if set: as many levels as reach it (one level with one_shot)
+    one_shot: bool = False
+    scope: str = "global"
+    prune_fraction: float = 0.2  # of the survivors, per level: global, or each layerwise FC layer
+    conv_prune_fraction: Optional[float] = None  # layerwise convolutions (default: prune_fraction)
+    output_prune_fraction: Optional[float] = None  # layerwise output layer (default: prune_fraction)
+    keep_unpruned: tuple[str, ...] = ()
+    rewind: str = "0"
+    control: str = "none"
+    init: str = "kaiming-normal"
+    train: TrainConfig = field(default_factory=lambda: default_train_config("conv6"))
+
+    ENGINE = "imp"
+
+    @classmethod
+    def for_arch(cls, arch: str, epochs: Optional[int] = None, **overrides) -> "IMPConfig":
+        """The paper's defaults for ``arch``'s family (see :mod:`imp.defaults`), then ``overrides``."""
+        d = family_defaults(arch)
+        train = default_train_config(arch, **({"epochs": epochs} if epochs else {}))
+        base = dict(arch=arch, scope=d.scope, prune_fraction=d.fc_fraction, train=train,
+                    conv_prune_fraction=d.conv_fraction if d.scope == "layerwise" else None,
+                    output_prune_fraction=d.output_fraction if d.scope == "layerwise" else None)
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**base)
+
+    def validate(self) -> "IMPConfig":
+        if self.control not in CONTROLS:
+            raise SupermaskError(f"control must be one of {', '.join(CONTROLS)}, got {self.control!r}")
+        if self.scope not in ("global", "layerwise"):
+            raise SupermaskError(f"scope must be global or layerwise, got {self.scope!r}")
+        if not isinstance(self.levels, int) or self.levels < 1:
+            raise SupermaskError(f"levels must be a positive integer, got {self.levels!r}")
+        check_fraction(self.prune_fraction)
+        for name in ("conv_prune_fraction", "output_prune_fraction"):
+            if getattr(self, name) is not None:
+                check_fraction(getattr(self, name), name.replace("_", " "))
+        if self.target_density is not None:
+            self.target_density = check_density(self.target_density, "target density")
+        self.init = canonical(self.init)
+        WEIGHT_INITS.get(self.init)
+        RewindPoint.parse(self.rewind)
+        self.keep_unpruned = tuple(self.keep_unpruned)
+        return super().validate()
+
+    def pruning_levels(self) -> int:
+        if self.one_shot:
+            return 1
+        if self.target_density is None or self.target_density >= 1.0:
+            return self.levels if self.target_density is None else 0
+        return max(1, math.ceil(math.log(self.target_density) / math.log(1.0 - self.prune_fraction) - 1e-9))
+
+    def level_fractions(self, names: list[str], conv_names: set[str]):
+        """The prune fraction of one level: one number (global) or one per tensor (layerwise)."""
+        def one_shot(rate: float) -> float:
+            if self.target_density is not None:
+                return 1.0 - self.target_density
+            return 1.0 - (1.0 - rate) ** self.levels
+
+        if self.scope == "global":
+            return one_shot(self.prune_fraction) if self.one_shot else self.prune_fraction
+        rates = {}
+        for i, name in enumerate(names):
+            if i == len(names) - 1:
+                rate = self.output_prune_fraction or self.prune_fraction
+            elif name in conv_names:
+                rate = self.conv_prune_fraction or self.prune_fraction
+            else:
+                rate = self.prune_fraction
+            rates[name] = one_shot(rate) if self.one_shot else rate
+        return rates
+
+
+@dataclass
+class IMPResult:
+    run_dir: Path
+    levels: list[dict]
+    skipped: bool = False
+
+
+class MaskAfterStep(Callback):
+    """Zero the pruned weights after every optimiser step."""
+
+    def after_step(self, state, loss, correct, count):
+        apply_masks(state.model)
+
+
+class SaveSnapshotAt(SnapshotAt):
+    """θk for late rewinding, written to disk the moment it is taken (so a resumed run has it)."""
+
+    def __init__(self, step: int, path: Path):
+        super().__init__(step)
+        self.path = path
+
+    def after_step(self, state, loss, correct, count):
+        super().after_step(state, loss, correct, count)
+        if self.state is not None and not self.path.exists():
+            save_state(self.path, self.state)
+
+
+def save_state(path: Path, state: dict[str, torch.Tensor]) -> None:
+    atomic_write_bytes(path, st_save({k: v.detach().cpu().contiguous() for k, v in state.items()}))
+
+
+def load_state(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return st_load(Path(path).read_bytes())
+    except FileNotFoundError:
+        raise RunError(f"{path}: not found") from None
+    except Exception as exc:
+        raise RunError(f"{path}: not a safetensors weights file ({exc})") from None
+
+
+def build_masked(config: IMPConfig, spec: InputSpec, seed: int) -> nn.Module:
+    model = create_model(config.arch, spec, masked_layer_types(), **config.model_kwargs())
+    return init_model(model, config.init, seed)
+
+
+def _conv_names(model: nn.Module) -> set[str]:
+    return {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+
+
+def _final_state(run: RunDir, device) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run.checkpoint_path, map_location=device)["model"]
+
+
+def run_imp(config: IMPConfig, callbacks: Sequence[Callback] = ()) -> IMPResult:
+    """Run (or resume, or skip) IMP: level 0 dense, then ``pruning_levels()`` prune-rewind-retrain levels."""
+    config.validate()
+    root = config.run_dir()
+    if root.is_finished():
+        log.info("finished IMP run found, skipping: %s", root.path)
+        return IMPResult(root.path, root.read_result()["levels"], skipped=True)
+    main: Optional[IMPResult] = None
+    if config.control != "none":
+        main = run_imp(dataclasses.replace(config, control="none"), callbacks)
+    device = resolve_device(config.device)
+    data, spec = load_data(config)
+    rewind_point = RewindPoint.parse(config.rewind)
+    steps_per_epoch = -(-len(data.train) // config.train.batch_size)
+    total_steps = config.train.iterations or config.train.epochs * steps_per_epoch
+    rewind_step = rewind_point.step(steps_per_epoch)
+    if rewind_step > total_steps:
+        raise SupermaskError(f"rewind point {rewind_point} (step {rewind_step}) is beyond the training length "
+                             f"({total_steps} steps)")
+    root.prepare(config_dict(config))
+    torch.manual_seed(config.seed)
+    model = build_masked(config, spec, config.seed)
+    names = list(get_masks(model))
+    conv_names = _conv_names(model)
+    rewind_path = (main.run_dir if main else root.path) / REWIND_FILE
+    rows: list[dict] = []
+    masks = get_masks(model)
+    previous: Optional[RunDir] = None
+    first_level = 1 if main else 0
+    if main:
+        rows.append(main.levels[0])  # level 0 of a control is IMP's dense run
+    for level in range(first_level, config.pruning_levels() + 1):
+        run = RunDir(root.path / f"level-{level}")
+        if level > 0:
+            masks = _level_masks(config, level, masks, previous, main, names, conv_names, device)
+        if run.is_finished():
+            rows.append(run.read_result())
+            previous = run
+            continue
+        run.prepare(config_dict(config) | {"level": level})
+        start_state = _starting_state(config, level, spec, rewind_path, main)
+        if start_state is not None:
+            rewind(model, start_state, masks)
+        else:
+            set_masks(model, masks)
+        extra: list[Callback] = [MaskAfterStep()]
+        if level == 0:
+            if rewind_step == 0 and not rewind_path.exists():
+                save_state(rewind_path, snapshot(model))
+            elif rewind_step > 0:
+                extra.append(SaveSnapshotAt(rewind_step, rewind_path))
+        ticket_state = snapshot(model)
+        started = time.time()
+        summary = train(model, [p for p in model.parameters() if p.requires_grad], data, config.train,
+                        seed=config.seed, device=device, run=run, callbacks=[*extra, *callbacks],
+                        describe=describe_density, num_workers=config.num_workers)
+        if level == 0 and not rewind_path.exists():
+            raise RunError(f"{rewind_path}: the rewind snapshot was not taken (step {rewind_step})")
+        save_ticket(run.ticket_dir, masks, {"kind": "weak", "engine": "imp", "arch": config.arch, "level": level,
+                                            "control": config.control, "rewind": str(rewind_point),
+                                            "seed": config.seed, "init": config.init})
+        save_state(run.ticket_dir / WEIGHTS_FILE, ticket_state)
+        row = result_record(config, summary, masks, started, device,
+                            {"method": "imp", "level": level, "control": config.control,
+                             "rewind": str(rewind_point), "scope": config.scope})
+        run.write_result(row)
+        rows.append(row)
+        previous = run
+        log.info("level %d: density %.4f, test accuracy %.4f", level, row["density"], row["test_accuracy"])
+    root.write_result({"status": "finished", "engine": "imp", "arch": config.arch, "dataset": config.dataset,
+                       "seed": config.seed, "control": config.control, "levels": rows})
+    return IMPResult(root.path, rows)
+
+
+def _level_masks(config, level, masks, previous, main, names, conv_names, device):
+    if main is not None:
+        ticket_masks, _ = read_ticket(main.run_dir / f"level-{level}" / "ticket")
+        if config.control == "random-prune":
+            gen = torch.Generator().manual_seed(derived_seed(config.seed, f"random-prune-{level}"))
+            return random_masks_like(ticket_masks, gen)
+        return ticket_masks
+    state = _final_state(previous, "cpu")
+    weights = {n: state[n] for n in names}
+    current = {n: state[n.rsplit(".", 1)[0] + ".weight_mask"] for n in names}
+    return magnitude_prune(weights, current, config.level_fractions(names, conv_names), scope=config.scope,
+                           keep=config.keep_unpruned)
+
+
+def _starting_state(config, level, spec, rewind_path, main):
+    """The weights a level starts from (masks are applied on top); None: the model as built (level 0)."""
+    if level == 0:
+        return None
+    if config.control == "reinit":
+        return snapshot(build_masked(config, spec, derived_seed(config.seed, f"reinit-{level}")))
+    return load_state(rewind_path)
