@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 
 import torch
-from torch import nn
+from benchlib import best_of, interleaved_medians, sgd_step_fn
 
 from supermask.models import DENSE, InputSpec, create_model, supermask_layer_types
 from supermask.nn import init_model, kept_count, topk_mask
@@ -39,15 +37,6 @@ def reference_sort_mask(scores: torch.Tensor, density: float) -> torch.Tensor:
     flat[idx[:j]] = 0
     flat[idx[j:]] = 1
     return out
-
-
-def best_of(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def bench_selection(repeats: int, density: float = 0.5) -> list[dict]:
@@ -76,27 +65,8 @@ def bench_step(steps: int, batch: int = 128) -> dict:
     spec = InputSpec(3, 32, 10)
     dense = init_model(create_model("conv6", spec, DENSE), "kaiming-normal", 0)
     sm = init_model(create_model("conv6", spec, supermask_layer_types(0.5)), "signed-constant", 0)
-    models = {"dense": dense, "supermask": sm}
-    opts = {k: torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.01, momentum=0.9,
-                               weight_decay=1e-4) for k, m in models.items()}
     x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
-    loss_fn = nn.CrossEntropyLoss()
-
-    def step(name):
-        m, opt = models[name], opts[name]
-        opt.zero_grad(set_to_none=True)
-        loss_fn(m(x), y).backward()
-        opt.step()
-
-    for name in models:  # warm-up
-        step(name)
-    times = {name: [] for name in models}
-    for _ in range(steps):
-        for name in models:
-            start = time.perf_counter()
-            step(name)
-            times[name].append(time.perf_counter() - start)
-    med = {name: statistics.median(t) for name, t in times.items()}
+    med = interleaved_medians({"dense": sgd_step_fn(dense, x, y), "supermask": sgd_step_fn(sm, x, y)}, steps)
     return {"dense_s": med["dense"], "supermask_s": med["supermask"], "ratio": med["supermask"] / med["dense"]}
 
 

@@ -31,9 +31,17 @@ def run_cli(args, capsys):
     (["search", "--device", "tpu"], "device must be auto, cpu or cuda"),
     (["search", "--bogus"], "No such option"),
     (["list", "things"], "Invalid value"),
+    (["imp", "--prune-fraction", "1.0"], "prune fraction must be in (0, 1)"),
+    (["imp", "--prune-fraction", "0"], "prune fraction must be in (0, 1)"),
+    (["imp", "--levels", "0"], "levels must be a positive integer"),
+    (["imp", "--rewind", "soon"], "rewind must be 0, <N>it or <N>ep"),
+    (["imp", "--control", "other"], "Invalid value for '--control'"),
+    (["imp", "--arch", "lenet_300_100", "--rewind", "1000ep", "--epochs", "1"], "beyond the training length"),
+    (["imp", "--target-density", "2"], "target density must be in (0, 1]"),
+    (["train", "--init", "ones"], "unknown init"),
 ])
 def test_user_errors_are_one_line_with_status_2(args, message, capsys, tmp_path):
-    code, out, err = run_cli(args + ["--out", str(tmp_path)] if args[0] == "search" else args, capsys)
+    code, out, err = run_cli(args + ["--out", str(tmp_path)] if args[0] != "list" else args, capsys)
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("supermask: error:"), err
     assert message in err
@@ -77,3 +85,31 @@ def test_console_entry_point_runs_as_module():
     proc = subprocess.run([sys.executable, "-m", "supermask", "search", "--arch", "nope"], capture_output=True,
                           text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_imp_end_to_end_prints_the_level_table(capsys, tmp_path):
+    args = ["imp", "--arch", "lenet_300_100", "--levels", "1", "--epochs", "1", "--batch-size", "500",
+            "--out", str(tmp_path), "--quiet", "--device", "cpu"]
+    code, out, _ = run_cli(args, capsys)
+    lines = out.strip().split("\n")
+    assert code == 0 and lines[0].startswith("finished: ")
+    assert lines[1].split() == ["level", "density", "test", "acc", "best", "val", "early-stop", "it"]
+    assert [line.split()[0] for line in lines[2:]] == ["0", "1"]
+    config = json.loads(open(lines[0].split(": ", 1)[1] + "/config.json").read())
+    assert config["train"]["optimizer"] == "adam" and config["train"]["lr"] == 1.2e-3  # the family's defaults
+    assert config["train"]["batch_size"] == 500  # a given option wins
+    assert config["scope"] == "layerwise" and config["output_prune_fraction"] == 0.1
+
+
+def test_benchmark_scripts_run(tmp_path):
+    import pathlib
+
+    scripts = pathlib.Path(__file__).resolve().parent.parent / "scripts"
+    for script, extra in (("bench_imp.py", ["--arch", "lenet_300_100", "--steps", "2"]),
+                          ("bench_search.py", ["--steps", "1", "--repeats", "1"])):
+        out_json = tmp_path / f"{script}.json"
+        proc = subprocess.run([sys.executable, str(scripts / script), *extra, "--json", str(out_json)],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        data = json.loads(out_json.read_text())
+        assert (data["ratio"] if "ratio" in data else data["step"]["ratio"]) > 0
