@@ -3,7 +3,7 @@
     python scripts/bench_imp.py [--steps 10] [--arch conv6] [--json bench_imp.json]
 
 The masked model carries a ``weight_mask`` buffer per layer (80% of the weights pruned) and
-zeroes the pruned weights after each optimiser step (``supermask_imp.MaskAfterStep``);
+zeroes the pruned weights after each optimiser step (``mask_applier``, as ``MaskAfterStep`` does);
 forward and backward are the dense layer's. Steps alternate between the two models.
 Target (issue 3): masked step <= 1.05x dense.
 """
@@ -19,7 +19,7 @@ from benchlib import interleaved_medians, sgd_step_fn
 
 from supermask.models import DENSE, InputSpec, create_model, masked_layer_types
 from supermask.nn import init_model
-from supermask.nn.masked import apply_masks, get_masks, set_masks
+from supermask.nn.masked import get_masks, mask_applier, set_masks
 from supermask_imp import magnitude_prune
 
 SHAPES = {"conv6": (InputSpec(3, 32, 10), 128), "lenet_300_100": (InputSpec(1, 28, 10), 60)}
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     x = torch.randn(batch, spec.in_channels, spec.image_size, spec.image_size)
     y = torch.randint(0, spec.num_classes, (batch,))
     med = interleaved_medians({"dense": sgd_step_fn(dense, x, y),
-                               "masked": sgd_step_fn(masked, x, y, lambda: apply_masks(masked))}, args.steps)
+                               "masked": sgd_step_fn(masked, x, y, mask_applier(masked))}, args.steps)
     ratio = med["masked"] / med["dense"]
     print(f"{args.arch} training step, batch {batch}, median of {args.steps} (torch {torch.__version__}, "
           f"{args.threads} threads)")
