@@ -209,6 +209,24 @@ def imp_cmd(**kw) -> None:
                    f"{row['best_val_accuracy']:>9.4f} {row['min_val_loss_step']:>14}")
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--format", "fmt", required=True, type=click.Choice(["mask", "state-dict", "torch-prune", "ticket"]))
+@click.option("--out", default=None, type=click.Path(dir_okay=False),
+              help="Output file [default: RUN_DIR/export/<format>.safetensors].")
+def export(run_dir: str, fmt: str, out: Optional[str]) -> None:
+    """Export a finished run's ticket (for IMP: a level-<L> directory)."""
+    from pathlib import Path
+
+    from .tickets import export_run
+
+    target = Path(out) if out else Path(run_dir) / "export" / f"{fmt}.safetensors"
+    info = export_run(Path(run_dir), fmt, target)
+    ratio = info["float32_state_dict_bytes"] / info["bytes"]
+    click.echo(f"wrote {info['path']}: {info['bytes']:,} bytes "
+               f"(float32 state dict {info['float32_state_dict_bytes']:,} bytes, {ratio:.1f}x)")
+
+
 @cli.command(name="list")
 @click.argument("what", type=click.Choice(["archs", "datasets", "methods", "inits"]))
 def list_(what: str) -> None:

@@ -13,15 +13,19 @@ CIFAR-10; the default here is 10, enough on the bundled 4,000 MNIST images.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
+
+from torch import nn
 
 from .experiment import ExperimentConfig, ExperimentResult, run_experiment
 from .methods import METHODS
 from .models import InputSpec
 from .nn import SCORE_INITS, WEIGHT_INITS, check_density, check_scope
 from .nn.init import canonical
-from .training import Callback
+from .training import Callback, TrainConfig
 
 SearchResult = ExperimentResult
 
@@ -69,3 +73,26 @@ def search(config: SearchConfig, callbacks: Sequence[Callback] = ()) -> SearchRe
         result_fields={"method": config.method, "init": config.init, "scope": config.scope,
                        "requested_density": config.density},
     )
+
+
+def config_from_dict(data: dict) -> SearchConfig:
+    """A :class:`SearchConfig` from a run's ``config.json``."""
+    data = dict(data)
+    train_fields = data.pop("train", {})
+    train = TrainConfig(**{**train_fields, "milestones": tuple(train_fields.get("milestones", ()))})
+    known = {f.name for f in dataclasses.fields(SearchConfig)}
+    return SearchConfig(**{k: v for k, v in data.items() if k in known}, train=train)
+
+
+def load_search_model(run_dir: Path) -> nn.Module:
+    """The supermask model of a search run, as its checkpoint left it (eval mode)."""
+    from .io import load_checkpoint, read_json
+    from .tickets import META_FILE
+
+    run_dir = Path(run_dir)
+    config = config_from_dict(read_json(run_dir / "config.json"))
+    meta = read_json(run_dir / "ticket" / META_FILE)
+    spec = InputSpec(meta["in_channels"], meta["image_size"], meta["num_classes"])
+    model = METHODS.get(config.method).build(config, spec)
+    model.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt")["model"])
+    return model.eval()

@@ -113,3 +113,13 @@ def test_benchmark_scripts_run(tmp_path):
         assert proc.returncode == 0, proc.stderr
         data = json.loads(out_json.read_text())
         assert (data["ratio"] if "ratio" in data else data["step"]["ratio"]) > 0
+
+
+def test_export_command_writes_the_compact_ticket(capsys, tmp_path):
+    code, out, _ = run_cli(["search", "--arch", "lenet_300_100", "--iterations", "2", "--batch-size", "500",
+                            "--out", str(tmp_path), "--quiet", "--device", "cpu"], capsys)
+    run_dir = out.split("\n")[0].split(": ", 1)[1]
+    code, out, err = run_cli(["export", run_dir, "--format", "ticket"], capsys)
+    assert code == 0 and out.startswith(f"wrote {run_dir}/export/ticket.safetensors")
+    code, _, err = run_cli(["export", str(tmp_path), "--format", "mask"], capsys)
+    assert code == 2 and "not a finished run" in err and err.count("\n") == 1

@@ -157,3 +157,29 @@ def test_late_rewinding_snapshot_and_bad_rewind(tmp_path):
     with pytest.raises(SupermaskError, match="beyond the training length"):
         run_imp(dataclasses.replace(cfg, rewind="50ep", out=str(tmp_path / "other")))
     assert not (tmp_path / "other").exists()
+
+
+def test_imp_level_exports_load_into_plain_models(tmp_path):
+    from safetensors.torch import load_file
+
+    from supermask.models import DENSE
+    from supermask.tickets import export_run, load_torch_prune
+
+    result = run_imp(dataclasses.replace(_config(tmp_path), levels=1))
+    level = result.run_dir / "level-1"
+    masked = create_model("lenet_300_100", InputSpec(1, 28, 10), masked_layer_types())
+    masked.load_state_dict(torch.load(level / "checkpoint.pt", weights_only=True)["model"])
+    masked.eval()
+    x = torch.randn(4, 1, 28, 28)
+    for fmt in ("state-dict", "torch-prune"):
+        export_run(level, fmt, tmp_path / f"{fmt}.safetensors")
+        plain = create_model("lenet_300_100", InputSpec(1, 28, 10), DENSE)
+        state = load_file(tmp_path / f"{fmt}.safetensors")
+        if fmt == "torch-prune":
+            load_torch_prune(plain, state)
+        else:
+            plain.load_state_dict(state)
+        with torch.no_grad():
+            assert torch.equal(plain.eval()(x), masked(x))
+    with pytest.raises(SupermaskError, match="strong tickets only"):
+        export_run(level, "ticket", tmp_path / "t")
