@@ -65,7 +65,7 @@ def train_options(defaults: Optional[TrainConfig]) -> Callable:
                          help="Epochs where the step schedule multiplies lr by --gamma, e.g. 50,75."),
             click.option("--gamma", type=float, **default("gamma")),
             click.option("--label-smoothing", type=float, **default("label_smoothing")),
-            click.option("--seed", default=0, show_default=True, type=int),
+            click.option("--seed", default="0", show_default=True, help="A seed, or a list: 0,1,2."),
         ]):
             f = option(f)
         return f
@@ -96,19 +96,46 @@ def _floats(text: str, what: str) -> tuple[float, ...]:
         raise SupermaskError(f"{what} must be comma-separated numbers, got {text!r}") from None
 
 
-def resolve_density(density: Optional[float], sparsity: Optional[float], default: float) -> float:
-    """``--density`` or ``--sparsity`` (= 1 - density), not both."""
+def resolve_densities(density: Optional[str], sparsity: Optional[str], default: float) -> list[float]:
+    """``--density`` or ``--sparsity`` (= 1 - density), each a number or a list; not both."""
+    from .sweep import parse_list
+
     if density is not None and sparsity is not None:
         raise SupermaskError("give --density or --sparsity, not both")
     if sparsity is not None:
-        if not (0.0 <= sparsity < 1.0):
-            raise SupermaskError(f"sparsity must be in [0, 1), got {sparsity!r}")
-        return 1.0 - sparsity
-    return default if density is None else density
+        values = parse_list(sparsity, float, "--sparsity")
+        for value in values:
+            if not (0.0 <= value < 1.0):
+                raise SupermaskError(f"sparsity must be in [0, 1), got {value!r}")
+        return [1.0 - value for value in values]
+    return [default] if density is None else parse_list(density, float, "--density")
 
 
-def _callbacks(quiet: bool, description: str) -> list:
-    return [] if quiet else [ProgressBar(description)]
+def _seeds(kw: dict) -> list[int]:
+    from .sweep import parse_list
+
+    return parse_list(kw.pop("seed"), int, "--seed")
+
+
+def _run_points(configs: list, run_one: Callable, quiet: bool, label: Callable) -> list:
+    """Run every config of a grid (skipping finished ones); an overall bar when there are several.
+    Every point is validated before the first one runs."""
+    for config in configs:
+        config.validate()
+    outer = None
+    if len(configs) > 1 and not quiet:
+        from tqdm.auto import tqdm
+
+        outer = tqdm(total=len(configs), desc="sweep", unit="run", position=0, dynamic_ncols=True)
+    results = []
+    for config in configs:
+        inner = [] if quiet else [ProgressBar(label(config))]
+        results.append(run_one(config, inner))
+        if outer is not None:
+            outer.update(1)
+    if outer is not None:
+        outer.close()
+    return results
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -138,10 +165,11 @@ def _echo_result(result) -> None:
 @cli.command()
 @model_options
 @click.option("--method", default="edge-popup", show_default=True, help="Ticket finder (see `supermask list methods`).")
-@click.option("--density", default=None, type=float, help="Fraction of weights kept, in (0, 1]. [default: 0.5]")
-@click.option("--sparsity", default=None, type=float, help="Fraction of weights removed (1 - density).")
+@click.option("--density", default=None, help="Fraction of weights kept, in (0, 1], or a list. [default: 0.5]")
+@click.option("--sparsity", default=None, help="Fraction of weights removed (1 - density), or a list.")
 @click.option("--scope", default="layerwise", show_default=True, type=click.Choice(["layerwise", "global"]))
-@click.option("--init", "init", default="signed-constant", show_default=True, help="Weight init (see `supermask list inits`).")
+@click.option("--init", "init", default="signed-constant", show_default=True,
+              help="Weight init, or a list (see `supermask list inits`).")
 @click.option("--score-init", default="kaiming-uniform", show_default=True)
 @click.option("--scaled-fan", is_flag=True, help="Scale the init's fan by the density (Ramanujan et al. 2020).")
 @click.option("--learned-bn", is_flag=True, help="Train BatchNorm's affine parameters with the scores.")
@@ -151,27 +179,39 @@ def search(**kw) -> None:
     """Find a strong ticket: train a mask over a frozen random network (edge-popup)."""
     from .search import SearchConfig, search as run_search
 
+    from .sweep import expand_grid, parse_list
+
     quiet = kw.pop("quiet")
     _configure_logging(kw.pop("verbose"), quiet)
     train_cfg = _train_config(kw)
-    density = resolve_density(kw.pop("density"), kw.pop("sparsity"), 0.5)
-    config = SearchConfig(density=density, train=train_cfg, **kw)
-    _echo_result(run_search(config, callbacks=_callbacks(quiet, f"{config.arch} d={density:g}")))
+    densities = resolve_densities(kw.pop("density"), kw.pop("sparsity"), 0.5)
+    seeds, inits = _seeds(kw), parse_list(kw.pop("init"), str, "--init")
+    configs = expand_grid(SearchConfig(train=train_cfg, **kw), init=inits, density=densities, seed=seeds)
+    results = _run_points(configs, lambda c, cb: run_search(c, callbacks=cb), quiet,
+                          lambda c: f"{c.arch} {c.init} d={c.density:g} s={c.seed}")
+    for result in results:
+        _echo_result(result)
 
 
 @cli.command(name="train")
 @model_options
-@click.option("--init", "init", default="kaiming-normal", show_default=True, help="Weight init (see `supermask list inits`).")
+@click.option("--init", "init", default="kaiming-normal", show_default=True,
+              help="Weight init, or a list (see `supermask list inits`).")
 @train_options(TrainConfig(lr=0.01))
 @output_options
 def train_cmd(**kw) -> None:
     """Train the dense baseline: the same zoo, data and trainer, weights trained."""
     from .dense import DenseConfig, train_dense
 
+    from .sweep import expand_grid, parse_list
+
     quiet = kw.pop("quiet")
     _configure_logging(kw.pop("verbose"), quiet)
-    config = DenseConfig(train=_train_config(kw), **kw)
-    _echo_result(train_dense(config, callbacks=_callbacks(quiet, f"{config.arch} dense")))
+    seeds, inits = _seeds(kw), parse_list(kw.pop("init"), str, "--init")
+    configs = expand_grid(DenseConfig(train=_train_config(kw), **kw), init=inits, seed=seeds)
+    for result in _run_points(configs, lambda c, cb: train_dense(c, callbacks=cb), quiet,
+                              lambda c: f"{c.arch} dense s={c.seed}"):
+        _echo_result(result)
 
 
 @cli.command(name="imp")
@@ -187,7 +227,8 @@ def train_cmd(**kw) -> None:
 @click.option("--output-prune-fraction", default=None, type=float, help="Layerwise: for the output layer.")
 @click.option("--keep-unpruned", default="", help="Comma-separated weight names never pruned.")
 @click.option("--rewind", default="0", show_default=True, help="Rewind to step 0, <N>it or <N>ep (late rewinding).")
-@click.option("--control", default="none", show_default=True, type=click.Choice(["none", "reinit", "random-prune"]))
+@click.option("--control", default="none", show_default=True,
+              help="none, reinit or random-prune, or a list (controls run after the IMP run they use).")
 @click.option("--init", "init", default="kaiming-normal", show_default=True)
 @train_options(None)
 @output_options
@@ -195,18 +236,23 @@ def imp_cmd(**kw) -> None:
     """Find weak tickets: iterative magnitude pruning with rewinding (and its controls)."""
     from supermask_imp import IMPConfig, run_imp
 
+    from .sweep import expand_grid, parse_list
+
     quiet = kw.pop("quiet")
     _configure_logging(kw.pop("verbose"), quiet)
     overrides = _train_overrides(kw)
+    seeds, controls = _seeds(kw), parse_list(kw.pop("control"), str, "--control")
     kw["keep_unpruned"] = tuple(x for x in kw.pop("keep_unpruned").split(",") if x)
     config = IMPConfig.for_arch(kw.pop("arch"), epochs=overrides.pop("epochs", None), **kw)
     config.train = dataclasses.replace(config.train, **overrides)
-    result = run_imp(config, callbacks=_callbacks(quiet, f"{config.arch} imp"))
-    click.echo(f"{'already finished' if result.skipped else 'finished'}: {result.run_dir}")
-    click.echo(f"{'level':>5} {'density':>8} {'test acc':>9} {'best val':>9} {'early-stop it':>14}")
-    for row in result.levels:
-        click.echo(f"{row['level']:>5} {row['density']:>8.4f} {row['test_accuracy']:>9.4f} "
-                   f"{row['best_val_accuracy']:>9.4f} {row['min_val_loss_step']:>14}")
+    configs = expand_grid(config, control=controls, seed=seeds)
+    for result in _run_points(configs, lambda c, cb: run_imp(c, callbacks=cb), quiet,
+                              lambda c: f"{c.arch} imp {c.control} s={c.seed}"):
+        click.echo(f"{'already finished' if result.skipped else 'finished'}: {result.run_dir}")
+        click.echo(f"{'level':>5} {'density':>8} {'test acc':>9} {'best val':>9} {'early-stop it':>14}")
+        for row in result.levels:
+            click.echo(f"{row['level']:>5} {row['density']:>8.4f} {row['test_accuracy']:>9.4f} "
+                       f"{row['best_val_accuracy']:>9.4f} {row['min_val_loss_step']:>14}")
 
 
 @cli.command()

@@ -35,7 +35,9 @@ def run_cli(args, capsys):
     (["imp", "--prune-fraction", "0"], "prune fraction must be in (0, 1)"),
     (["imp", "--levels", "0"], "levels must be a positive integer"),
     (["imp", "--rewind", "soon"], "rewind must be 0, <N>it or <N>ep"),
-    (["imp", "--control", "other"], "Invalid value for '--control'"),
+    (["imp", "--control", "other"], "control must be one of"),
+    (["search", "--density", "0.5,x"], "--density must be a comma-separated list"),
+    (["search", "--seed", "0,-1"], "seed must be a non-negative integer"),
     (["imp", "--arch", "lenet_300_100", "--rewind", "1000ep", "--epochs", "1"], "beyond the training length"),
     (["imp", "--target-density", "2"], "target density must be in (0, 1]"),
     (["train", "--init", "ones"], "unknown init"),
@@ -123,3 +125,15 @@ def test_export_command_writes_the_compact_ticket(capsys, tmp_path):
     assert code == 0 and out.startswith(f"wrote {run_dir}/export/ticket.safetensors")
     code, _, err = run_cli(["export", str(tmp_path), "--format", "mask"], capsys)
     assert code == 2 and "not a finished run" in err and err.count("\n") == 1
+
+
+def test_search_sweeps_a_grid_and_skips_finished_points(capsys, tmp_path):
+    args = ["search", "--arch", "lenet_300_100", "--iterations", "2", "--batch-size", "500", "--out", str(tmp_path),
+            "--density", "0.5,0.2", "--seed", "0,1", "--init", "signed-constant,kaiming-normal", "--quiet",
+            "--device", "cpu"]
+    code, out, _ = run_cli(args, capsys)
+    finished = [line for line in out.splitlines() if line.startswith("finished: ")]
+    assert code == 0 and len(finished) == 8 and len(set(finished)) == 8
+    assert len(list(tmp_path.rglob("result.json"))) == 8
+    code, out, _ = run_cli(args, capsys)
+    assert code == 0 and sum(line.startswith("already finished: ") for line in out.splitlines()) == 8
