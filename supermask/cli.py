@@ -256,6 +256,20 @@ def imp_cmd(**kw) -> None:
 
 
 @cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--out", default="report", show_default=True, type=click.Path(), help="Folder for the report files.")
+def compare(paths: tuple[str, ...], out: str) -> None:
+    """Compare finished runs (run directories or whole run trees): tables and plots vs density."""
+    from .report import compare as run_compare
+
+    table, problems, written = run_compare(paths, out)
+    for problem in problems:
+        click.echo(f"supermask: warning: left out {problem}", err=True)
+    click.echo(table)
+    click.echo("wrote " + ", ".join(str(p) for p in written))
+
+
+@cli.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--format", "fmt", required=True, type=click.Choice(["mask", "state-dict", "torch-prune", "ticket"]))
 @click.option("--out", default=None, type=click.Path(dir_okay=False),

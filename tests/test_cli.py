@@ -137,3 +137,17 @@ def test_search_sweeps_a_grid_and_skips_finished_points(capsys, tmp_path):
     assert len(list(tmp_path.rglob("result.json"))) == 8
     code, out, _ = run_cli(args, capsys)
     assert code == 0 and sum(line.startswith("already finished: ") for line in out.splitlines()) == 8
+
+
+def test_compare_command_prints_the_table_and_warns_about_damage(capsys, tmp_path):
+    run_cli(["search", "--arch", "lenet_300_100", "--iterations", "2", "--batch-size", "500", "--seed", "0,1",
+             "--out", str(tmp_path / "runs"), "--quiet", "--device", "cpu"], capsys)
+    bad = tmp_path / "runs" / "bad"
+    bad.mkdir()
+    (bad / "result.json").write_text("{")
+    code, out, err = run_cli(["compare", str(tmp_path / "runs"), "--out", str(tmp_path / "report")], capsys)
+    assert code == 0 and "| edge-popup signed-constant | 0.5 |" in out
+    assert err.startswith("supermask: warning: left out") and "bad" in err
+    assert (tmp_path / "report" / "accuracy_vs_density.png").exists()
+    code, _, err = run_cli(["compare", str(tmp_path / "report")], capsys)
+    assert code == 2 and "no finished runs" in err

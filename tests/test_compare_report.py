@@ -1,0 +1,105 @@
+"""supermask.report: compare tables, Welch tests, plots, damaged inputs; the per-level IMP table."""
+
+import csv
+import dataclasses
+import json
+import math
+
+import pytest
+
+from supermask.errors import RunError, SupermaskError
+from supermask.report import (collect, compare, comparison_rows, imp_level_rows, imp_level_table, mean_std,
+                              welch_p)
+from supermask_imp import IMPConfig, run_imp
+
+
+def write_result(path, **fields):
+    path.mkdir(parents=True, exist_ok=True)
+    base = {"status": "finished", "arch": "lenet_300_100", "dataset": "mnist-5k", "seed": 0, "density": 1.0,
+            "test_accuracy": 0.9, "min_val_loss_step": 100}
+    (path / "result.json").write_text(json.dumps({**base, **fields}))
+
+
+@pytest.fixture
+def tree(tmp_path):
+    root = tmp_path / "runs"
+    for seed, (ep, rand, imp, reinit) in enumerate([(0.93, 0.12, 0.95, 0.90), (0.94, 0.10, 0.96, 0.91),
+                                                     (0.95, 0.11, 0.97, 0.89)]):
+        write_result(root / "search" / f"s{seed}", engine="search", method="edge-popup", init="signed-constant",
+                     scope="layerwise", seed=seed, density=0.2, test_accuracy=ep, initial_test_accuracy=rand)
+        write_result(root / "imp" / f"s{seed}" / "level-1", engine="imp", control="none", level=1, seed=seed,
+                     density=0.2, test_accuracy=imp, min_val_loss_step=200)
+        write_result(root / "imp" / f"r{seed}" / "level-1", engine="imp", control="reinit", level=1, seed=seed,
+                     density=0.2, test_accuracy=reinit, min_val_loss_step=600)
+        write_result(root / "train" / f"s{seed}", engine="train", method="dense", seed=seed, test_accuracy=0.96)
+    (root / "imp" / "s0" / "result.json").write_text(json.dumps({"engine": "imp", "levels": []}))  # summary: skipped
+    return root
+
+
+def test_rows_carry_mean_std_seeds_dense_and_welch_tests(tree):
+    rows = {(r["method"], r["density"]): r for r in comparison_rows(collect([tree]).points)}
+    imp = rows[("imp", 0.2)]
+    assert imp["mean"] == pytest.approx(0.96) and imp["std"] == pytest.approx(0.01) and imp["seeds"] == 3
+    assert imp["dense"] == pytest.approx(0.96)
+    (vs,) = imp["controls"]
+    assert vs["control"] == "imp reinit" and vs["delta"] == pytest.approx(0.06)
+    assert vs["p"] == pytest.approx(welch_p([0.95, 0.96, 0.97], [0.90, 0.91, 0.89]))
+    assert vs["p"] < 0.01
+    ep = rows[("edge-popup signed-constant", 0.2)]
+    assert ep["controls"][0]["control"] == "edge-popup signed-constant random mask"
+    assert ep["controls"][0]["delta"] == pytest.approx(0.94 - 0.11)
+    assert imp["early_stop"] == (200, 0)
+
+
+def test_welch_p_matches_scipy_and_is_nan_without_spread():
+    from scipy import stats
+
+    a, b = [1.0, 2.0, 3.0, 4.0], [2.5, 3.5, 4.5]
+    assert welch_p(a, b) == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    assert math.isnan(welch_p([1.0], [2.0, 3.0]))
+
+
+def test_report_files_and_damaged_inputs(tree, tmp_path):
+    (tree / "broken").mkdir()
+    (tree / "broken" / "result.json").write_text('{"status": "fin')
+    (tree / "alien").mkdir()
+    (tree / "alien" / "result.json").write_text('{"hello": 1}')
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    table, problems, written = compare([tree, unfinished, tmp_path / "missing"], tmp_path / "report")
+    assert len(problems) == 4
+    assert any("broken" in p and "unreadable" in p for p in problems)
+    assert any("alien" in p and "not a supermask result" in p for p in problems)
+    assert any("unfinished" in p for p in problems) and any("missing" in p for p in problems)
+    assert {p.name for p in written} == {"comparison.md", "comparison.csv", "accuracy_vs_density.png",
+                                          "early_stop_vs_density.png"}
+    for p in written:
+        assert p.stat().st_size > 0
+    assert (tmp_path / "report" / "accuracy_vs_density.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| imp | 0.2 | 96.0 ± 1.0 | 3 | 96.0 | imp reinit: +6.0" in table
+    assert "Left out:" in table
+    rows = list(csv.DictReader(open(tmp_path / "report" / "comparison.csv")))
+    imp = next(r for r in rows if r["method"] == "imp")
+    assert imp["control"] == "imp reinit" and float(imp["delta_to_control"]) == pytest.approx(0.06)
+
+
+def test_nothing_to_compare_is_an_error(tmp_path):
+    with pytest.raises(SupermaskError, match="no finished runs"):
+        compare([tmp_path], tmp_path / "report")
+
+
+def test_imp_table_averages_over_seeds(tmp_path):
+    results = []
+    for seed in (0, 1):
+        cfg = IMPConfig.for_arch("lenet_300_100", out=str(tmp_path), device="cpu", levels=1, seed=seed)
+        cfg.train = dataclasses.replace(cfg.train, epochs=1, batch_size=1000)
+        results.append(run_imp(cfg))
+    rows = imp_level_rows(tmp_path)
+    assert [(r["control"], r["level"], r["seeds"]) for r in rows] == [("none", 0, 2), ("none", 1, 2)]
+    accs = [res.levels[1]["test_accuracy"] for res in results]
+    assert rows[1]["test_accuracy"] == pytest.approx(mean_std(accs))
+    table = imp_level_table(tmp_path)
+    assert table.splitlines()[0].startswith("| level | density | IMP test acc")
+    assert f"{100 * mean_std(accs)[0]:.1f} ± {100 * mean_std(accs)[1]:.1f}" in table
+    with pytest.raises(RunError):
+        imp_level_table(tmp_path / "level-nothing")
