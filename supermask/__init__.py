@@ -23,7 +23,7 @@ from .nn import (
 )
 from .runs import RunDir, config_hash, find_runs
 from .search import SearchConfig, SearchResult, search
-from .tickets import load_masks, read_ticket, save_masks
+from .tickets import export_run, load_masks, load_ticket, read_ticket, save_masks
 from .training import Callback, ProgressBar, TrainConfig, TrainSummary, evaluate, train
 
 __version__ = "0.1.0"
@@ -32,7 +32,7 @@ __all__ = [
     "DATASETS", "METHODS", "MODELS", "Callback", "DataError", "InputSpec", "Layers", "ProgressBar", "RunDir",
     "RunError", "SearchConfig", "SearchResult", "SupermaskConv2d", "SupermaskError", "SupermaskLinear",
     "TrainConfig", "TrainSummary", "UnknownNameError", "attach_global_scope", "config_hash", "convert",
-    "create_model", "density_report", "evaluate", "find_runs", "init_model", "kept_count", "load_dataset",
+    "create_model", "density_report", "evaluate", "export_run", "load_ticket", "find_runs", "init_model", "kept_count", "load_dataset",
     "load_masks", "model_masks", "read_ticket", "register_model", "save_masks", "search", "supermask_layer_types",
     "train",
 ]

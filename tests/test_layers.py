@@ -72,23 +72,33 @@ def test_global_scope_keeps_exact_total_and_layers_differ():
     assert per_layer["0.weight"] > 0.2 > per_layer["2.weight"]
 
 
-def test_global_threshold_computed_once_per_forward(monkeypatch):
+def test_global_threshold_computed_once_per_step(monkeypatch):
     calls = []
-    real = layers_mod.global_topk_masks
-    monkeypatch.setattr(layers_mod, "global_topk_masks", lambda *a: calls.append(1) or real(*a))
+    real = layers_mod.global_threshold
+    monkeypatch.setattr(layers_mod, "global_threshold", lambda *a: calls.append(1) or real(*a))
     model = _mlp()
     attach_global_scope(model, 0.3)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
     model.train()
     x = torch.randn(4, 30)
     model(x).sum().backward()
-    assert len(calls) == 1
-    model(x).sum().backward()  # a second pass (new graph) recomputes once
+    assert len(calls) == 1  # three layers, one threshold
+    opt.step()
+    model(x).sum().backward()  # the scores changed: one new threshold
     assert len(calls) == 2
     model.eval()
     with torch.no_grad():
-        model(x)
-        model(x)
-    assert len(calls) == 3  # eval: cached until the scores change
+        first = model(x)
+        assert torch.equal(model(x), first)
+    assert len(calls) == 2  # eval: nothing changed, nothing recomputed
+
+
+def test_global_scope_layers_can_run_and_backpropagate_one_at_a_time():
+    layers = nn.ModuleList([SupermaskLinear(5, 5, density=0.4), SupermaskLinear(5, 5, density=0.4)])
+    attach_global_scope(layers, 0.4)
+    for layer in layers:
+        layer(torch.randn(2, 5)).sum().backward()
+        assert layer.scores.grad is not None
 
 
 def test_global_scope_trains_scores_of_all_layers():

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .topk import check_density, global_topk_masks, kept_count, straight_through_topk, topk_mask
+from .topk import (check_density, global_threshold, kept_count, straight_through_threshold,
+                   straight_through_topk, threshold_mask, topk_mask)
 
 
 class SupermaskMixin:
@@ -128,11 +129,13 @@ def supermask_layers(model: nn.Module) -> list[tuple[str, SupermaskMixin]]:
 
 
 class GlobalScope:
-    """One threshold over the scores of all given layers, computed once per forward pass.
+    """One threshold over the scores of all given layers.
 
-    :func:`attach_global_scope` installs it: a forward pre-hook on the root module
-    invalidates the masks, and the first layer that asks recomputes all of them.
-    In eval mode without gradients the masks are cached until any score changes.
+    The threshold (and how many entries tied at it each layer keeps) is computed without
+    gradients once per change of the scores, i.e. once per training step however many
+    layers use it; each layer then builds its own mask from its own scores with its own
+    straight-through graph, so layers may run and backpropagate independently. In eval
+    mode without gradients each layer's mask is cached until any score changes.
     """
 
     def __init__(self, layers: Iterable[SupermaskMixin], density: float):
@@ -141,29 +144,33 @@ class GlobalScope:
             raise ValueError("global scope needs at least one supermask layer")
         self.density = check_density(density)
         self._index = {id(layer): i for i, layer in enumerate(self.layers)}
-        self._fresh: Optional[list[Tensor]] = None  # this forward pass's masks (with autograd)
-        self._cached: Optional[list[Tensor]] = None  # eval-mode masks, valid while the key holds
-        self._cached_key: Optional[tuple] = None
+        self._key: Optional[tuple] = None
+        self._threshold = None
+        self._quotas: list = []
+        self._cached: dict[int, tuple[tuple, Tensor]] = {}
 
-    def invalidate(self, *_args) -> None:
-        """Forward pre-hook: the next layer to ask recomputes this pass's masks."""
-        self._fresh = None
+    def _scores_key(self) -> tuple:
+        return (self.density,) + tuple((l.scores._version, l.scores.data_ptr()) for l in self.layers)
 
-    def _magnitudes(self) -> list[Tensor]:
-        return [layer.scores.abs() for layer in self.layers]
+    def thresholds(self) -> tuple:
+        key = self._scores_key()
+        if key != self._key:
+            k = kept_count(sum(l.scores.numel() for l in self.layers), self.density)
+            self._threshold, self._quotas = global_threshold([l.scores.abs() for l in self.layers], k)
+            self._key = key
+        return self._threshold, self._quotas
 
     def mask_for(self, layer: SupermaskMixin) -> Tensor:
         i = self._index[id(layer)]
+        threshold, quotas = self.thresholds()
+        quota, tied = quotas[i]
         if layer._use_cached_mask():
-            key = (self.density,) + tuple((l.scores._version, l.scores.data_ptr()) for l in self.layers)
-            if self._cached is None or self._cached_key != key:
-                with torch.no_grad():
-                    self._cached = global_topk_masks(self._magnitudes(), self.density)
-                self._cached_key = key
-            return self._cached[i]
-        if self._fresh is None:
-            self._fresh = global_topk_masks(self._magnitudes(), self.density)
-        return self._fresh[i]
+            cached = self._cached.get(i)
+            if cached is None or cached[0] != self._key:
+                cached = (self._key, threshold_mask(layer.scores.abs(), threshold, quota, tied))
+                self._cached[i] = cached
+            return cached[1]
+        return straight_through_threshold(layer.scores.abs(), threshold, quota, tied)
 
 
 def attach_global_scope(model: nn.Module, density: float) -> GlobalScope:
@@ -173,7 +180,6 @@ def attach_global_scope(model: nn.Module, density: float) -> GlobalScope:
     for layer in layers:
         object.__setattr__(layer, "global_scope", scope)
         layer.density = scope.density
-    model.register_forward_pre_hook(scope.invalidate)
     return scope
 
 

@@ -93,14 +93,56 @@ def straight_through_topk(magnitudes: Tensor, k: int) -> Tensor:
     return _StraightThroughTopK.apply(magnitudes, k)
 
 
+@torch.no_grad()
+def global_threshold(magnitudes: Sequence[Tensor], k: int) -> tuple[Tensor | float, list]:
+    """One threshold over several tensors keeping ``k`` entries in all, and for each tensor
+    the number of its entries tied at the threshold that it keeps (ties go to the lowest index
+    in the concatenated flat order). On the CPU the counts are ints; elsewhere 0-d tensors, so
+    no host synchronisation is needed."""
+    flat = torch.cat([m.detach().reshape(-1) for m in magnitudes])
+    threshold = kth_largest(flat, min(k, flat.numel()))
+    above = torch.stack([(m > threshold).sum() for m in magnitudes])
+    at = torch.stack([(m == threshold).sum() for m in magnitudes])
+    missing = k - above.sum()
+    quotas = torch.minimum(at, (missing - (at.cumsum(0) - at)).clamp(min=0))
+    if flat.device.type == "cpu":
+        return threshold, [(int(q), int(a)) for q, a in zip(quotas, at)]
+    return threshold, list(zip(quotas, at))
+
+
+@torch.no_grad()
+def threshold_mask(magnitudes: Tensor, threshold: Tensor | float, quota, tied=None) -> Tensor:
+    """Keep the entries above ``threshold`` and the first ``quota`` entries equal to it."""
+    keep = magnitudes >= threshold
+    if not (isinstance(quota, int) and quota == tied):  # some tied entries are dropped
+        above = magnitudes > threshold
+        at = (keep & ~above).reshape(-1)
+        keep = above | (at & (at.cumsum(0) <= quota)).view_as(magnitudes)
+    return keep.to(magnitudes.dtype)
+
+
+class _StraightThroughThreshold(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, magnitudes, threshold, quota, tied):  # type: ignore[override]
+        return threshold_mask(magnitudes, threshold, quota, tied)
+
+    @staticmethod
+    def backward(ctx, grad_mask):  # type: ignore[override]
+        return grad_mask, None, None, None
+
+
+def straight_through_threshold(magnitudes: Tensor, threshold, quota, tied=None) -> Tensor:
+    return _StraightThroughThreshold.apply(magnitudes, threshold, quota, tied)
+
+
 def global_topk_masks(magnitudes: Sequence[Tensor], density: float) -> list[Tensor]:
     """One threshold over several tensors: the masks keep ``kept_count(total, density)``
     entries in all, each tensor keeping however many of them it holds.
 
-    Differentiable (straight-through) with respect to every input.
+    Differentiable (straight-through) with respect to every input, each mask on its own graph.
     """
     if not magnitudes:
         return []
-    flat = torch.cat([m.reshape(-1) for m in magnitudes])
-    mask = straight_through_topk(flat, kept_count(flat.numel(), density))
-    return [part.view_as(m) for part, m in zip(mask.split([m.numel() for m in magnitudes]), magnitudes)]
+    k = kept_count(sum(m.numel() for m in magnitudes), density)
+    threshold, quotas = global_threshold(magnitudes, k)
+    return [straight_through_threshold(m, threshold, q, t) for m, (q, t) in zip(magnitudes, quotas)]
