@@ -22,6 +22,7 @@ from .data.datasets import IMAGEFOLDER_PREFIX
 from .errors import SupermaskError
 from .models import MODELS, InputSpec
 from .models.registry import TORCHVISION_PREFIX
+from .models.torchvision_models import check_torchvision_name
 from .nn import density_report, model_masks
 from .runs import RunDir, config_dict, config_hash, run_path
 from .tickets import save_ticket
@@ -50,7 +51,9 @@ class ExperimentConfig:
     ENGINE = "experiment"
 
     def validate(self):
-        if not self.arch.startswith(TORCHVISION_PREFIX):
+        if self.arch.startswith(TORCHVISION_PREFIX):
+            check_torchvision_name(self.arch[len(TORCHVISION_PREFIX):])
+        else:
             MODELS.get(self.arch)
         if not self.dataset.startswith(IMAGEFOLDER_PREFIX):
             DATASETS.get(self.dataset)

@@ -17,6 +17,7 @@ def run_cli(args, capsys):
 
 @pytest.mark.parametrize("args,message", [
     (["search", "--arch", "nope"], "unknown architecture 'nope'"),
+    (["search", "--arch", "torchvision/nope"], "unknown torchvision model 'nope'"),
     (["search", "--density", "0"], "density must be in (0, 1]"),
     (["search", "--density", "1.5"], "density must be in (0, 1]"),
     (["search", "--density", "nan"], "density must be in (0, 1]"),

@@ -9,10 +9,14 @@ from ..errors import UnknownNameError
 from .registry import InputSpec
 
 
-def torchvision_model(name: str, spec: InputSpec, **kwargs) -> nn.Module:
-    available = torchvision.models.list_models(module=torchvision.models)
-    if name not in available:
+def check_torchvision_name(name: str) -> str:
+    if name not in torchvision.models.list_models(module=torchvision.models):
         raise UnknownNameError(f"unknown torchvision model {name!r}; see torchvision.models.list_models()")
+    return name
+
+
+def torchvision_model(name: str, spec: InputSpec, **kwargs) -> nn.Module:
+    check_torchvision_name(name)
     model = torchvision.models.get_model(name, weights=None, num_classes=spec.num_classes, **kwargs)
     if spec.in_channels != 3:
         _adapt_first_conv(model, spec.in_channels)
