@@ -183,3 +183,33 @@ def test_imp_level_exports_load_into_plain_models(tmp_path):
             assert torch.equal(plain.eval()(x), masked(x))
     with pytest.raises(SupermaskError, match="strong tickets only"):
         export_run(level, "ticket", tmp_path / "t")
+
+
+def test_interrupted_level_resumes_to_the_uninterrupted_result(tmp_path):
+    from supermask.training import Callback
+
+    class Stop(Exception):
+        pass
+
+    class KillInLevelTwo(Callback):
+        def __init__(self):
+            self.level_starts = 0
+
+        def on_train_start(self, state):
+            self.level_starts += 1
+
+        def after_step(self, state, loss, correct, count):
+            if self.level_starts == 3 and state.step == state.steps_per_epoch + 1:  # level 2, after its first checkpoint
+                raise Stop
+
+    cfg = dataclasses.replace(_config(tmp_path / "b"), levels=2)
+    cfg.train = dataclasses.replace(cfg.train, epochs=2)
+    full = run_imp(dataclasses.replace(cfg, out=str(tmp_path / "a")))
+    with pytest.raises(Stop):
+        run_imp(cfg, callbacks=[KillInLevelTwo()])
+    level2 = RunDir(cfg.run_dir().path / "level-2")
+    assert level2.has_checkpoint() and not level2.is_finished() and not cfg.run_dir().is_finished()
+    resumed = run_imp(cfg)
+    for a, b in zip(full.levels, resumed.levels):
+        for key in ("density", "test_accuracy", "best_val_accuracy", "min_val_loss_step", "density_per_layer"):
+            assert a[key] == b[key], (a["level"], key)
