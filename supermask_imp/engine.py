@@ -40,11 +40,11 @@ from supermask.nn import WEIGHT_INITS, check_density, derived_seed, init_model
 from supermask.nn.init import canonical
 from supermask.nn.masked import get_masks, mask_applier, set_masks
 from supermask.runs import RunDir, config_dict
-from supermask.tickets import MASK_FILE, read_ticket, save_ticket
+from supermask.tickets import read_ticket, save_ticket
 from supermask.training import Callback, TrainConfig, resolve_device, train
 
 from .defaults import default_train_config, family_defaults
-from .pruning import check_fraction, density, magnitude_prune, random_masks_like
+from .pruning import check_fraction, frankle_carbin_rates, magnitude_prune, random_masks_like
 from .rewind import RewindPoint, SnapshotAt, rewind, snapshot
 
 log = logging.getLogger(__name__)
@@ -117,16 +117,10 @@ class IMPConfig(ExperimentConfig):
 
         if self.scope == "global":
             return one_shot(self.prune_fraction) if self.one_shot else self.prune_fraction
-        rates = {}
-        for i, name in enumerate(names):
-            if i == len(names) - 1:
-                rate = self.output_prune_fraction or self.prune_fraction
-            elif name in conv_names:
-                rate = self.conv_prune_fraction or self.prune_fraction
-            else:
-                rate = self.prune_fraction
-            rates[name] = one_shot(rate) if self.one_shot else rate
-        return rates
+        rates = frankle_carbin_rates(names, conv=self.conv_prune_fraction or self.prune_fraction,
+                                     fc=self.prune_fraction, output=self.output_prune_fraction or self.prune_fraction,
+                                     conv_names=conv_names)
+        return {name: one_shot(rate) for name, rate in rates.items()} if self.one_shot else rates
 
 
 @dataclass

@@ -106,8 +106,3 @@ def frankle_carbin_rates(names: list[str], *, conv: float, fc: float = 0.2, outp
         else:
             rates[name] = fc
     return rates
-
-
-def density(masks: Mapping[str, Tensor]) -> float:
-    total = sum(m.numel() for m in masks.values())
-    return sum(int(m.sum()) for m in masks.values()) / total if total else 1.0

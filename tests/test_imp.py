@@ -2,12 +2,11 @@ import dataclasses
 
 import pytest
 import torch
-from torch import nn
 
 from supermask.errors import SupermaskError
 from supermask.models import InputSpec, create_model, masked_layer_types
 from supermask.nn import init_model
-from supermask.nn.masked import MaskedLinear, apply_masks, get_masks, set_masks
+from supermask.nn.masked import MaskedLinear, get_masks
 from supermask.runs import RunDir
 from supermask.tickets import read_ticket
 from supermask_imp import IMPConfig, MaskAfterStep, RewindPoint, magnitude_prune, random_masks_like, rewind, run_imp

@@ -2,7 +2,7 @@
 
 The mask follows ``torch.nn.utils.prune``'s naming (``<name>.weight_mask``), is a buffer (so
 it is in ``state_dict`` and never optimised) and is applied to the weight in place by
-:func:`apply_masks` after every optimiser step, not in every forward pass: the forward and
+:func:`mask_applier` after every optimiser step, not in every forward pass: the forward and
 backward passes cost exactly what the dense layer's do, and momentum or weight decay can
 never revive a pruned weight because it is zeroed again right after each step.
 """
@@ -50,12 +50,6 @@ class MaskedLinear(MaskedMixin, nn.Linear):
 
 def masked_layers(model: nn.Module) -> list[tuple[str, MaskedMixin]]:
     return [(name, m) for name, m in model.named_modules() if isinstance(m, MaskedMixin)]
-
-
-@torch.no_grad()
-def apply_masks(model: nn.Module) -> None:
-    for _, layer in masked_layers(model):
-        layer.apply_mask()
 
 
 def mask_applier(model: nn.Module):
