@@ -3,7 +3,7 @@
 - ``mnist-5k`` (default): the 5,000 real MNIST images bundled with the package,
   split stratified 4,000 / 500 / 500 by a fixed seed.
 - ``mnist``, ``fashion-mnist``, ``cifar10``, ``cifar100``, ``svhn``: read from
-  ``--data-root`` in torchvision's on-disk layout; ``download=True`` fetches them there.
+  ``--data-root`` in torchvision's on-disk layout; with ``download`` set, torchvision fetches them there.
 - ``imagefolder:PATH``: ImageNet-style ``PATH/train/<class>/*`` and ``PATH/val/<class>/*``.
 
 The validation split is always held out of the training split by a fixed seed
@@ -141,7 +141,8 @@ def _mnist_like(name: str, folder: str, stats, tv_class: str) -> Loader:
             import torchvision
 
             cls = getattr(torchvision.datasets, tv_class)
-            _download(name, lambda: (cls(str(root), train=True, download=True), cls(str(root), train=False, download=True)))
+            _download(name, lambda: (cls(str(root), train=True, download=download),
+                                     cls(str(root), train=False, download=download)))
         if not (raw / "train-images-idx3-ubyte").exists() and not (raw / "train-images-idx3-ubyte.gz").exists():
             raise _missing(name, raw / "train-images-idx3-ubyte")
         try:
@@ -167,7 +168,7 @@ def _cifar(name: str, folder: str, train_files, test_files, label_key, classes, 
             import torchvision
 
             cls = getattr(torchvision.datasets, tv_class)
-            _download(name, lambda: cls(str(root), train=True, download=True))
+            _download(name, lambda: cls(str(root), train=True, download=download))
         try:
             images, labels = formats.read_cifar_folder(path, train_files, label_key)
             test = TensorSplit(*formats.read_cifar_folder(path, test_files, label_key))
@@ -190,8 +191,8 @@ def load_svhn(root: Path, download: bool) -> Dataset:
     if download:
         import torchvision
 
-        _download("svhn", lambda: (torchvision.datasets.SVHN(str(root), split="train", download=True),
-                                   torchvision.datasets.SVHN(str(root), split="test", download=True)))
+        _download("svhn", lambda: (torchvision.datasets.SVHN(str(root), split="train", download=download),
+                                   torchvision.datasets.SVHN(str(root), split="test", download=download)))
     try:
         images, labels = formats.read_svhn_mat(root / "train_32x32.mat")
         test = TensorSplit(*formats.read_svhn_mat(root / "test_32x32.mat"))
