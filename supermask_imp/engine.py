@@ -262,8 +262,7 @@ def _level_masks(config, level, masks, previous, main, names, conv_names, device
     if main is not None:
         ticket_masks, _ = read_ticket(main.run_dir / f"level-{level}" / "ticket")
         if config.control == "random-prune":
-            gen = torch.Generator().manual_seed(derived_seed(config.seed, f"random-prune-{level}"))
-            return random_masks_like(ticket_masks, gen)
+            return random_masks_like(ticket_masks, derived_seed(config.seed, f"random-prune-{level}"))
         return ticket_masks
     state = _final_state(previous, "cpu")
     weights = {n: state[n] for n in names}

@@ -80,12 +80,17 @@ def magnitude_prune(
     return new
 
 
-def random_masks_like(masks: Mapping[str, Tensor], generator: torch.Generator) -> Masks:
-    """Random masks with exactly the same number of kept weights in every tensor (the random-pruning control)."""
+def random_masks_like(masks: Mapping[str, Tensor], seed: int) -> Masks:
+    """Random masks with exactly the same number of kept weights in every tensor (the random-pruning
+    control). Each tensor draws from its own generator, seeded from ``seed`` and its name, so the
+    result does not depend on the order of ``masks`` (safetensors files do not keep one)."""
+    from supermask.nn import derived_seed
+
     out = {}
     for name, mask in masks.items():
+        gen = torch.Generator().manual_seed(derived_seed(seed, name))
         kept = int(mask.sum())
-        order = torch.randperm(mask.numel(), generator=generator)
+        order = torch.randperm(mask.numel(), generator=gen)
         flat = torch.zeros(mask.numel(), dtype=mask.dtype)
         flat[order[:kept]] = 1
         out[name] = flat.view_as(mask).to(mask.device)

@@ -48,9 +48,11 @@ def test_layerwise_and_per_layer_rates_remove_their_fraction_of_each_layer():
 
 def test_random_prune_keeps_per_layer_counts():
     _, masks = _weights_and_masks()
-    rand = random_masks_like(masks, torch.Generator().manual_seed(1))
+    rand = random_masks_like(masks, 1)
     assert {n: int(m.sum()) for n, m in rand.items()} == {n: int(m.sum()) for n, m in masks.items()}
     assert not torch.equal(rand["a.weight"], masks["a.weight"])
+    reordered = random_masks_like(dict(reversed(list(masks.items()))), 1)  # the dict's order does not matter
+    assert all(torch.equal(rand[n], reordered[n]) for n in masks)
 
 
 def test_pruned_weights_stay_zero_through_momentum_and_weight_decay():
