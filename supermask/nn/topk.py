@@ -67,15 +67,14 @@ def topk_mask(magnitudes: Tensor, k: int) -> Tensor:
     if k <= 0:
         return torch.zeros_like(magnitudes)
     threshold = kth_largest(flat, k)
-    keep = flat >= threshold
-    # On the CPU a count is free, and without ties at the threshold ``keep`` is already exact.
+    # On the CPU a count is free, and without ties at the threshold ``flat >= threshold`` is exact.
     # On accelerators the tie resolution always runs, to avoid a host synchronisation.
-    if flat.device.type != "cpu" or int(keep.sum()) != k:
-        above = flat > threshold
-        at = keep & ~above
-        missing = k - above.sum()  # how many of the tied entries are kept (>= 1)
-        keep = above | (at & (at.cumsum(0) <= missing))
-    return keep.to(magnitudes.dtype).view_as(magnitudes)
+    if flat.device.type == "cpu":
+        keep = flat >= threshold
+        if int(keep.sum()) == k:
+            return keep.to(magnitudes.dtype).view_as(magnitudes)
+    missing = k - (flat > threshold).sum()  # how many of the tied entries are kept (>= 1)
+    return threshold_mask(flat, threshold, missing).view_as(magnitudes)
 
 
 class _StraightThroughTopK(torch.autograd.Function):
