@@ -14,13 +14,15 @@ from typing import Callable, Optional
 
 import click
 
-from .errors import SupermaskError
-from .training import ProgressBar, TrainConfig
+from .errors import SupermaskError, TrainingDiverged
+from .training import ProgressBar, TrainConfig, distributed
 
 EXIT_USAGE = 2
+EXIT_FAILED = 1  # a run that started and failed (diverged): not a usage error
 
 
 def _configure_logging(verbose: int, quiet: bool) -> None:
+    quiet = quiet or not distributed.is_main()
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
 
@@ -34,6 +36,10 @@ def output_options(f: Callable) -> Callable:
                      help="Folder of downloaded data sets [default: $SUPERMASK_DATA or ~/.cache/supermask/data]."),
         click.option("--download", is_flag=True, help="Fetch the data set into --data-root if it is missing."),
         click.option("--num-workers", default=None, type=int, help="DataLoader workers (image folders only)."),
+        click.option("--checkpoint-every", default=None, type=int,
+                     help="Also checkpoint every N steps (a checkpoint ends every epoch anyway)."),
+        click.option("--channels-last", is_flag=True, help="CUDA: channels-last memory format for conv nets."),
+        click.option("--compile", "compile", is_flag=True, help="torch.compile the training forward pass."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar, warnings only."),
         click.option("--verbose", "-v", count=True, help="More log output (-vv for debug)."),
     ]):
@@ -65,6 +71,8 @@ def train_options(defaults: Optional[TrainConfig]) -> Callable:
                          help="Epochs where the step schedule multiplies lr by --gamma, e.g. 50,75."),
             click.option("--gamma", type=float, **default("gamma")),
             click.option("--label-smoothing", type=float, **default("label_smoothing")),
+            click.option("--precision", type=click.Choice(["32", "bf16", "16"]), **default("precision"),
+                         help="CUDA autocast precision (16: with a grad scaler); the CPU trains in 32."),
             click.option("--seed", default="0", show_default=True, help="A seed, or a list: 0,1,2."),
         ]):
             f = option(f)
@@ -74,7 +82,7 @@ def train_options(defaults: Optional[TrainConfig]) -> Callable:
 
 
 TRAIN_FIELDS = ("epochs", "iterations", "batch_size", "optimizer", "lr", "momentum", "nesterov", "weight_decay",
-                "schedule", "warmup_epochs", "milestones", "gamma", "label_smoothing")
+                "schedule", "warmup_epochs", "milestones", "gamma", "label_smoothing", "precision")
 
 
 def _train_overrides(kw: dict) -> dict:
@@ -120,8 +128,12 @@ def _seeds(kw: dict) -> list[int]:
 def _run_points(configs: list, run_one: Callable, quiet: bool, label: Callable) -> list:
     """Run every config of a grid (skipping finished ones); an overall bar when there are several.
     Every point is validated before the first one runs."""
+    from .training import distributed, resolve_device
+
     for config in configs:
         config.validate()
+    resolve_device(configs[0].device)  # under torchrun: join the process group before anything runs
+    quiet = quiet or not distributed.is_main()
     outer = None
     if len(configs) > 1 and not quiet:
         from tqdm.auto import tqdm
@@ -156,6 +168,8 @@ def model_options(f: Callable) -> Callable:
 
 
 def _echo_result(result) -> None:
+    if not distributed.is_main():
+        return
     r = result.result
     click.echo(f"{'already finished' if result.skipped else 'finished'}: {result.run_dir}")
     click.echo(f"test accuracy {r['test_accuracy']:.4f} (epoch {r['best_epoch']}, best val {r['best_val_accuracy']:.4f}); "
@@ -248,6 +262,8 @@ def imp_cmd(**kw) -> None:
     configs = expand_grid(config, control=controls, seed=seeds)
     for result in _run_points(configs, lambda c, cb: run_imp(c, callbacks=cb), quiet,
                               lambda c: f"{c.arch} imp {c.control} s={c.seed}"):
+        if not distributed.is_main():
+            continue
         click.echo(f"{'already finished' if result.skipped else 'finished'}: {result.run_dir}")
         click.echo(f"{'level':>5} {'density':>8} {'test acc':>9} {'best val':>9} {'early-stop it':>14}")
         for row in result.levels:
@@ -319,6 +335,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return exc.exit_code
     except click.ClickException as exc:
         return _fail(exc.format_message())
+    except TrainingDiverged as exc:
+        return _fail(f"run failed: {exc}", EXIT_FAILED)
     except SupermaskError as exc:
         return _fail(str(exc))
     except OSError as exc:
@@ -327,9 +345,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("supermask: interrupted; run the same command again to resume", err=True)
         return 130
+    finally:
+        distributed.teardown()
     return 0
 
 
-def _fail(message: str) -> int:
-    click.echo(f"supermask: error: {message}", err=True)
-    return EXIT_USAGE
+def _fail(message: str, status: int = EXIT_USAGE) -> int:
+    if distributed.is_main():
+        click.echo(f"supermask: error: {message}", err=True)
+    return status

@@ -22,3 +22,7 @@ class DataError(SupermaskError):
 
 class RunError(SupermaskError):
     """A run directory that cannot be used (wrong config, unreadable files, not writable)."""
+
+
+class TrainingDiverged(RunError):
+    """The loss became NaN or infinite: the run is marked failed, its last good checkpoint kept."""

@@ -8,6 +8,7 @@ checkpoint if there is one), saves the ticket and writes ``result.json`` last.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from .models.torchvision_models import check_torchvision_name
 from .nn import density_report, model_masks
 from .runs import RunDir, config_dict, config_hash, run_path
 from .tickets import save_ticket
-from .training import Callback, TrainConfig, resolve_device, train
+from .training import Callback, TrainConfig, distributed, resolve_device, train
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,10 @@ class ExperimentConfig:
     data_root: Optional[str] = None
     download: bool = False
     num_workers: Optional[int] = None
+    # Nor is how the training executes: same results (on the CPU, bit for bit).
+    checkpoint_every: Optional[int] = None  # also checkpoint every N steps (besides every epoch)
+    channels_last: bool = False  # CUDA only
+    compile: bool = False  # torch.compile the training forward
 
     ENGINE = "experiment"
 
@@ -61,11 +66,19 @@ class ExperimentConfig:
             raise SupermaskError(f"width must be positive, got {self.width!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise SupermaskError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.checkpoint_every is not None and (not isinstance(self.checkpoint_every, int)
+                                                  or self.checkpoint_every <= 0):
+            raise SupermaskError(f"checkpoint every must be a positive number of steps, got {self.checkpoint_every!r}")
         self.train.validate()
         return self
 
     def model_kwargs(self) -> dict:
         return {"width": self.width} if self.width != 1.0 else {}
+
+    def execution(self) -> dict:
+        """The keyword arguments of :func:`~supermask.training.train` that say how, not what."""
+        return {"num_workers": self.num_workers, "checkpoint_every": self.checkpoint_every,
+                "channels_last": self.channels_last, "compile": self.compile}
 
     def run_dir(self) -> RunDir:
         return RunDir(run_path(Path(self.out), self.ENGINE, self.arch, self.dataset, config_hash(self), self.seed))
@@ -81,6 +94,11 @@ class ExperimentResult:
 def load_data(config: ExperimentConfig) -> tuple[Dataset, InputSpec]:
     data = load_dataset(config.dataset, config.data_root, config.download, config.image_size)
     return data, InputSpec(data.info.in_channels, data.info.image_size, data.info.num_classes)
+
+
+def holding(run: RunDir):
+    """Hold ``run``'s lock in the process that writes it (rank 0 under ``torchrun``)."""
+    return run.lock() if distributed.is_main() else contextlib.nullcontext()
 
 
 def describe_density(model: nn.Module) -> dict:
@@ -108,18 +126,26 @@ def run_experiment(
         return ExperimentResult(run.path, run.read_result(), skipped=True)
     device = resolve_device(config.device)
     data, spec = load_data(config)
-    run.prepare(config_dict(config))
-    torch.manual_seed(config.seed)
-    model = build(spec)
-    started = time.time()
-    summary = train(model, [p for p in model.parameters() if p.requires_grad], data, config.train,
-                    seed=config.seed, device=device, run=run, callbacks=callbacks, describe=describe_density,
-                    num_workers=config.num_workers)
-    masks = model_masks(model)
-    if ticket_meta is not None:
-        save_ticket(run.ticket_dir, masks, ticket_meta(spec))
-    result = result_record(config, summary, masks, started, device, result_fields)
-    run.write_result(result)
+    writer = distributed.is_main()
+    if writer:
+        run.prepare(config_dict(config))
+    with holding(run):
+        if writer:
+            run.write_status("running")
+        distributed.barrier()
+        torch.manual_seed(config.seed)
+        model = build(spec)
+        started = time.time()
+        summary = train(model, [p for p in model.parameters() if p.requires_grad], data, config.train,
+                        seed=config.seed, device=device, run=run, callbacks=callbacks, describe=describe_density,
+                        **config.execution())
+        masks = model_masks(model)
+        result = result_record(config, summary, masks, started, device, result_fields)
+        if writer:
+            if ticket_meta is not None:
+                save_ticket(run.ticket_dir, masks, ticket_meta(spec))
+            run.write_result(result)
+        distributed.barrier()
     log.info("finished %s: test accuracy %.4f at density %.4f", run.path, summary.test_accuracy, result["density"])
     return ExperimentResult(run.path, result)
 

@@ -4,28 +4,44 @@ Layout: ``<out>/<engine>/<arch>-<dataset>/<config-hash-12>/seed-<s>/``. The hash
 every config field that changes results and none that does not (see
 ``NON_RESULT_FIELDS``); the seed is in the path instead. ``result.json`` is written
 last and atomically, so its presence means the run finished.
+
+A run directory belongs to one process at a time: :meth:`RunDir.lock` holds ``lock``
+(the writer's host and pid) while a run writes; a lock left by a dead process on this
+host is taken over. The last two checkpoints are kept (``checkpoint.pt`` and
+``checkpoint.prev.pt``); a damaged latest one falls back to the one before.
+``status.json`` says ``running``, ``failed`` (with the reason) or ``finished``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
+import logging
 import os
 import re
+import socket
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator, Optional
 
 from .errors import RunError
-from .io import atomic_write_bytes, atomic_write_json, read_json
+from .io import atomic_write_bytes, atomic_write_json, load_checkpoint, read_json, save_checkpoint
+
+log = logging.getLogger(__name__)
 
 #: Fields that never change a result: where files go, how much is printed, how data is read.
-NON_RESULT_FIELDS = frozenset({"out", "device", "data_root", "download", "quiet", "num_workers", "seed"})
+NON_RESULT_FIELDS = frozenset({"out", "device", "data_root", "download", "quiet", "num_workers", "seed",
+                               "checkpoint_every", "channels_last", "compile"})
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 RESULT = "result.json"
 CHECKPOINT = "checkpoint.pt"
+PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"
+STATUS = "status.json"
+LOCK = "lock"
 TICKET = "ticket"
 
 
@@ -34,9 +50,25 @@ def config_dict(config: Any) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
+#: Fields added after runs were first written, left out of the hash at these values so that
+#: the run directories written before them keep their names (dotted paths into the config).
+HASH_OMITTED_AT = {"train.precision": "32"}
+
+
+def _omit_later_defaults(fields: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in fields.items():
+        path = prefix + key
+        if isinstance(value, dict):
+            out[key] = _omit_later_defaults(value, path + ".")
+        elif not (path in HASH_OMITTED_AT and HASH_OMITTED_AT[path] == value):
+            out[key] = value
+    return out
+
+
 def config_hash(config: Any, exclude: Iterable[str] = NON_RESULT_FIELDS) -> str:
     """12 hex digits of the SHA-256 of the result-affecting fields, canonically serialised."""
-    fields = {k: v for k, v in config_dict(config).items() if k not in set(exclude)}
+    fields = _omit_later_defaults({k: v for k, v in config_dict(config).items() if k not in set(exclude)})
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
@@ -70,13 +102,91 @@ class RunDir:
     metrics_path = property(lambda self: self.path / METRICS)
     result_path = property(lambda self: self.path / RESULT)
     checkpoint_path = property(lambda self: self.path / CHECKPOINT)
+    previous_checkpoint_path = property(lambda self: self.path / PREVIOUS_CHECKPOINT)
+    status_path = property(lambda self: self.path / STATUS)
+    lock_path = property(lambda self: self.path / LOCK)
     ticket_dir = property(lambda self: self.path / TICKET)
 
     def is_finished(self) -> bool:
         return self.result_path.exists()
 
     def has_checkpoint(self) -> bool:
-        return self.checkpoint_path.exists()
+        return self.checkpoint_path.exists() or self.previous_checkpoint_path.exists()
+
+    def save_checkpoint(self, state: dict) -> None:
+        """Write ``state`` as the latest checkpoint; the one it replaces becomes the previous one."""
+        if self.checkpoint_path.exists():
+            os.replace(self.checkpoint_path, self.previous_checkpoint_path)
+        save_checkpoint(self.checkpoint_path, state)
+
+    def load_checkpoint(self, map_location="cpu") -> tuple[dict, Path]:
+        """The latest readable checkpoint and its path; a damaged latest one falls back to the previous."""
+        errors = []
+        for path in (self.checkpoint_path, self.previous_checkpoint_path):
+            if not path.exists():
+                continue
+            try:
+                state = load_checkpoint(path, map_location)
+            except RunError as exc:
+                errors.append(str(exc))
+                log.warning("%s; trying the previous checkpoint", exc)
+                continue
+            if not isinstance(state, dict) or "model" not in state:
+                errors.append(f"{path}: not a supermask checkpoint")
+                continue
+            return state, path
+        raise RunError("; ".join(errors) or f"{self.path}: no checkpoint")
+
+    def last_checkpoint(self) -> Optional[Path]:
+        for path in (self.checkpoint_path, self.previous_checkpoint_path):
+            if path.exists():
+                return path
+        return None
+
+    def write_status(self, status: str, **info: Any) -> None:
+        atomic_write_json(self.status_path, {"status": status, **info})
+
+    def read_status(self) -> dict:
+        if self.is_finished():
+            return {"status": "finished"}
+        return read_json(self.status_path) if self.status_path.exists() else {"status": "new"}
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold this run directory for this process (see the module docstring)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        owner = f"{socket.gethostname()} {os.getpid()}\n"
+        while True:
+            try:
+                fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                self._take_over_stale_lock()
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(owner)
+            break
+        try:
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                if self.lock_path.read_text() == owner:
+                    self.lock_path.unlink()
+
+    def _take_over_stale_lock(self) -> None:
+        try:
+            host, pid = self.lock_path.read_text().split()
+            pid = int(pid)
+        except FileNotFoundError:
+            return  # released meanwhile: try again
+        except ValueError:
+            host, pid = "", -1
+        if host == socket.gethostname() and not _alive(pid):
+            log.warning("%s: taking over the lock of process %d, which is gone", self.path, pid)
+            with contextlib.suppress(FileNotFoundError):
+                self.lock_path.unlink()
+            return
+        holder = f"process {pid} on {host}" if host else "an unknown process"
+        raise RunError(f"{self.path} is being written by {holder}; if it is gone, delete {self.lock_path}")
 
     def prepare(self, config: dict) -> None:
         """Create the directory and write ``config.json``, or check it matches the one there."""
@@ -86,10 +196,12 @@ class RunDir:
             raise RunError(f"cannot create run directory {self.path}: {exc.strerror}") from None
         if not os.access(self.path, os.W_OK):
             raise RunError(f"run directory {self.path} is not writable")
-        compared = {k: v for k, v in config.items() if k not in NON_RESULT_FIELDS}
+        compared = _omit_later_defaults({k: v for k, v in config.items() if k not in NON_RESULT_FIELDS})
         if self.config_path.exists():
             existing = read_json(self.config_path)
-            existing = {k: v for k, v in existing.items() if k not in NON_RESULT_FIELDS}
+            if not isinstance(existing, dict):
+                raise RunError(f"{self.config_path}: not a run config")
+            existing = _omit_later_defaults({k: v for k, v in existing.items() if k not in NON_RESULT_FIELDS})
             diff = _differences(existing, compared)
             if diff:
                 raise RunError(f"{self.path} holds a run of another config (differs in: {', '.join(diff)})")
@@ -112,9 +224,9 @@ class RunDir:
                 break  # a line cut by a kill: everything after it is lost work
         return records
 
-    def truncate_metrics(self, last_epoch: int) -> None:
-        """Drop records written after the checkpoint of ``last_epoch`` (work redone on resume)."""
-        kept = [r for r in self.read_metrics() if r.get("epoch", 0) <= last_epoch]
+    def truncate_metrics(self, last_step: int) -> None:
+        """Drop records written after the checkpoint of step ``last_step`` (work redone on resume)."""
+        kept = [r for r in self.read_metrics() if r.get("step", 0) <= last_step]
         atomic_write_bytes(self.metrics_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept).encode())
 
     def write_result(self, result: dict) -> None:
@@ -122,6 +234,16 @@ class RunDir:
 
     def read_result(self) -> dict:
         return read_json(self.result_path)
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError as exc:
+        return exc.errno == errno.EPERM  # exists, owned by someone else
+    return True
 
 
 def find_runs(root: Path) -> list[RunDir]:

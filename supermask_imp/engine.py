@@ -32,8 +32,8 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
-from supermask.errors import RunError, SupermaskError
-from supermask.experiment import ExperimentConfig, describe_density, load_data, result_record
+from supermask.errors import RunError, SupermaskError, TrainingDiverged
+from supermask.experiment import ExperimentConfig, describe_density, holding, load_data, result_record
 from supermask.io import atomic_write_bytes, load_checkpoint
 from supermask.models import InputSpec, create_model, masked_layer_types
 from supermask.nn import WEIGHT_INITS, check_density, derived_seed, init_model
@@ -41,7 +41,7 @@ from supermask.nn.init import canonical
 from supermask.nn.masked import get_masks, mask_applier, set_masks
 from supermask.runs import RunDir, config_dict
 from supermask.tickets import read_ticket, save_ticket
-from supermask.training import Callback, TrainConfig, resolve_device, train
+from supermask.training import Callback, TrainConfig, distributed, resolve_device, train
 
 from .defaults import default_train_config, family_defaults
 from .pruning import check_fraction, frankle_carbin_rates, magnitude_prune, random_masks_like
@@ -154,7 +154,7 @@ class SaveSnapshotAt(SnapshotAt):
 
     def after_step(self, state, loss, correct, count):
         super().after_step(state, loss, correct, count)
-        if self.state is not None and not self.path.exists():
+        if self.state is not None and distributed.is_main() and not self.path.exists():
             save_state(self.path, self.state)
 
 
@@ -181,7 +181,15 @@ def _conv_names(model: nn.Module) -> set[str]:
 
 
 def _final_state(run: RunDir, device) -> dict[str, torch.Tensor]:
-    return load_checkpoint(run.checkpoint_path, map_location=device)["model"]
+    """A finished level's final weights: its latest checkpoint, which must be the last step's
+    (the previous checkpoint is an earlier state: pruning it would give other masks)."""
+    ckpt = load_checkpoint(run.checkpoint_path, map_location=device)
+    steps = run.read_result().get("steps")
+    if not isinstance(ckpt, dict) or "model" not in ckpt or ckpt.get("step") != steps:
+        raise RunError(f"{run.checkpoint_path}: not the final checkpoint of this finished level (step "
+                       f"{ckpt.get('step') if isinstance(ckpt, dict) else '?'}, expected {steps}); "
+                       f"delete {run.path} to retrain it")
+    return ckpt["model"]
 
 
 def run_imp(config: IMPConfig, callbacks: Sequence[Callback] = ()) -> IMPResult:
@@ -203,7 +211,28 @@ def run_imp(config: IMPConfig, callbacks: Sequence[Callback] = ()) -> IMPResult:
     if rewind_step > total_steps:
         raise SupermaskError(f"rewind point {rewind_point} (step {rewind_step}) is beyond the training length "
                              f"({total_steps} steps)")
-    root.prepare(config_dict(config))
+    writer = distributed.is_main()
+    if writer:
+        root.prepare(config_dict(config))
+    with holding(root):
+        if writer:
+            root.write_status("running")
+        distributed.barrier()
+        try:
+            rows = _run_levels(config, data, spec, device, root, main, rewind_point, rewind_step, callbacks)
+        except TrainingDiverged as exc:
+            if writer:
+                root.write_status("failed", reason=str(exc))
+            raise
+        if writer:
+            root.write_result({"status": "finished", "engine": "imp", "arch": config.arch, "dataset": config.dataset,
+                               "seed": config.seed, "control": config.control, "levels": rows})
+        distributed.barrier()
+    return IMPResult(root.path, rows)
+
+
+def _run_levels(config, data, spec, device, root, main, rewind_point, rewind_step, callbacks) -> list[dict]:
+    writer = distributed.is_main()
     torch.manual_seed(config.seed)
     model = build_masked(config, spec, config.seed)
     names = list(get_masks(model))
@@ -223,7 +252,9 @@ def run_imp(config: IMPConfig, callbacks: Sequence[Callback] = ()) -> IMPResult:
             rows.append(run.read_result())
             previous = run
             continue
-        run.prepare(config_dict(config) | {"level": level})
+        if writer:
+            run.prepare(config_dict(config) | {"level": level})
+            run.write_status("running")
         start_state = _starting_state(config, level, spec, rewind_path, main)
         if start_state is not None:
             rewind(model, start_state, masks)
@@ -231,7 +262,7 @@ def run_imp(config: IMPConfig, callbacks: Sequence[Callback] = ()) -> IMPResult:
             set_masks(model, masks)
         extra: list[Callback] = [MaskAfterStep()]
         if level == 0:
-            if rewind_step == 0 and not rewind_path.exists():
+            if rewind_step == 0 and writer and not rewind_path.exists():
                 save_state(rewind_path, snapshot(model))
             elif rewind_step > 0:
                 extra.append(SaveSnapshotAt(rewind_step, rewind_path))
@@ -239,23 +270,24 @@ def run_imp(config: IMPConfig, callbacks: Sequence[Callback] = ()) -> IMPResult:
         started = time.time()
         summary = train(model, [p for p in model.parameters() if p.requires_grad], data, config.train,
                         seed=config.seed, device=device, run=run, callbacks=[*extra, *callbacks],
-                        describe=describe_density, num_workers=config.num_workers)
-        if level == 0 and not rewind_path.exists():
-            raise RunError(f"{rewind_path}: the rewind snapshot was not taken (step {rewind_step})")
-        save_ticket(run.ticket_dir, masks, {"kind": "weak", "engine": "imp", "arch": config.arch, "level": level,
-                                            "control": config.control, "rewind": str(rewind_point),
-                                            "seed": config.seed, "init": config.init})
-        save_state(run.ticket_dir / WEIGHTS_FILE, ticket_state)
+                        describe=describe_density, **config.execution())
         row = result_record(config, summary, masks, started, device,
                             {"method": "imp", "level": level, "control": config.control,
                              "rewind": str(rewind_point), "scope": config.scope})
-        run.write_result(row)
+        if writer:
+            save_ticket(run.ticket_dir, masks, {"kind": "weak", "engine": "imp", "arch": config.arch,
+                                                "level": level, "control": config.control,
+                                                "rewind": str(rewind_point), "seed": config.seed,
+                                                "init": config.init})
+            save_state(run.ticket_dir / WEIGHTS_FILE, ticket_state)
+            run.write_result(row)
+        distributed.barrier()  # the next level reads this one's files
+        if level == 0 and not rewind_path.exists():
+            raise RunError(f"{rewind_path}: the rewind snapshot was not taken (step {rewind_step})")
         rows.append(row)
         previous = run
         log.info("level %d: density %.4f, test accuracy %.4f", level, row["density"], row["test_accuracy"])
-    root.write_result({"status": "finished", "engine": "imp", "arch": config.arch, "dataset": config.dataset,
-                       "seed": config.seed, "control": config.control, "levels": rows})
-    return IMPResult(root.path, rows)
+    return rows
 
 
 def _level_masks(config, level, masks, previous, main, names, conv_names, device):

@@ -146,6 +146,10 @@ def test_stratified_holdout_is_proportional_and_deterministic():
     assert torch.equal(held, stratified_holdout(labels, 10, seed=5)[0])
 
 
+def _split(n):
+    return TensorSplit(torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8), torch.arange(n) % 10)
+
+
 def _info(augment):
     return DatasetInfo("t", 3, 8, 10, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), augment=augment)
 
@@ -166,12 +170,25 @@ def test_tensor_loader_order_depends_on_seed_and_epoch_only():
     assert torch.allclose(x, (split.images[:16].float() / 255 - 0.5) / 0.25, atol=1e-5)
 
 
-def test_random_crop_is_a_shift_of_the_padded_image():
+def test_random_crop_is_the_shift_of_the_padded_image_at_its_offsets():
     images = torch.arange(2 * 1 * 5 * 5, dtype=torch.float32).view(2, 1, 5, 5) + 1
-    gen = torch.Generator().manual_seed(0)
-    out = random_crop(images, 2, gen)
+    dy, dx = torch.tensor([0, 3]), torch.tensor([4, 1])
+    out = random_crop(images, 2, dy, dx)
     padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
     for b in range(2):
-        matches = [(dy, dx) for dy in range(5) for dx in range(5)
-                   if torch.equal(out[b], padded[b, :, dy:dy + 5, dx:dx + 5])]
-        assert matches
+        assert torch.equal(out[b], padded[b, :, dy[b]:dy[b] + 5, dx[b]:dx[b] + 5])
+
+
+@pytest.mark.parametrize("n,batch,world", [(50, 16, 2), (37, 10, 3), (5, 8, 4)])
+def test_sharded_loaders_together_yield_the_single_process_batches(n, batch, world):
+    split = _split(n)
+    whole = TensorLoader(split, _info(True), batch, train=True, seed=3)
+    whole.set_epoch(2)
+    ranks = [TensorLoader(split, _info(True), batch, train=True, seed=3, rank=r, world_size=world)
+             for r in range(world)]
+    for loader in ranks:
+        loader.set_epoch(2)
+    for i, ((x, y), *parts) in enumerate(zip(whole, *ranks)):
+        assert torch.equal(torch.cat([p[0] for p in parts]), x)  # same examples, same augmentation
+        assert torch.equal(torch.cat([p[1] for p in parts]), y)
+        assert whole.global_batch_size(i) == len(y)

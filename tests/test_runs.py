@@ -38,11 +38,11 @@ def test_unwritable_output_is_a_clear_error(tmp_path):
 def test_metrics_truncation_drops_work_after_the_checkpoint(tmp_path):
     run = RunDir(tmp_path)
     for epoch in range(4):
-        run.append_metrics({"epoch": epoch, "split": "val"})
+        run.append_metrics({"epoch": epoch, "step": 10 * epoch, "split": "val"})
     with open(run.metrics_path, "a") as f:
         f.write('{"epoch": 4, "spl')  # a line cut by a kill
     assert len(run.read_metrics()) == 4
-    run.truncate_metrics(2)
+    run.truncate_metrics(25)  # a checkpoint mid-way through epoch 3
     assert [m["epoch"] for m in run.read_metrics()] == [0, 1, 2]
 
 

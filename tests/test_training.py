@@ -118,3 +118,65 @@ def test_dense_baseline_trains_weights_in_the_same_run_format(tmp_path):
     assert r["test_accuracy"] > 0.8 > r["initial_test_accuracy"]
     assert not (result.run_dir / "ticket").exists()
     assert {m["split"] for m in RunDir(result.run_dir).read_metrics()} == {"val", "test"}
+
+
+def _same_training(a: RunDir, b: RunDir, tol=0.0):
+    strip = lambda ms: [{k: v for k, v in m.items() if k != "seconds"} for m in ms]  # noqa: E731
+    ma, mb = strip(a.read_metrics()), strip(b.read_metrics())
+    assert len(ma) == len(mb)
+    for x, y in zip(ma, mb):
+        for key in x:
+            assert x[key] == (pytest.approx(y[key], rel=tol, abs=tol) if isinstance(x[key], float) else y[key]), key
+
+
+def test_cuda_only_execution_options_change_nothing_on_the_cpu(tmp_path, caplog):
+    plain = search(_config(tmp_path / "plain", train=TrainConfig(epochs=1, batch_size=500)))
+    with caplog.at_level("WARNING"):
+        fast = search(_config(tmp_path / "fast", train=TrainConfig(epochs=1, batch_size=500, precision="bf16"),
+                              channels_last=True))
+    assert "applies on CUDA only" in caplog.text
+    assert fast.run_dir.parts[-2] != plain.run_dir.parts[-2]  # precision is a result field: its own hash
+    _same_training(RunDir(plain.run_dir), RunDir(fast.run_dir))
+    assert plain.result["test_accuracy"] == fast.result["test_accuracy"]
+
+
+def test_default_precision_keeps_the_hash_of_runs_written_before_it_existed(tmp_path):
+    from supermask.runs import config_dict, config_hash
+
+    config = _config(tmp_path)
+    assert config_hash(config) != config_hash(_config(tmp_path, train=TrainConfig(precision="16")))
+    old = config_dict(config)
+    del old["train"]["precision"]  # a config.json written before the field existed
+    run = config.run_dir()
+    run.path.mkdir(parents=True)
+    import json
+    run.config_path.write_text(json.dumps(old))
+    run.prepare(config_dict(config))  # accepted as the same config
+
+
+def test_compiled_training_matches_eager(tmp_path):
+    eager = search(_config(tmp_path / "eager", train=TrainConfig(epochs=1, batch_size=500)))
+    compiled = search(_config(tmp_path / "compiled", train=TrainConfig(epochs=1, batch_size=500), compile=True))
+    assert compiled.run_dir.parts[-2] == eager.run_dir.parts[-2]  # how it runs is not in the hash
+    _same_training(RunDir(eager.run_dir), RunDir(compiled.run_dir), tol=1e-4)
+
+
+def test_nan_loss_stops_the_run_and_marks_it_failed(tmp_path):
+    from supermask.errors import TrainingDiverged
+    from supermask.training import Callback
+
+    class Poison(Callback):  # corrupt the frozen weights after step 10: the loss of step 11 is NaN
+        def after_step(self, state, loss, correct, count):
+            if state.step == 10:
+                for p in state.model.parameters():
+                    p.data.fill_(float("nan"))
+
+    cfg = _config(tmp_path, train=TrainConfig(epochs=3, batch_size=500))  # 8 steps an epoch
+    run = cfg.run_dir()
+    with pytest.raises(TrainingDiverged, match=r"at step 11 \(epoch 2\); last good checkpoint: .*checkpoint.pt"):
+        search(cfg, callbacks=[Poison()])
+    assert not run.is_finished() and not run.lock_path.exists()
+    status = run.read_status()
+    assert status["status"] == "failed" and status["step"] == 11
+    assert status["checkpoint"] == str(run.checkpoint_path)
+    assert torch.load(run.checkpoint_path, weights_only=True)["step"] == 8  # the epoch-1 checkpoint, intact

@@ -7,7 +7,11 @@ batches, with no per-sample Python and no worker processes. The order and the
 augmentation of epoch ``e`` depend only on ``(seed, e)``, so a run resumed at an
 epoch boundary sees exactly the batches it would have seen.
 
-Other splits (image folders) go through a ``DataLoader`` with workers.
+Under data-parallel training (``rank``/``world_size``) every rank draws the same order
+and augmentation of each *global* batch and keeps its own contiguous shard of it, so
+the ranks together see exactly the batches one process would.
+
+Other splits (image folders) go through a ``DataLoader`` with workers, sharded the same way.
 """
 
 from __future__ import annotations
@@ -29,20 +33,34 @@ def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(derived_seed(seed, f"data-epoch-{epoch}"))
 
 
-def random_crop(images: Tensor, padding: int, gen: torch.Generator) -> Tensor:
-    """Per-image random crop of a zero-padded batch back to its size, by one gather."""
+def shard(count: int, rank: int, world_size: int) -> slice:
+    """This rank's contiguous part of ``count`` items (sizes differ by at most one)."""
+    base, extra = divmod(count, world_size)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (rank < extra))
+
+
+def draw_augmentation(batch: int, padding: int, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """The random crop offsets (dy, dx) and flips of a batch, in one fixed order of draws."""
+    dy = torch.randint(0, 2 * padding + 1, (batch,), generator=gen)
+    dx = torch.randint(0, 2 * padding + 1, (batch,), generator=gen)
+    flip = torch.rand(batch, generator=gen) < 0.5
+    return dy, dx, flip
+
+
+def random_crop(images: Tensor, padding: int, dy: Tensor, dx: Tensor) -> Tensor:
+    """Crop each image of a zero-padded batch back to its size at offsets (dy, dx), by one gather."""
     b, c, h, w = images.shape
     padded = torch.nn.functional.pad(images, (padding, padding, padding, padding))
-    dy = torch.randint(0, 2 * padding + 1, (b,), generator=gen).to(images.device)
-    dx = torch.randint(0, 2 * padding + 1, (b,), generator=gen).to(images.device)
+    dy, dx = dy.to(images.device), dx.to(images.device)
     rows = (dy[:, None] + torch.arange(h, device=images.device))[:, :, None]  # (B, H, 1)
     cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, :]  # (B, 1, W)
     batch = torch.arange(b, device=images.device)[:, None, None]
     return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)  # (B, C, H, W)
 
 
-def random_flip(images: Tensor, gen: torch.Generator) -> Tensor:
-    flip = (torch.rand(images.shape[0], generator=gen) < 0.5).to(images.device)
+def random_flip(images: Tensor, flip: Tensor) -> Tensor:
+    flip = flip.to(images.device)
     return torch.where(flip[:, None, None, None], images.flip(3), images)
 
 
@@ -50,63 +68,100 @@ class TensorLoader:
     """Batches of a resident split: ``(float images normalised, int64 labels)`` on ``device``."""
 
     def __init__(self, split: TensorSplit, info: DatasetInfo, batch_size: int, *, train: bool, seed: int = 0,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1):
         self.device = torch.device(device)
+        self.rank, self.world_size = rank, world_size
         self.images = split.images.to(self.device)
         self.labels = split.labels.to(self.device)
         self.batch_size = batch_size
         self.train = train
         self.augment = train and info.augment
         self.seed = seed
-        self.epoch = 0
+        self.epoch = self.start_batch = 0
         self.mean = torch.tensor(info.mean, device=self.device).view(1, -1, 1, 1) * 255
         self.std = torch.tensor(info.std, device=self.device).view(1, -1, 1, 1) * 255
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Yield epoch ``epoch``'s batches from batch ``start_batch`` on (a resume mid-epoch)."""
+        self.epoch, self.start_batch = epoch, start_batch
 
     def __len__(self) -> int:
         return -(-len(self.labels) // self.batch_size)
 
+    def global_batch_size(self, index: int) -> int:
+        """Examples in global batch ``index`` over all ranks (the last one may be short)."""
+        return min(self.batch_size, len(self.labels) - index * self.batch_size)
+
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         n = len(self.labels)
         gen = _epoch_generator(self.seed, self.epoch)
-        order = torch.randperm(n, generator=gen).to(self.device) if self.train else None
-        for start in range(0, n, self.batch_size):
-            idx = order[start:start + self.batch_size] if order is not None else slice(start, start + self.batch_size)
-            images, labels = self.images[idx], self.labels[idx]
+        order = torch.randperm(n, generator=gen).to(self.device) if self.train else torch.arange(n, device=self.device)
+        for index, start in enumerate(range(0, n, self.batch_size)):
+            idx = order[start:start + self.batch_size]
+            if self.augment:  # drawn for skipped batches too: later batches get the same draws
+                dy, dx, flip = draw_augmentation(len(idx), CROP_PADDING, gen)
+            if index < self.start_batch:
+                continue
+            part = shard(len(idx), self.rank, self.world_size)
+            images, labels = self.images[idx[part]], self.labels[idx[part]]
             if self.augment:
-                images = random_flip(random_crop(images, CROP_PADDING, gen), gen)
+                images = random_flip(random_crop(images, CROP_PADDING, dy[part], dx[part]), flip[part])
             yield (images.float() - self.mean) / self.std, labels
 
 
-class FolderLoader:
-    """A ``DataLoader`` over a map-style dataset, with the same ``set_epoch`` contract."""
+class _ShardedBatches:
+    """Global batches of a (seeded) permutation, each cut to this rank's shard: a batch sampler."""
 
-    def __init__(self, dataset, batch_size: int, *, train: bool, seed: int = 0, device="cpu", num_workers: int = 4):
+    def __init__(self, n: int, batch_size: int, gen: Optional[torch.Generator], rank: int, world_size: int,
+                 start_batch: int = 0):
+        self.n, self.batch_size, self.gen, self.rank, self.world_size = n, batch_size, gen, rank, world_size
+        self.start_batch = start_batch
+
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size) - self.start_batch
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=self.gen) if self.gen is not None else torch.arange(self.n)
+        for start in range(self.start_batch * self.batch_size, self.n, self.batch_size):
+            idx = order[start:start + self.batch_size]
+            yield idx[shard(len(idx), self.rank, self.world_size)].tolist()
+
+
+class FolderLoader:
+    """A ``DataLoader`` over a map-style dataset, with the same ``set_epoch`` and sharding contract."""
+
+    def __init__(self, dataset, batch_size: int, *, train: bool, seed: int = 0, device="cpu", num_workers: int = 4,
+                 rank: int = 0, world_size: int = 1):
         self.dataset, self.batch_size, self.train, self.seed = dataset, batch_size, train, seed
+        self.rank, self.world_size = rank, world_size
         self.device = torch.device(device)
         self.num_workers = num_workers
-        self.epoch = 0
+        self.epoch = self.start_batch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
 
     def __len__(self) -> int:
         return -(-len(self.dataset) // self.batch_size)
 
+    def global_batch_size(self, index: int) -> int:
+        return min(self.batch_size, len(self.dataset) - index * self.batch_size)
+
     def __iter__(self):
         gen = _epoch_generator(self.seed, self.epoch) if self.train else None
-        loader = DataLoader(self.dataset, batch_size=self.batch_size, shuffle=self.train, generator=gen,
-                            num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
-                            persistent_workers=False)
+        batches = _ShardedBatches(len(self.dataset), self.batch_size, gen, self.rank, self.world_size,
+                                  self.start_batch)
+        loader = DataLoader(self.dataset, batch_sampler=batches, num_workers=self.num_workers,
+                            pin_memory=self.device.type == "cuda", persistent_workers=False)
         for images, labels in loader:
             yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
 
 
 def make_loader(split: Split, info: DatasetInfo, batch_size: int, *, train: bool, seed: int = 0,
-                device="cpu", num_workers: Optional[int] = None):
+                device="cpu", num_workers: Optional[int] = None, rank: int = 0, world_size: int = 1):
+    """Batches of ``split``; with ``world_size > 1``, this rank's shard of every global batch."""
     if isinstance(split, TensorSplit):
-        return TensorLoader(split, info, batch_size, train=train, seed=seed, device=device)
+        return TensorLoader(split, info, batch_size, train=train, seed=seed, device=device, rank=rank,
+                            world_size=world_size)
     return FolderLoader(split, batch_size, train=train, seed=seed, device=device,
-                        num_workers=4 if num_workers is None else num_workers)
+                        num_workers=4 if num_workers is None else num_workers, rank=rank, world_size=world_size)

@@ -46,6 +46,7 @@ class SupermaskMixin:
     def _use_cached_mask(self) -> bool:
         return not self.training and not (torch.is_grad_enabled() and self.scores.requires_grad)
 
+    @torch.compiler.disable  # data-dependent selection: run eagerly, compile what surrounds it
     def forward_mask(self) -> Tensor:
         """The mask the forward pass applies (differentiable w.r.t. ``scores`` in training)."""
         if self.global_scope is not None:

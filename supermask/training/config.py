@@ -10,6 +10,7 @@ from ..errors import SupermaskError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
+PRECISIONS = ("32", "bf16", "16")
 
 
 @dataclass
@@ -31,12 +32,16 @@ class TrainConfig:
     milestones: tuple[float, ...] = field(default_factory=tuple)  # epochs where "step" multiplies lr by gamma
     gamma: float = 0.1
     label_smoothing: float = 0.0
+    precision: str = "32"  # CUDA autocast: "bf16", or "16" with a grad scaler; the CPU always trains in float32
 
     def validate(self) -> "TrainConfig":
         if self.optimizer not in OPTIMIZERS:
             raise SupermaskError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise SupermaskError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        self.precision = str(self.precision)
+        if self.precision not in PRECISIONS:
+            raise SupermaskError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         _positive_int(self.epochs, "epochs")
         if self.iterations is not None:
             _positive_int(self.iterations, "iterations")

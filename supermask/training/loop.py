@@ -5,35 +5,51 @@ weights for dense training and IMP). Everything else (progress bar, IMP's maskin
 after each step) is a :class:`~supermask.training.callbacks.Callback`.
 
 Each epoch ends with an evaluation on the validation and test splits, appended to
-``metrics.jsonl``, and a checkpoint written atomically. Before the first step the
-untrained model is evaluated and logged as epoch 0. A run with a checkpoint resumes
-from it: the data order of each epoch depends only on (seed, epoch), so the resumed
-run sees the batches the uninterrupted one would have.
+``metrics.jsonl``, and a checkpoint written atomically (also every
+``checkpoint_every`` steps if given). Before the first step the untrained model is
+evaluated and logged as epoch 0.
+
+**Resume is exact.** A checkpoint holds the model, the optimiser (and fp16 grad
+scaler), the step, the position in the epoch and every RNG state (torch, CUDA, numpy,
+Python). The data order and augmentation of an epoch depend only on (seed, epoch), and
+a resumed epoch skips the batches already trained on, so a run killed at any point and
+resumed from its checkpoint ends with the masks and metrics of the uninterrupted run.
+
+**Numerical faults.** A NaN or infinite loss stops the run before its optimiser step
+with :class:`~supermask.errors.TrainingDiverged`, naming the step and the last good
+checkpoint; the run directory's status becomes ``failed``.
+
+**Execution options** never change what is computed on the CPU: ``precision`` (bf16 or
+fp16 autocast, with a grad scaler for fp16), ``channels_last`` and ``cudnn.benchmark``
+apply on CUDA only; ``compile`` wraps the training forward in ``torch.compile``. Under
+``torchrun`` the model is wrapped in DDP (see :mod:`.distributed`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import math
 import random
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..data import Dataset, make_loader
-from ..errors import RunError
+from ..errors import RunError, TrainingDiverged
 from ..runs import RunDir
+from . import distributed
 from .callbacks import Callback
 from .config import TrainConfig
-from ..io import load_checkpoint, save_checkpoint
 from .optim import build_optimizer, lr_factor, set_lr
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "16": torch.float16}
 
 
 @dataclass
@@ -43,7 +59,8 @@ class TrainState:
     steps_per_epoch: int
     total_steps: int
     step: int = 0
-    epoch: int = 0
+    epoch: int = 0  # epochs completed
+    batch_in_epoch: int = 0  # batches of the current epoch already trained on
     elapsed: float = 0.0  # seconds spent training, over every resume
     history: list[dict] = field(default_factory=list)  # one entry per evaluation: epoch, step, val/test loss+acc
 
@@ -94,17 +111,57 @@ def evaluate(model: nn.Module, loader) -> tuple[float, float]:
 
 
 def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": _numpy_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
+def _numpy_state() -> dict:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss,
+            "cached": cached}
+
+
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
+    if "numpy" in state:
+        n = state["numpy"]
+        np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class _Execution:
+    """How the training step runs on ``device``: autocast, grad scaler, memory format, compile."""
+
+    def __init__(self, precision: str, device: torch.device, channels_last: bool, compile: bool):
+        cuda = device.type == "cuda"
+        if precision != "32" and not cuda:
+            log.warning("--precision %s applies on CUDA only; training in float32 on %s", precision, device)
+        self.dtype = AUTOCAST_DTYPES.get(precision) if cuda else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=cuda and precision == "16")
+        self.channels_last = channels_last and cuda
+        self.compile = compile
+        self.device = device
+        if cuda:
+            torch.backends.cudnn.benchmark = True
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        """The module the training step calls (the model itself keeps the state dict's names)."""
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        step_model = distributed.wrap(model, self.device)
+        return torch.compile(step_model) if self.compile else step_model
+
+    def autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+    def inputs(self, images: torch.Tensor) -> torch.Tensor:
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
 
 
 def train(
@@ -119,24 +176,38 @@ def train(
     callbacks: Sequence[Callback] = (),
     describe: Optional[Callable[[nn.Module], dict]] = None,
     num_workers: Optional[int] = None,
+    checkpoint_every: Optional[int] = None,
+    channels_last: bool = False,
+    compile: bool = False,
 ) -> TrainSummary:
     """Train ``params`` of ``model`` on ``data``; log to and checkpoint in ``run`` if given.
 
-    ``describe(model)`` adds fields (e.g. density) to every metrics record.
+    ``describe(model)`` adds fields (e.g. density) to every metrics record. Under
+    ``torchrun`` every rank calls this; only rank 0 writes to ``run``.
     """
     cfg.validate()
     device = torch.device(device)
+    writer = distributed.is_main()
     model.to(device)
     optimizer = build_optimizer(params, cfg)
+    execution = _Execution(cfg.precision, device, channels_last, compile)
+    step_model = execution.prepare(model)
+    world = distributed.world_size()
     train_loader = make_loader(data.train, data.info, cfg.batch_size, train=True, seed=seed, device=device,
-                               num_workers=num_workers)
+                               num_workers=num_workers, rank=distributed.rank(), world_size=world)
     eval_loaders = {split: make_loader(getattr(data, split), data.info, max(cfg.batch_size, 256), train=False,
                                        device=device, num_workers=num_workers) for split in ("val", "test")}
     steps_per_epoch = len(train_loader)
     total_steps = cfg.iterations or cfg.epochs * steps_per_epoch
-    num_epochs = math.ceil(total_steps / steps_per_epoch)
     state = TrainState(model, optimizer, steps_per_epoch, total_steps)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+
+    def loss_of(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if world == 1:
+            return criterion(logits, labels)
+        # DDP averages gradients over ranks: scale each shard's sum so the average is the global batch's mean.
+        total = nn.functional.cross_entropy(logits, labels, reduction="sum", label_smoothing=cfg.label_smoothing)
+        return total * (world / train_loader.global_batch_size(state.batch_in_epoch))
 
     def log_eval() -> None:
         extra = describe(model) if describe else {}
@@ -148,7 +219,7 @@ def train(
             records.append({"epoch": state.epoch, "step": state.step, "split": split, "loss": loss, "accuracy": acc,
                             "lr": optimizer.param_groups[0]["lr"], "seconds": round(state.elapsed, 3), **extra})
         state.history.append(entry)
-        if run is not None:
+        if run is not None and writer:
             for record in records:
                 run.append_metrics(record)
         for cb in callbacks:
@@ -156,20 +227,35 @@ def train(
         log.info("epoch %d step %d: val %.4f test %.4f", state.epoch, state.step, entry["val_accuracy"],
                  entry["test_accuracy"])
 
+    def checkpoint() -> None:
+        if run is None or not writer:
+            return
+        run.save_checkpoint({
+            "format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scaler": execution.scaler.state_dict(), "step": state.step, "epoch": state.epoch,
+            "batch_in_epoch": state.batch_in_epoch, "elapsed": state.elapsed, "history": state.history,
+            "rng": _rng_state(),
+        })
+
     if run is not None and run.has_checkpoint():
-        ckpt = load_checkpoint(run.checkpoint_path, map_location=device)
+        ckpt, path = run.load_checkpoint(map_location=device)
         try:
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
+            if ckpt.get("scaler"):
+                execution.scaler.load_state_dict(ckpt["scaler"])
             state.step, state.epoch, state.elapsed = ckpt["step"], ckpt["epoch"], ckpt["elapsed"]
+            state.batch_in_epoch = ckpt.get("batch_in_epoch", 0)
             state.history = list(ckpt["history"])
             _set_rng_state(ckpt["rng"])
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-            raise RunError(f"{run.checkpoint_path}: checkpoint does not fit this run ({exc})") from None
-        run.truncate_metrics(state.epoch)
-        log.info("resuming %s at epoch %d (step %d)", run.path, state.epoch, state.step)
+            raise RunError(f"{path}: checkpoint does not fit this run ({exc})") from None
+        if writer:
+            run.truncate_metrics(state.step)
+        log.info("resuming %s at step %d (epoch %d, batch %d)", run.path, state.step, state.epoch,
+                 state.batch_in_epoch)
     else:
-        if run is not None:
+        if run is not None and writer:
             run.truncate_metrics(-1)
         set_lr(optimizer, cfg.lr * lr_factor(0, total_steps, steps_per_epoch, cfg))
         log_eval()
@@ -179,31 +265,43 @@ def train(
     model.train()
     while state.step < total_steps:
         started = time.perf_counter()
-        train_loader.set_epoch(state.epoch)
+        train_loader.set_epoch(state.epoch, state.batch_in_epoch)
         for images, labels in train_loader:
             set_lr(optimizer, cfg.lr * lr_factor(state.step, total_steps, steps_per_epoch, cfg))
-            logits = model(images)
-            loss = criterion(logits, labels)
+            with execution.autocast():
+                logits = step_model(execution.inputs(images))
+                loss = loss_of(logits, labels)
+            if not distributed.all_finite(loss):
+                _diverged(run, state, loss)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            execution.scaler.scale(loss).backward()
+            execution.scaler.step(optimizer)
+            execution.scaler.update()
             state.step += 1
+            state.batch_in_epoch += 1
             for cb in callbacks:
                 cb.after_step(state, loss.item(), (logits.argmax(1) == labels).sum().item(), labels.numel())
-            if state.step >= total_steps:
+            if state.step >= total_steps or state.batch_in_epoch == steps_per_epoch:
                 break
+            if checkpoint_every and state.step % checkpoint_every == 0:
+                state.elapsed += time.perf_counter() - started
+                started = time.perf_counter()
+                checkpoint()
         state.epoch += 1
+        state.batch_in_epoch = 0
         state.elapsed += time.perf_counter() - started
         log_eval()
         model.train()
-        if run is not None:
-            save_checkpoint(run.checkpoint_path, {
-                "format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "step": state.step, "epoch": state.epoch, "elapsed": state.elapsed, "history": state.history,
-                "rng": _rng_state(),
-            })
+        checkpoint()
     for cb in callbacks:
         cb.on_train_end(state)
-    if state.epoch != num_epochs:
-        log.debug("trained %d epochs (expected %d)", state.epoch, num_epochs)
     return TrainSummary.from_history(state.history, state.elapsed)
+
+
+def _diverged(run: Optional[RunDir], state: TrainState, loss: torch.Tensor) -> None:
+    where = run.last_checkpoint() if run is not None else None
+    message = (f"the loss became {loss.item()} at step {state.step + 1} (epoch {state.epoch + 1}); "
+               f"last good checkpoint: {where or 'none'}; lower the learning rate or check the data")
+    if run is not None and distributed.is_main():
+        run.write_status("failed", reason="non-finite loss", step=state.step + 1, checkpoint=str(where or ""))
+    raise TrainingDiverged(message)
