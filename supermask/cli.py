@@ -14,7 +14,7 @@ from typing import Callable, Optional
 
 import click
 
-from .errors import SupermaskError, TrainingDiverged
+from .errors import RunLocked, SupermaskError, TrainingDiverged
 from .training import ProgressBar, TrainConfig, distributed
 
 EXIT_USAGE = 2
@@ -142,7 +142,12 @@ def _run_points(configs: list, run_one: Callable, quiet: bool, label: Callable) 
     results = []
     for config in configs:
         inner = [] if quiet else [ProgressBar(label(config))]
-        results.append(run_one(config, inner))
+        try:
+            results.append(run_one(config, inner))
+        except RunLocked as exc:
+            if len(configs) == 1:
+                raise
+            click.echo(f"supermask: warning: skipped: {exc}", err=True)  # another job of the sweep has it
         if outer is not None:
             outer.update(1)
     if outer is not None:

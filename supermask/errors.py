@@ -26,3 +26,7 @@ class RunError(SupermaskError):
 
 class TrainingDiverged(RunError):
     """The loss became NaN or infinite: the run is marked failed, its last good checkpoint kept."""
+
+
+class RunLocked(RunError):
+    """Another live process holds the run directory's lock."""

@@ -26,7 +26,7 @@ import socket
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
-from .errors import RunError
+from .errors import RunError, RunLocked
 from .io import atomic_write_bytes, atomic_write_json, load_checkpoint, read_json, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ class RunDir:
                 self.lock_path.unlink()
             return
         holder = f"process {pid} on {host}" if host else "an unknown process"
-        raise RunError(f"{self.path} is being written by {holder}; if it is gone, delete {self.lock_path}")
+        raise RunLocked(f"{self.path} is being written by {holder}; if it is gone, delete {self.lock_path}")
 
     def prepare(self, config: dict) -> None:
         """Create the directory and write ``config.json``, or check it matches the one there."""

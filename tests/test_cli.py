@@ -104,18 +104,29 @@ def test_imp_end_to_end_prints_the_level_table(capsys, tmp_path):
     assert config["scope"] == "layerwise" and config["output_prune_fraction"] == 0.1
 
 
-def test_benchmark_scripts_run(tmp_path):
+def _bench(tmp_path, *args):
     import pathlib
 
-    scripts = pathlib.Path(__file__).resolve().parent.parent / "scripts"
-    for script, extra in (("bench_imp.py", ["--arch", "lenet_300_100", "--steps", "2"]),
-                          ("bench_search.py", ["--steps", "1", "--repeats", "1"])):
-        out_json = tmp_path / f"{script}.json"
-        proc = subprocess.run([sys.executable, str(scripts / script), *extra, "--json", str(out_json)],
-                              capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr
-        data = json.loads(out_json.read_text())
-        assert (data["ratio"] if "ratio" in data else data["step"]["ratio"]) > 0
+    script = pathlib.Path(__file__).resolve().parent.parent / "scripts" / "bench.py"
+    out_json = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(script), "--quick", *args, "--json", str(out_json)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(out_json.read_text())["rows"]
+    for row in rows:
+        assert row["ratio_min"] <= row["ratio"] <= row["ratio_max"] and row["a_value"] > 0 and row["b_value"] > 0
+        assert row["what"] in proc.stdout
+    return {row["name"] for row in rows}
+
+
+def test_benchmark_script_measures_data_and_eval(tmp_path):
+    assert _bench(tmp_path, "--only", "data,eval") == {"resident_data", "cached_eval"}
+
+
+@pytest.mark.slow
+def test_benchmark_script_measures_everything(tmp_path):
+    assert _bench(tmp_path) == {"selection_layerwise", "selection_global", "edge_popup_step", "imp_step",
+                                "resident_data", "cached_eval", "epoch"}
 
 
 def test_export_command_writes_the_compact_ticket(capsys, tmp_path):

@@ -192,3 +192,34 @@ def test_sharded_loaders_together_yield_the_single_process_batches(n, batch, wor
         assert torch.equal(torch.cat([p[0] for p in parts]), x)  # same examples, same augmentation
         assert torch.equal(torch.cat([p[1] for p in parts]), y)
         assert whole.global_batch_size(i) == len(y)
+
+
+class _FakeTorchvisionMNIST:
+    """Stands in for torchvision.datasets.MNIST's download: writes the IDX files, or half of one and fails."""
+
+    fail = False
+
+    def __init__(self, root, train=True, download=False):
+        from pathlib import Path
+
+        raw = Path(root) / "MNIST" / "raw"
+        if self.fail:
+            raw.mkdir(parents=True, exist_ok=True)
+            (raw / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b partial")
+            raise ConnectionResetError("connection reset by peer")
+        if train and not raw.exists():
+            fake_mnist(Path(root), n_train=100, n_test=20)
+
+
+def test_download_is_staged_so_an_interrupted_one_leaves_nothing_half_written(tmp_path, monkeypatch):
+    import torchvision
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", _FakeTorchvisionMNIST)
+    monkeypatch.setattr(_FakeTorchvisionMNIST, "fail", True)
+    with pytest.raises(DataError, match="downloading mnist failed, nothing written to .*connection reset"):
+        load_dataset("mnist", tmp_path, download=True)
+    assert not (tmp_path / "MNIST").exists() and not list(tmp_path.iterdir())  # no partial file, no staging
+    monkeypatch.setattr(_FakeTorchvisionMNIST, "fail", False)
+    data = load_dataset("mnist", tmp_path, download=True)
+    assert len(data.train) + len(data.val) == 100 and len(data.test) == 20
+    assert (tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte").exists() and len(list(tmp_path.iterdir())) == 1

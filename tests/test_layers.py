@@ -125,3 +125,25 @@ def test_density_is_validated():
 
     with pytest.raises(SupermaskError):
         SupermaskLinear(3, 3, density=0.0)
+
+
+@pytest.mark.parametrize("scope", ["layerwise", "global"])
+def test_eval_reuses_the_masked_weight_until_scores_or_weights_change(scope):
+    model = nn.Sequential(SupermaskLinear(20, 30, density=0.4), nn.ReLU(), SupermaskLinear(30, 5, density=0.4))
+    if scope == "global":
+        attach_global_scope(model, 0.4)
+    x = torch.randn(8, 20)
+    model.eval()
+    with torch.no_grad():  # as in evaluation
+        first = model[0].masked_weight()
+        assert model[0].masked_weight() is first  # cached
+        out = model(x)
+        model[0].scores.mul_(-3).add_(torch.randn_like(model[0].scores))  # a new mask
+        changed = model[0].masked_weight()
+        assert changed is not first and torch.equal(changed, model[0].weight * model[0].mask())
+        model.load_state_dict({k: v * 2 if k == "2.weight" else v for k, v in model.state_dict().items()})
+        assert torch.equal(model[2].masked_weight(), model[2].weight * model[2].mask())
+        assert not torch.allclose(model(x), out)
+    assert model[0].masked_weight().requires_grad  # with grad enabled: built fresh on the straight-through graph
+    model.train()
+    assert model[0].masked_weight() is not model[0].masked_weight()

@@ -49,3 +49,30 @@ def test_layers_keep_exact_counts_and_pass_gradients(density, layer_shapes, scop
         for layer, (name, count) in zip(layers, kept.items()):
             assert count == kept_count(layer.weight.numel(), density)
     assert all(set(m.unique().tolist()) <= {0.0, 1.0} for m in masks.values())
+
+
+@settings(max_examples=25, deadline=None)
+@given(density=densities, convs=st.lists(st.tuples(st.integers(1, 8), st.integers(1, 8), st.sampled_from([1, 3, 5])),
+                                         min_size=1, max_size=3),
+       scope=st.sampled_from(["layerwise", "global"]), seed=st.integers(0, 2**31 - 1))
+def test_conv_layers_keep_exact_counts_and_pass_gradients(density, convs, scope, seed):
+    from supermask.nn import SupermaskConv2d
+
+    torch.manual_seed(seed)
+    layers = [SupermaskConv2d(c_in, c_out, k, padding=k // 2, bias=False, density=density)
+              for c_in, c_out, k in convs]
+    model = torch.nn.ModuleList(layers)
+    if scope == "global":
+        attach_global_scope(model, density)
+    loss = sum(layer(torch.randn(2, layer.in_channels, 6, 6)).sum() for layer in layers)  # linear: no zero grads
+    loss.backward()
+    assert all(layer.scores.grad is not None and layer.scores.grad.abs().sum() > 0 for layer in layers)
+    assert all(layer.weight.grad is None for layer in layers)
+    masks = model_masks(model)
+    counts = [int(m.sum()) for m in masks.values()]
+    sizes = [layer.weight.numel() for layer in layers]
+    if scope == "global":
+        assert sum(counts) == kept_count(sum(sizes), density)
+    else:
+        assert counts == [kept_count(n, density) for n in sizes]
+    assert all(bool(((m == 0) | (m == 1)).all()) for m in masks.values())

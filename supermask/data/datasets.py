@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -112,12 +114,25 @@ def _missing(name: str, expected: Path) -> DataError:
     return DataError(f"{name} not found: expected {expected}; pass --download to fetch it, or --data-root")
 
 
-def _download(name: str, fetch: Callable[[], object]) -> None:
+def _download(name: str, root: Path, fetch: Callable[[str], object]) -> None:
+    """``fetch(folder)`` (torchvision's download) into a staging folder beside ``root``'s files; each
+    complete file is then renamed into ``root``. An interrupted or failed download leaves nothing
+    half-written where the loaders look (the staging folder is removed)."""
     log.info("downloading %s", name)
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".download-{name}-", dir=root))
     try:
-        fetch()
-    except Exception as exc:  # network errors come in many types
-        raise DataError(f"downloading {name} failed: {exc}") from None
+        try:
+            fetch(str(staging))
+        except Exception as exc:  # network errors come in many types
+            raise DataError(f"downloading {name} failed, nothing written to {root}: {exc}") from None
+        for path in sorted(staging.rglob("*")):
+            if path.is_file():
+                target = root / path.relative_to(staging)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 @DATASETS.register("mnist-5k")
@@ -137,12 +152,13 @@ def load_mnist5k(root: Path, download: bool) -> Dataset:
 def _mnist_like(name: str, folder: str, stats, tv_class: str) -> Loader:
     def load(root: Path, download: bool) -> Dataset:
         raw = root / folder / "raw"
-        if download:
+        present = (raw / "train-images-idx3-ubyte").exists() or (raw / "train-images-idx3-ubyte.gz").exists()
+        if download and not present:
             import torchvision
 
             cls = getattr(torchvision.datasets, tv_class)
-            _download(name, lambda: (cls(str(root), train=True, download=download),
-                                     cls(str(root), train=False, download=download)))
+            _download(name, root, lambda folder: (cls(folder, train=True, download=True),
+                                                  cls(folder, train=False, download=True)))
         if not (raw / "train-images-idx3-ubyte").exists() and not (raw / "train-images-idx3-ubyte.gz").exists():
             raise _missing(name, raw / "train-images-idx3-ubyte")
         try:
@@ -164,11 +180,11 @@ DATASETS.add("fashion-mnist", _mnist_like("fashion-mnist", "FashionMNIST", FASHI
 def _cifar(name: str, folder: str, train_files, test_files, label_key, classes, stats, tv_class) -> Loader:
     def load(root: Path, download: bool) -> Dataset:
         path = root / folder
-        if download:
+        if download and not (path / train_files[0]).exists():
             import torchvision
 
             cls = getattr(torchvision.datasets, tv_class)
-            _download(name, lambda: cls(str(root), train=True, download=download))
+            _download(name, root, lambda folder: cls(folder, train=True, download=True))
         try:
             images, labels = formats.read_cifar_folder(path, train_files, label_key)
             test = TensorSplit(*formats.read_cifar_folder(path, test_files, label_key))
@@ -188,11 +204,11 @@ DATASETS.add("cifar100", _cifar("cifar100", "cifar-100-python", ["train"], ["tes
 
 @DATASETS.register("svhn")
 def load_svhn(root: Path, download: bool) -> Dataset:
-    if download:
+    if download and not (root / "train_32x32.mat").exists():
         import torchvision
 
-        _download("svhn", lambda: (torchvision.datasets.SVHN(str(root), split="train", download=download),
-                                   torchvision.datasets.SVHN(str(root), split="test", download=download)))
+        _download("svhn", root, lambda folder: (torchvision.datasets.SVHN(folder, split="train", download=True),
+                                                torchvision.datasets.SVHN(folder, split="test", download=True)))
     try:
         images, labels = formats.read_svhn_mat(root / "train_32x32.mat")
         test = TensorSplit(*formats.read_svhn_mat(root / "test_32x32.mat"))

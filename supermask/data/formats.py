@@ -8,6 +8,7 @@ The layouts are the ones torchvision's downloaders write under a root folder, so
 from __future__ import annotations
 
 import gzip
+import zlib
 import io
 import pickle
 from pathlib import Path
@@ -24,7 +25,12 @@ def _open_maybe_gz(path: Path) -> bytes:
     for candidate in (path, path.with_name(path.name + ".gz")):
         if candidate.exists():
             data = candidate.read_bytes()
-            return gzip.decompress(data) if candidate.suffix == ".gz" else data
+            if candidate.suffix != ".gz":
+                return data
+            try:
+                return gzip.decompress(data)
+            except (OSError, EOFError, zlib.error) as exc:
+                raise DataError(f"{candidate}: damaged gzip file ({exc})") from None
     raise FileNotFoundError(path)
 
 

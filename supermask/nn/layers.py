@@ -41,6 +41,9 @@ class SupermaskMixin:
         object.__setattr__(self, "global_scope", None)
         self._mask_cache: Optional[Tensor] = None
         self._mask_cache_key: Optional[tuple] = None
+        self._weight_cache: Optional[Tensor] = None  # weight * mask in eval mode
+        self._weight_cache_key: Optional[tuple] = None
+        self._weight_cache_mask: Optional[Tensor] = None
 
     # -- masks -------------------------------------------------------------------------------
     def _use_cached_mask(self) -> bool:
@@ -65,7 +68,15 @@ class SupermaskMixin:
         return self.forward_mask().detach().clone()
 
     def masked_weight(self) -> Tensor:
-        return self.weight * self.forward_mask()
+        """``weight * mask``; in eval mode computed once per change of the mask or the weight."""
+        mask = self.forward_mask()
+        if not self._use_cached_mask():
+            return self.weight * mask
+        key = (self.weight._version, self.weight.data_ptr())
+        if self._weight_cache is None or self._weight_cache_key != key or self._weight_cache_mask is not mask:
+            self._weight_cache = self.weight * mask
+            self._weight_cache_key, self._weight_cache_mask = key, mask
+        return self._weight_cache
 
     def extra_repr(self) -> str:  # type: ignore[override]
         scope = "global" if self.global_scope is not None else "layerwise"

@@ -1,0 +1,159 @@
+"""Bad input that needs files to exist first: every case one line on stderr, exit 2, nothing finished."""
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from supermask.cli import main
+
+SMALL = ["--arch", "lenet_300_100", "--iterations", "2", "--batch-size", "500", "--device", "cpu", "-q"]
+
+
+def finished_run(tmp_path: Path) -> Path:
+    assert main(["search", *SMALL, "--out", str(tmp_path / "done")]) == 0
+    return next((tmp_path / "done").rglob("result.json")).parent
+
+
+def cifar_with_junk(tmp_path):
+    folder = tmp_path / "data" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (folder / name).write_bytes(b"this is not a pickle")
+    return ["search", "--dataset", "cifar10", "--data-root", str(tmp_path / "data")], "not a CIFAR batch"
+
+
+def mnist_truncated(tmp_path):
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (raw / f"{name}.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x03")[:12])
+    return ["search", "--dataset", "mnist", "--data-root", str(tmp_path / "data")], "MNIST/raw/train-images"
+
+
+def image_folder_without_images(tmp_path):
+    for part in ("train", "val"):
+        (tmp_path / "imgs" / part / "cat").mkdir(parents=True)
+    return ["search", "--dataset", f"imagefolder:{tmp_path / 'imgs'}"], "image folder"
+
+
+def image_folder_without_train(tmp_path):
+    (tmp_path / "imgs").mkdir()
+    return ["search", "--dataset", f"imagefolder:{tmp_path / 'imgs'}"], "has no train/ directory"
+
+
+def data_root_is_a_file(tmp_path):
+    (tmp_path / "data").write_text("")
+    return ["search", "--dataset", "cifar10", "--data-root", str(tmp_path / "data")], "is a file"
+
+
+def export_not_a_run(tmp_path):
+    (tmp_path / "empty").mkdir()
+    return ["export", str(tmp_path / "empty"), "--format", "mask"], "not a finished run"
+
+
+def export_a_file(tmp_path):
+    (tmp_path / "f.txt").write_text("x")
+    return ["export", str(tmp_path / "f.txt"), "--format", "mask"], "is a file"
+
+
+def export_unknown_format(tmp_path):
+    return ["export", str(finished_run(tmp_path)), "--format", "onnx"], "Invalid value for '--format'"
+
+
+def export_corrupt_checkpoint(tmp_path):
+    run = finished_run(tmp_path)
+    (run / "checkpoint.pt").write_bytes(b"PK\x03\x04 truncated")
+    return ["export", str(run), "--format", "state-dict"], "checkpoint.pt: unreadable checkpoint"
+
+
+def export_checkpoint_that_runs_code(tmp_path):
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    run = finished_run(tmp_path)
+    (run / "checkpoint.pt").write_bytes(pickle.dumps({"model": Evil()}))
+    return ["export", str(run), "--format", "state-dict"], "checkpoint.pt: unreadable checkpoint"
+
+
+def export_corrupt_mask(tmp_path):
+    run = finished_run(tmp_path)
+    (run / "ticket" / "mask.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    return ["export", str(run), "--format", "mask"], "mask.safetensors"
+
+
+def export_corrupt_ticket_json(tmp_path):
+    run = finished_run(tmp_path)
+    (run / "ticket" / "ticket.json").write_text("{")
+    return ["export", str(run), "--format", "ticket"], "ticket.json: not valid JSON"
+
+
+def export_corrupt_result(tmp_path):
+    run = finished_run(tmp_path)
+    (run / "result.json").write_text("[1, 2")
+    return ["export", str(run), "--format", "mask"], "result.json: not valid JSON"
+
+
+def compare_a_file(tmp_path):
+    (tmp_path / "f.txt").write_text("x")
+    return ["compare", str(tmp_path / "f.txt"), "--out", str(tmp_path / "report")], "no finished runs"
+
+
+def run_dir_of_another_config(tmp_path):
+    from supermask.search import SearchConfig
+    from supermask.training import TrainConfig
+
+    config = SearchConfig(arch="lenet_300_100", out=str(tmp_path / "runs"), device="cpu",
+                          train=TrainConfig(iterations=2, batch_size=500))
+    run = config.run_dir()
+    run.path.mkdir(parents=True)
+    stored = json.loads(json.dumps(__import__("dataclasses").asdict(config)))
+    stored["density"] = 0.25
+    run.config_path.write_text(json.dumps(stored))
+    return ["search", *SMALL, "--out", str(tmp_path / "runs")], "holds a run of another config (differs in: density)"
+
+
+def output_is_unwritable(tmp_path):
+    return ["search", *SMALL, "--out", "/proc/supermask-runs"], "cannot create run directory"
+
+
+def interrupted_download(tmp_path, monkeypatch=None):
+    return ["search", "--dataset", "fashion-mnist", "--data-root", str(tmp_path / "data"), "--download"], \
+        "downloading fashion-mnist failed, nothing written"
+
+
+CASES = [cifar_with_junk, mnist_truncated, image_folder_without_images, image_folder_without_train,
+         data_root_is_a_file, export_not_a_run, export_a_file, export_unknown_format, export_corrupt_checkpoint,
+         export_checkpoint_that_runs_code, export_corrupt_mask, export_corrupt_ticket_json, export_corrupt_result,
+         compare_a_file, run_dir_of_another_config, output_is_unwritable, interrupted_download]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.__name__ for c in CASES])
+def test_bad_input_is_one_clear_line_and_status_2(case, tmp_path, capsys, monkeypatch):
+    import torchvision
+
+    class NoNetwork:
+        def __init__(self, root, *args, **kwargs):
+            (Path(root) / "FashionMNIST" / "raw").mkdir(parents=True, exist_ok=True)
+            (Path(root) / "FashionMNIST" / "raw" / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b")
+            raise OSError("[Errno 101] Network is unreachable")
+
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", NoNetwork)
+    args, message = case(tmp_path)
+    finished_before = set(tmp_path.rglob("result.json"))
+    capsys.readouterr()
+    code = main(args + (["--out", str(tmp_path / "out")] if args[0] in ("search",) and "--out" not in args else []))
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("supermask: error:") and err.count("\n") == 1, err
+    assert "Traceback" not in err and "pwned" not in err
+    assert message in err, err
+    assert set(tmp_path.rglob("result.json")) == finished_before  # nothing new looks finished
+    assert not list(tmp_path.rglob("checkpoint.pt")) or args[0] == "export"
+    if case is interrupted_download:
+        assert not (tmp_path / "data" / "FashionMNIST").exists()

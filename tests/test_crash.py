@@ -1,0 +1,136 @@
+"""Crash safety: runs killed with SIGKILL at many points resume to exactly the uninterrupted result."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from supermask.cli import main
+from supermask.runs import RunDir, find_runs
+from supermask.tickets import load_masks
+
+KILLABLE = str(Path(__file__).with_name("killable.py"))
+TIMING = {"seconds", "train_seconds", "wall_seconds"}
+
+SEARCH = ["search", "--arch", "lenet_300_100", "--epochs", "3", "--batch-size", "500", "--density", "0.3",
+          "--device", "cpu", "-q", "--checkpoint-every", "3"]  # 8 steps an epoch
+IMP = ["imp", "--arch", "lenet_300_100", "--epochs", "2", "--levels", "2", "--batch-size", "500",
+       "--device", "cpu", "-q", "--checkpoint-every", "5"]
+
+
+def run_killable(args, out, kill="none:0"):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, KILLABLE, kill, "--", *args, "--out", str(out)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    return proc
+
+
+def _strip(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k not in TIMING}
+
+
+def assert_same_runs(reference: Path, resumed: Path):
+    """Every run directory under the two roots: identical metrics, masks and results (timing aside)."""
+    ref = {r.path.relative_to(reference): r for r in find_runs(reference)}
+    got = {r.path.relative_to(resumed): r for r in find_runs(resumed)}
+    assert ref.keys() == got.keys() and ref
+    for name, a in ref.items():
+        b = got[name]
+        assert [_strip(m) for m in a.read_metrics()] == [_strip(m) for m in b.read_metrics()], name
+        ra, rb = a.read_result(), b.read_result()
+        if "levels" in ra:
+            assert [_strip(x) for x in ra["levels"]] == [_strip(x) for x in rb["levels"]]
+        else:
+            assert _strip(ra) == _strip(rb), name
+        if a.ticket_dir.exists():
+            ma, mb = load_masks(a.ticket_dir / "mask.safetensors"), load_masks(b.ticket_dir / "mask.safetensors")
+            assert ma.keys() == mb.keys()
+            assert all(torch.equal(ma[k], mb[k]) for k in ma), name
+        if a.checkpoint_path.exists():
+            sa = torch.load(a.checkpoint_path, weights_only=True)["model"]
+            sb = torch.load(b.checkpoint_path, weights_only=True)["model"]
+            assert all(torch.equal(sa[k], sb[k]) for k in sa), name
+
+
+def kill_then_resume(args, out: Path, kills: list[str]) -> int:
+    """Kill a run at each point in turn (each in a fresh process resuming the last), then finish it."""
+    killed = 0
+    for kill in kills:
+        proc = run_killable(args, out, kill)
+        if proc.returncode == 0:
+            break  # the point lay beyond the end of the run: it finished
+        assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+        killed += 1
+        assert not any(out.rglob("seed-0/result.json")), "a killed run looks finished"
+    proc = run_killable(args, out)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not list(out.rglob("lock")), "a lock outlived its process"
+    return killed
+
+
+def test_search_killed_mid_epoch_between_epochs_and_mid_write_resumes_exactly(tmp_path):
+    assert run_killable(SEARCH, tmp_path / "ref").returncode == 0  # same process setup (threads) as the killed runs
+    # mid-epoch (step 4); after epoch 2's metrics, before its checkpoint; inside an atomic write; mid-epoch again
+    kills = ["step:5", "metrics:4", "replace:3", "step:7"]
+    assert kill_then_resume(SEARCH, tmp_path / "killed", kills) == 4
+    assert_same_runs(tmp_path / "ref", tmp_path / "killed")
+
+
+def test_imp_killed_mid_level_and_between_levels_resumes_exactly(tmp_path):
+    assert run_killable(IMP, tmp_path / "ref").returncode == 0
+    # level 0 mid-epoch 2; level 0 after its last metrics; level 1 mid-epoch 2; mid-write in level 2
+    kills = ["step:12", "metrics:2", "step:20", "replace:12"]
+    assert kill_then_resume(IMP, tmp_path / "killed", kills) == 4
+    assert_same_runs(tmp_path / "ref", tmp_path / "killed")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["search", "imp"])
+def test_ten_random_kills_resume_exactly(tmp_path, command):
+    longer = {"search": ["--epochs", "8"], "imp": ["--levels", "4"]}[command]  # room for ten kills
+    args = (SEARCH if command == "search" else IMP) + longer
+    assert run_killable(args, tmp_path / "ref").returncode == 0
+    rng = random.Random(1234)
+    kills = [f"{rng.choice(['step', 'step', 'metrics', 'replace'])}:{rng.randint(1, 8)}" for _ in range(10)]
+    assert kill_then_resume(args, tmp_path / "killed", kills) == 10
+    assert_same_runs(tmp_path / "ref", tmp_path / "killed")
+
+
+def test_a_live_lock_refuses_a_second_writer_and_a_dead_one_is_taken_over(tmp_path, capsys):
+    from supermask.errors import RunLocked
+    from supermask.search import SearchConfig
+
+    config = SearchConfig(arch="lenet_300_100", out=str(tmp_path), device="cpu")
+    run = config.run_dir()
+    with run.lock():
+        with pytest.raises(RunLocked, match=f"being written by process {os.getpid()}"):
+            with RunDir(run.path).lock():
+                pass
+        args = ["search", "--arch", "lenet_300_100", "--device", "cpu", "--out", str(tmp_path), "-q"]
+        assert main(args) == 2
+        assert "is being written by process" in capsys.readouterr().err
+    assert not run.lock_path.exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    run.lock_path.write_text(f"{os.uname().nodename} {int(dead.stdout)}\n")  # a process that is gone
+    with run.lock():
+        assert run.lock_path.read_text().split()[1] == str(os.getpid())
+
+
+def test_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path):
+    proc = run_killable(SEARCH, tmp_path / "killed", "step:13")  # killed as step 12 starts
+    assert proc.returncode == -signal.SIGKILL
+    (run,) = [RunDir(p) for p in (tmp_path / "killed").rglob("seed-0")]
+    assert torch.load(run.checkpoint_path, weights_only=True)["step"] == 9  # --checkpoint-every 3
+    assert torch.load(run.previous_checkpoint_path, weights_only=True)["step"] == 8  # the end of epoch 1
+    run.checkpoint_path.write_bytes(run.checkpoint_path.read_bytes()[:1000])  # truncated
+    proc = run_killable(SEARCH, tmp_path / "killed")
+    assert proc.returncode == 0, proc.stderr
+    assert f"{run.checkpoint_path}: unreadable checkpoint" in proc.stderr and "trying the previous" in proc.stderr
+    assert run_killable(SEARCH, tmp_path / "ref").returncode == 0
+    assert_same_runs(tmp_path / "ref", tmp_path / "killed")
+    assert run.read_status()["status"] == "finished"
