@@ -192,17 +192,26 @@ def _echo_result(result) -> None:
 @click.option("--score-init", default="kaiming-uniform", show_default=True)
 @click.option("--scaled-fan", is_flag=True, help="Scale the init's fan by the density (Ramanujan et al. 2020).")
 @click.option("--learned-bn", is_flag=True, help="Train BatchNorm's affine parameters with the scores.")
-@train_options(TrainConfig())
+@click.option("--rerandomize-every", default=None, type=int, help="IteRand: re-draw period K in steps [one epoch].")
+@click.option("--rerandomize-rate", default=None, type=float, help="IteRand: re-draw probability r [0.1].")
+@click.option("--score-l2", default=None, type=float, help="Gem-Miner: L2 penalty on the scores [1e-3].")
+@train_options(None)
 @output_options
 def search(**kw) -> None:
-    """Find a strong ticket: train a mask over a frozen random network (edge-popup)."""
+    """Find a strong ticket: train a mask over a frozen random network (edge-popup and others).
+
+    Training defaults: 10 epochs, batch 128, SGD lr 0.1 momentum 0.9, weight decay 1e-4, cosine
+    (bernoulli: lr 30; gem-miner: lr 3)."""
     from .search import SearchConfig, search as run_search
 
     from .sweep import expand_grid, parse_list
 
     quiet = kw.pop("quiet")
     _configure_logging(kw.pop("verbose"), quiet)
-    train_cfg = _train_config(kw)
+    _refuse_pruner(kw["method"])
+    from .methods import METHODS
+
+    train_cfg = _train_config(kw, TrainConfig(**METHODS.get(kw["method"]).train_defaults))
     densities = resolve_densities(kw.pop("density"), kw.pop("sparsity"), 0.5)
     seeds, inits = _seeds(kw), parse_list(kw.pop("init"), str, "--init")
     configs = expand_grid(SearchConfig(train=train_cfg, **kw), init=inits, density=densities, seed=seeds)
@@ -276,6 +285,43 @@ def imp_cmd(**kw) -> None:
                        f"{row['best_val_accuracy']:>9.4f} {row['min_val_loss_step']:>14}")
 
 
+def _refuse_pruner(method: str) -> None:
+    from supermask_imp import PRUNERS
+
+    if method in PRUNERS:
+        raise SupermaskError(f"{method!r} prunes at initialisation and trains the weights: "
+                             f"use `supermask prune --method {method}`")
+
+
+@cli.command(name="prune")
+@model_options
+@click.option("--method", default="snip", show_default=True,
+              help="random, magnitude, snip, grasp or synflow, or a list.")
+@click.option("--density", default=None, help="Fraction of weights kept, in (0, 1], or a list. [default: 0.1]")
+@click.option("--sparsity", default=None, help="Fraction of weights removed (1 - density), or a list.")
+@click.option("--scope", default="global", show_default=True, type=click.Choice(["global", "layerwise"]))
+@click.option("--init", "init", default="kaiming-normal", show_default=True)
+@train_options(None)
+@output_options
+def prune_cmd(**kw) -> None:
+    """Prune at initialisation (SNIP, GraSP, SynFlow, magnitude, random), then train the survivors."""
+    from supermask_imp import PruneConfig, prune_and_train
+
+    from .sweep import expand_grid, parse_list
+
+    quiet = kw.pop("quiet")
+    _configure_logging(kw.pop("verbose"), quiet)
+    overrides = _train_overrides(kw)
+    densities = resolve_densities(kw.pop("density"), kw.pop("sparsity"), 0.1)
+    seeds, methods = _seeds(kw), parse_list(kw.pop("method"), str, "--method")
+    config = PruneConfig.for_arch(kw.pop("arch"), epochs=overrides.pop("epochs", None), **kw)
+    config.train = dataclasses.replace(config.train, **overrides)
+    configs = expand_grid(config, method=methods, density=densities, seed=seeds)
+    for result in _run_points(configs, lambda c, cb: prune_and_train(c, callbacks=cb), quiet,
+                              lambda c: f"{c.arch} {c.method} d={c.density:g} s={c.seed}"):
+        _echo_result(result)
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--out", default="report", show_default=True, type=click.Path(), help="Folder for the report files.")
@@ -321,9 +367,15 @@ def list_(what: str) -> None:
 
         items = list_datasets()
     elif what == "methods":
+        from supermask_imp import PRUNERS
+        from supermask_imp.pai import PRUNER_SUMMARIES
+
         from .methods import METHODS
 
-        items = [f"{name}: {METHODS.get(name).summary}" for name in METHODS]
+        items = [f"{name} (search): {METHODS.get(name).summary}" for name in METHODS]
+        items += [f"{name} (prune): {PRUNER_SUMMARIES[name]}" for name in PRUNERS]
+        items += ["imp (imp): Frankle & Carbin 2019: iterative magnitude pruning with rewinding",
+                  "dense (train): the dense baseline, weights trained"]
     else:
         from .nn import SCORE_INITS, WEIGHT_INITS
 

@@ -38,5 +38,5 @@ def build_dense(config: DenseConfig, spec: InputSpec):
 
 def train_dense(config: DenseConfig, callbacks: Sequence[Callback] = ()) -> ExperimentResult:
     """Run (or resume, or skip if finished) one dense training run."""
-    return run_experiment(config, lambda spec: build_dense(config, spec), callbacks=callbacks,
+    return run_experiment(config, lambda spec, data: build_dense(config, spec), callbacks=callbacks,
                           result_fields={"method": "dense", "init": config.init, "requested_density": 1.0})

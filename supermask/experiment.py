@@ -108,7 +108,7 @@ def describe_density(model: nn.Module) -> dict:
 
 def run_experiment(
     config: ExperimentConfig,
-    build: Callable[[InputSpec], nn.Module],
+    build: Callable[[InputSpec, Dataset], nn.Module],
     *,
     callbacks: Sequence[Callback] = (),
     ticket_meta: Optional[Callable[[InputSpec], dict]] = None,
@@ -116,7 +116,7 @@ def run_experiment(
 ) -> ExperimentResult:
     """Run (or resume, or skip if finished) one experiment.
 
-    ``build(spec)`` returns the model; its parameters that require grad are trained.
+    ``build(spec, data)`` returns the model; its parameters that require grad are trained.
     With ``ticket_meta`` the masks of its supermask layers are saved as a ticket.
     """
     config.validate()
@@ -134,7 +134,7 @@ def run_experiment(
             run.write_status("running")
         distributed.barrier()
         torch.manual_seed(config.seed)
-        model = build(spec)
+        model = build(spec, data)
         started = time.time()
         summary = train(model, [p for p in model.parameters() if p.requires_grad], data, config.train,
                         seed=config.seed, device=device, run=run, callbacks=callbacks, describe=describe_density,

@@ -52,7 +52,7 @@ def config_dict(config: Any) -> dict:
 
 #: Fields added after runs were first written, left out of the hash at these values so that
 #: the run directories written before them keep their names (dotted paths into the config).
-HASH_OMITTED_AT = {"train.precision": "32"}
+HASH_OMITTED_AT = {"train.precision": "32", "rerandomize_every": None, "rerandomize_rate": None, "score_l2": None}
 
 
 def _omit_later_defaults(fields: dict, prefix: str = "") -> dict:

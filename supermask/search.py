@@ -14,9 +14,10 @@ CIFAR-10; the default here is 10, enough on the bundled 4,000 MNIST images.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 from torch import nn
 
@@ -24,6 +25,7 @@ from .experiment import ExperimentConfig, ExperimentResult, run_experiment
 from .methods import METHODS
 from .models import InputSpec
 from .nn import SCORE_INITS, WEIGHT_INITS, check_density, check_scope
+from .errors import SupermaskError
 from .nn.init import canonical
 from .training import Callback, TrainConfig
 
@@ -39,6 +41,10 @@ class SearchConfig(ExperimentConfig):
     scaled_fan: bool = False
     score_init: str = "kaiming-uniform"
     learned_bn: bool = False
+    # Method options (None: the method's default; see supermask.methods.<method>).
+    rerandomize_every: Optional[int] = None  # IteRand: K, in steps [one epoch]
+    rerandomize_rate: Optional[float] = None  # IteRand: r [0.1]
+    score_l2: Optional[float] = None  # Gem-Miner: lambda of the L2 penalty on the scores [1e-3]
 
     ENGINE = "search"
 
@@ -46,6 +52,13 @@ class SearchConfig(ExperimentConfig):
         self.density = check_density(self.density)
         check_scope(self.scope)
         METHODS.get(self.method)
+        if self.rerandomize_every is not None and (not isinstance(self.rerandomize_every, int)
+                                                   or self.rerandomize_every <= 0):
+            raise SupermaskError(f"rerandomize every must be a positive number of steps, got {self.rerandomize_every!r}")
+        if self.rerandomize_rate is not None and not (0.0 < self.rerandomize_rate <= 1.0):
+            raise SupermaskError(f"rerandomize rate must be in (0, 1], got {self.rerandomize_rate!r}")
+        if self.score_l2 is not None and not (math.isfinite(self.score_l2) and self.score_l2 >= 0):
+            raise SupermaskError(f"score L2 must be >= 0, got {self.score_l2!r}")
         self.init = canonical(self.init)
         WEIGHT_INITS.get(self.init)
         self.score_init = canonical(self.score_init)
@@ -68,7 +81,7 @@ def search(config: SearchConfig, callbacks: Sequence[Callback] = ()) -> SearchRe
     config.validate()
     method = METHODS.get(config.method)
     return run_experiment(
-        config, lambda spec: method.build(config, spec), callbacks=callbacks,
+        config, lambda spec, data: method.build(config, spec), callbacks=[*method.callbacks(config), *callbacks],
         ticket_meta=lambda spec: ticket_meta(config, spec),
         result_fields={"method": config.method, "init": config.init, "scope": config.scope,
                        "requested_density": config.density},

@@ -1,22 +1,36 @@
 """Strong-ticket methods, each registered by name and selectable with ``--method``.
 
 A method turns the resolved search config and the input shape into the model whose
-trainable parameters the one training loop optimises.
+trainable parameters the one training loop optimises, plus any callbacks it needs
+during training (IteRand's re-randomisation, Gem-Miner's clamping and freezing).
+Each lives in its own module:
+
+- :mod:`.edge_popup`: Ramanujan et al. 2020 (the default);
+- :mod:`.bernoulli`: Zhou et al. 2019, sampled sigmoid masks;
+- :mod:`.biprop`: Diffenderfer & Kailkhura 2021, binarised kept weights;
+- :mod:`.iterand`: Chijiwa et al. 2021, pruned weights re-drawn during the search;
+- :mod:`.gem_miner`: Sreenivasan et al. 2022, rounded [0, 1] scores with freezing.
+
+Pruning-at-initialisation methods (weak tickets, trained) are in :mod:`supermask_imp.pai`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
 from torch import nn
 
-from ..models import InputSpec, create_model, supermask_layer_types
-from ..nn import attach_global_scope, init_model
+from ..models import InputSpec
 from ..registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..search import SearchConfig
+    from ..training import Callback
+
+
+def _no_callbacks(config: "SearchConfig") -> list["Callback"]:
+    return []
 
 
 @dataclass(frozen=True)
@@ -24,23 +38,11 @@ class Method:
     name: str
     summary: str
     build: Callable[["SearchConfig", InputSpec], nn.Module]
+    callbacks: Callable[["SearchConfig"], list["Callback"]] = field(default=_no_callbacks)
+    density_is_outcome: bool = False  # the mask's density is learned, not imposed (Bernoulli)
+    train_defaults: dict = field(default_factory=dict)  # TrainConfig fields the CLI uses unless given
 
 
 METHODS: Registry[Method] = Registry("method")
 
-
-def build_edge_popup(config: "SearchConfig", spec: InputSpec) -> nn.Module:
-    """Frozen random weights from ``config.init``/``config.seed``; scores trained; top-k mask per forward."""
-    layers = supermask_layer_types(config.density, learned_bn=config.learned_bn)
-    model = create_model(config.arch, spec, layers, **config.model_kwargs())
-    init_model(model, config.init, config.seed, scaled_fan=config.scaled_fan, score_init=config.score_init)
-    if config.scope == "global":
-        attach_global_scope(model, config.density)
-    return model
-
-
-METHODS.add("edge-popup", Method(
-    "edge-popup",
-    "Ramanujan et al. 2020: learned scores, top-k mask, straight-through gradient",
-    build_edge_popup,
-))
+from . import bernoulli, biprop, edge_popup, gem_miner, iterand  # noqa: E402,F401  (each registers itself)

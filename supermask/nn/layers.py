@@ -71,12 +71,16 @@ class SupermaskMixin:
         """``weight * mask``; in eval mode computed once per change of the mask or the weight."""
         mask = self.forward_mask()
         if not self._use_cached_mask():
-            return self.weight * mask
+            return self.effective_weight(mask)
         key = (self.weight._version, self.weight.data_ptr())
         if self._weight_cache is None or self._weight_cache_key != key or self._weight_cache_mask is not mask:
-            self._weight_cache = self.weight * mask
+            self._weight_cache = self.effective_weight(mask)
             self._weight_cache_key, self._weight_cache_mask = key, mask
         return self._weight_cache
+
+    def effective_weight(self, mask: Tensor) -> Tensor:
+        """The weight the layer computes with, given its mask (methods such as biprop override this)."""
+        return self.weight * mask
 
     def extra_repr(self) -> str:  # type: ignore[override]
         scope = "global" if self.global_scope is not None else "layerwise"

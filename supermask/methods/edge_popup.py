@@ -1,0 +1,47 @@
+"""edge-popup (Ramanujan et al. 2020): frozen random weights, a learned score per weight, the
+top-k |scores| kept in every forward pass, gradients to the scores straight through the mask."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from torch import nn
+
+from ..models import InputSpec, create_model, supermask_layer_types
+from ..nn import attach_global_scope, init_model
+from ..nn.layers import SupermaskConv2d, SupermaskLinear, SupermaskMixin
+from . import METHODS, Method
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..search import SearchConfig
+
+
+def build_edge_popup(config: "SearchConfig", spec: InputSpec) -> nn.Module:
+    """Frozen random weights from ``config.init``/``config.seed``; scores trained; top-k mask per forward."""
+    layers = supermask_layer_types(config.density, learned_bn=config.learned_bn)
+    model = create_model(config.arch, spec, layers, **config.model_kwargs())
+    init_model(model, config.init, config.seed, scaled_fan=config.scaled_fan, score_init=config.score_init)
+    if config.scope == "global":
+        attach_global_scope(model, config.density)
+    return model
+
+
+def retype(model: nn.Module, conv: type, linear: type) -> nn.Module:
+    """Give every supermask layer of ``model`` another mask rule: a subclass adding no parameters."""
+    for module in model.modules():
+        if isinstance(module, SupermaskConv2d):
+            module.__class__ = conv
+        elif isinstance(module, SupermaskLinear):
+            module.__class__ = linear
+    return model
+
+
+def supermask_modules(model: nn.Module) -> list[tuple[str, SupermaskMixin]]:
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, SupermaskMixin)]
+
+
+METHODS.add("edge-popup", Method(
+    "edge-popup",
+    "Ramanujan et al. 2020: learned scores, top-k mask, straight-through gradient",
+    build_edge_popup,
+))

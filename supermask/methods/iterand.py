@@ -1,0 +1,70 @@
+"""IteRand (Chijiwa, Yamaguchi, Ida, Umakoshi & Inoue 2021, "Pruning Randomly Initialized Neural
+Networks with Iterative Randomization").
+
+edge-popup, and every ``K`` steps each currently *pruned* weight is re-drawn from the network's
+weight initialiser with probability ``r`` (partial re-randomisation). Kept weights never change.
+The re-draws come from generators seeded by (seed, step, layer), so a run and its resume draw the
+same weights, and the new weights are part of every checkpoint.
+
+Defaults: ``r = 0.1`` (``--rerandomize-rate``), the paper's partial re-randomisation rate;
+``K`` (``--rerandomize-every``, in steps) defaults to one epoch of the data, since the paper's
+period is a number of iterations tuned to its (much larger) data sets.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from ..models import InputSpec
+from ..nn.init import WEIGHT_INITS, _fans, canonical, derived_seed
+from ..training import Callback
+from . import METHODS, Method
+from .edge_popup import build_edge_popup, supermask_modules
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..search import SearchConfig
+
+DEFAULT_RATE = 0.1
+
+
+@torch.no_grad()
+def rerandomize_pruned(model: nn.Module, init: str, seed: int, step: int, rate: float, scaled_fan: bool) -> int:
+    """Re-draw each pruned weight of ``model``'s supermask layers with probability ``rate``; returns how many."""
+    weight_fn = WEIGHT_INITS.get(canonical(init))
+    changed = 0
+    for name, layer in supermask_modules(model):
+        gen = torch.Generator().manual_seed(derived_seed(seed, f"iterand-{step}-{name}"))
+        shape = tuple(layer.weight.shape)
+        fan_in, fan_out = _fans(layer.weight)
+        pick = torch.rand(shape, generator=gen) < rate
+        fresh = weight_fn(shape, fan_in, fan_out, layer.density if scaled_fan else 1.0, gen)
+        redraw = pick.to(layer.weight.device) & (layer.mask() == 0)
+        layer.weight.copy_(torch.where(redraw, fresh.to(layer.weight), layer.weight))
+        changed += int(redraw.sum())
+    return changed
+
+
+class Rerandomize(Callback):
+    def __init__(self, config: "SearchConfig"):
+        self.config = config
+        self.every = config.rerandomize_every
+        self.rate = DEFAULT_RATE if config.rerandomize_rate is None else config.rerandomize_rate
+
+    def on_train_start(self, state):
+        self.every = self.every or state.steps_per_epoch
+
+    def after_step(self, state, loss, correct, count):
+        if state.step % self.every == 0:
+            rerandomize_pruned(state.model, self.config.init, self.config.seed, state.step, self.rate,
+                               self.config.scaled_fan)
+
+
+METHODS.add("iterand", Method(
+    "iterand",
+    "Chijiwa et al. 2021: edge-popup, pruned weights re-drawn with probability r every K steps",
+    build_edge_popup,
+    callbacks=lambda config: [Rerandomize(config)],
+))

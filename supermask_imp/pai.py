@@ -1,0 +1,216 @@
+"""Pruning at initialisation: one-shot pruners before training, then ordinary training of the survivors.
+
+``supermask prune --method snip --density 0.1`` builds the masked model from the seed, scores
+every prunable weight once, keeps the top ``density`` of the scores (``--scope global``, the
+default of the papers, or ``layerwise``), and trains the kept weights with the family's IMP
+training defaults (pruned weights are zeroed after every optimiser step, as in IMP). The run
+directory is that of any run; its ticket holds the mask and the starting weights.
+
+Pruners (scores: higher is kept):
+
+- ``random``: uniform random scores (a random mask of the density);
+- ``magnitude``: |w| at initialisation;
+- ``snip`` (Lee, Ajanthan & Torr 2019): |dL/dw * w| on one batch of training data;
+- ``grasp`` (Wang, Zhang & Grosse 2020): ``-w * (H g)`` is the score GraSP *removes* highest, so
+  the kept score is ``w * (H g)``; ``H g`` by double back-propagation, with the logits divided
+  by a temperature of 200 as in the reference code, over a batch of ten examples per class
+  (the paper's sample);
+- ``synflow`` (Tanaka, Kunin, Yamins & Ganguli 2020): data-free and iterative: on |w|, with an
+  all-ones input, the score is ``|dR/dw * w|`` of ``R = sum(f(1))``, re-computed over 100
+  rounds that prune to ``density**(r/100)`` (exponential schedule), in float64 with
+  BatchNorm in eval mode; it avoids layer collapse (every layer keeps weights).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from supermask.data import make_loader
+from supermask.errors import SupermaskError
+from supermask.experiment import ExperimentConfig, ExperimentResult, run_experiment
+from supermask.models import InputSpec, create_model, masked_layer_types
+from supermask.nn import WEIGHT_INITS, check_density, derived_seed, init_model
+from supermask.nn.init import canonical
+from supermask.nn.masked import get_masks, masked_layers, set_masks
+from supermask.nn.topk import global_topk_masks, kept_count, topk_mask
+from supermask.registry import Registry
+from supermask.training import TrainConfig
+
+from .defaults import default_train_config
+from .engine import MaskAfterStep
+from .rewind import snapshot
+
+log = logging.getLogger(__name__)
+
+Scores = dict[str, Tensor]
+# A pruner: (model, batches, seed, density, scope, spec) -> masks. ``batches`` is None for data-free ones.
+Pruner = Callable[[nn.Module, Optional[list], int, float, str, InputSpec], dict[str, Tensor]]
+PRUNERS: Registry[Pruner] = Registry("pruning method")
+DATA_FREE = {"random", "magnitude", "synflow"}
+PRUNER_SUMMARIES = {
+    "random": "a uniformly random mask of the density, then training",
+    "magnitude": "the largest |w| at initialisation, then training",
+    "snip": "Lee et al. 2019: |g * w| on one batch, then training",
+    "grasp": "Wang et al. 2020: keep the highest w * Hg (gradient-flow preserving), then training",
+    "synflow": "Tanaka et al. 2020: iterative, data-free synaptic flow, then training",
+}
+SYNFLOW_ROUNDS = 100
+GRASP_TEMPERATURE = 200.0  # the softmax temperature of GraSP's reference code
+
+
+@dataclass
+class PruneConfig(ExperimentConfig):
+    method: str = "snip"
+    density: float = 0.1
+    scope: str = "global"
+    init: str = "kaiming-normal"
+    train: TrainConfig = field(default_factory=lambda: default_train_config("lenet_300_100"))
+
+    ENGINE = "prune"
+
+    @classmethod
+    def for_arch(cls, arch: str, epochs: Optional[int] = None, **overrides) -> "PruneConfig":
+        """The family's IMP training defaults for ``arch`` (see :mod:`.defaults`), then ``overrides``."""
+        train = default_train_config(arch, **({"epochs": epochs} if epochs else {}))
+        return cls(arch=arch, train=train, **{k: v for k, v in overrides.items() if v is not None})
+
+    def validate(self) -> "PruneConfig":
+        PRUNERS.get(self.method)
+        self.density = check_density(self.density)
+        if self.scope not in ("global", "layerwise"):
+            raise SupermaskError(f"scope must be global or layerwise, got {self.scope!r}")
+        self.init = canonical(self.init)
+        WEIGHT_INITS.get(self.init)
+        return super().validate()
+
+
+def keep_top(scores: Scores, density: float, scope: str) -> dict[str, Tensor]:
+    """Masks keeping the highest scores: ``density`` of all (global) or of each tensor (layerwise)."""
+    names = list(scores)
+    if scope == "global":
+        low = min(float(s.min()) for s in scores.values())
+        shifted = [scores[n].double() - low for n in names]  # non-negative, order kept
+        return {n: m.detach().float() for n, m in zip(names, global_topk_masks(shifted, density))}
+    out = {}
+    for n in names:
+        s = scores[n].double()
+        out[n] = topk_mask(s - s.min(), kept_count(s.numel(), density)).float()
+    return out
+
+
+def _weights(model: nn.Module) -> dict[str, nn.Parameter]:
+    return {f"{name}.weight": layer.weight for name, layer in masked_layers(model)}
+
+
+def _loss_grads(model: nn.Module, batches: list, create_graph: bool = False, temperature: float = 1.0) -> list[Tensor]:
+    weights = list(_weights(model).values())
+    total = None
+    for images, labels in batches:
+        loss = nn.functional.cross_entropy(model(images) / temperature, labels)
+        grads = torch.autograd.grad(loss, weights, create_graph=create_graph)
+        total = list(grads) if total is None else [t + g for t, g in zip(total, grads)]
+    return [t / len(batches) for t in total]
+
+
+@PRUNERS.register("random")
+def prune_random(model, batches, seed, density, scope, spec):
+    scores = {}
+    for name, w in _weights(model).items():
+        gen = torch.Generator().manual_seed(derived_seed(seed, f"pai-random-{name}"))
+        scores[name] = torch.rand(w.shape, generator=gen)
+    return keep_top(scores, density, scope)
+
+
+@PRUNERS.register("magnitude")
+def prune_magnitude(model, batches, seed, density, scope, spec):
+    return keep_top({n: w.detach().abs() for n, w in _weights(model).items()}, density, scope)
+
+
+@PRUNERS.register("snip")
+def prune_snip(model, batches, seed, density, scope, spec):
+    weights = _weights(model)
+    grads = _loss_grads(model, batches[:1])
+    return keep_top({n: (g * w).detach().abs() for (n, w), g in zip(weights.items(), grads)}, density, scope)
+
+
+@PRUNERS.register("grasp")
+def prune_grasp(model, batches, seed, density, scope, spec):
+    weights = _weights(model)
+    g = [x.detach() for x in _loss_grads(model, batches, temperature=GRASP_TEMPERATURE)]
+    hg = None
+    for images, labels in batches:  # H g = d(g . stopgrad(g))/dw, accumulated batch by batch
+        loss = nn.functional.cross_entropy(model(images) / GRASP_TEMPERATURE, labels)
+        grads = torch.autograd.grad(loss, list(weights.values()), create_graph=True)
+        z = sum((gi * gs).sum() for gi, gs in zip(grads, g))
+        part = torch.autograd.grad(z, list(weights.values()))
+        hg = list(part) if hg is None else [a + b for a, b in zip(hg, part)]
+    # GraSP removes the highest -w*Hg, i.e. keeps the highest w*Hg.
+    return keep_top({n: (w * h / len(batches)).detach() for (n, w), h in zip(weights.items(), hg)}, density, scope)
+
+
+@PRUNERS.register("synflow")
+def prune_synflow(model, batches, seed, density, scope, spec, rounds: int = SYNFLOW_ROUNDS):
+    model = copy.deepcopy(model).double().eval()  # the linearised copy: |w|, float64
+    weights = _weights(model)
+    with torch.no_grad():
+        for w in weights.values():
+            w.abs_()
+    masks = {n: torch.ones_like(w) for n, w in weights.items()}
+    shape = (1, spec.in_channels, spec.image_size, spec.image_size)
+    ones = torch.ones(shape, dtype=torch.float64, device=next(model.parameters()).device)
+    for r in range(1, rounds + 1):
+        set_masks(model, masks)
+        with torch.no_grad():
+            for n, w in weights.items():
+                w.mul_(masks[n])
+        out = model(ones).sum()
+        grads = torch.autograd.grad(out, list(weights.values()))
+        scores = {n: (g * w).detach().abs() for (n, w), g in zip(weights.items(), grads)}
+        # already-pruned weights score 0 and stay pruned (they are ranked last)
+        masks = keep_top(scores, density ** (r / rounds), scope)
+    return masks
+
+
+def calibration_batches(data, info, num_classes: int, seed: int, device, per_class: int = 10) -> list:
+    """Batches of ``per_class`` training examples of every class (GraSP's sample; SNIP uses the first)."""
+    loader = make_loader(data.train, info, batch_size=per_class * num_classes, train=True, seed=seed, device=device)
+    loader.set_epoch(0)
+    return [next(iter(loader))]
+
+
+def build_pruned(config: PruneConfig, spec: InputSpec, data, device) -> nn.Module:
+    model = create_model(config.arch, spec, masked_layer_types(), **config.model_kwargs())
+    init_model(model, config.init, config.seed)
+    model.to(device)
+    batches = None
+    if config.method not in DATA_FREE:
+        batches = calibration_batches(data, data.info, spec.num_classes, config.seed, device)
+    start = snapshot(model)
+    masks = PRUNERS.get(config.method)(model, batches, config.seed, config.density, config.scope, spec)
+    model.load_state_dict(start)  # the drawn weights, whatever a pruner did to them
+    set_masks(model, masks)
+    with torch.no_grad():
+        for name, layer in masked_layers(model):
+            layer.weight.mul_(layer.weight_mask)
+    return model
+
+
+def prune_and_train(config: PruneConfig, callbacks: Sequence = ()) -> ExperimentResult:
+    """Run (or resume, or skip) one pruning-at-initialisation run: prune once, then train the survivors."""
+    from supermask.training import resolve_device
+
+    config.validate()
+    device = resolve_device(config.device)
+    meta = lambda spec: {"kind": "weak", "engine": "prune", "method": config.method, "arch": config.arch,  # noqa: E731
+                         "seed": config.seed, "init": config.init, "density": config.density,
+                         "scope": config.scope}
+    return run_experiment(config, lambda spec, data: build_pruned(config, spec, data, device),
+                          callbacks=[MaskAfterStep(), *callbacks], ticket_meta=meta,
+                          result_fields={"method": config.method, "init": config.init, "scope": config.scope,
+                                         "requested_density": config.density})

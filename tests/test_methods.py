@@ -1,0 +1,176 @@
+"""The other ticket finders: each method's defining property, and each end to end on the run format."""
+
+import pytest
+import torch
+from torch import nn
+
+from supermask import SearchConfig, TrainConfig, search
+from supermask.cli import main
+from supermask.methods import METHODS
+from supermask.methods.bernoulli import BernoulliLinear
+from supermask.methods.biprop import BinarisedLinear
+from supermask.methods.edge_popup import retype
+from supermask.methods.gem_miner import GemMiner, RoundedLinear, build_gem_miner
+from supermask.methods.iterand import rerandomize_pruned
+from supermask.models import InputSpec, create_model, masked_layer_types
+from supermask.nn import SupermaskLinear, init_model, kept_count, model_masks
+from supermask_imp import PRUNERS
+from supermask_imp.pai import keep_top
+
+SPEC = InputSpec(1, 28, 10)
+
+
+def _net(cls, density=0.3):
+    model = nn.Sequential(nn.Flatten(), SupermaskLinear(784, 50, density=density), nn.ReLU(),
+                          SupermaskLinear(50, 10, density=density))
+    init_model(model, "kaiming-normal", 0)
+    return retype(model, cls, cls)
+
+
+def test_bernoulli_samples_in_training_and_thresholds_at_half_in_evaluation():
+    model = _net(BernoulliLinear)
+    layer = model[1]
+    with torch.no_grad():
+        layer.scores.copy_(torch.randn_like(layer.scores))
+    model.train()
+    a, b = layer.forward_mask(), layer.forward_mask()
+    assert not torch.equal(a.detach(), b.detach())  # a fresh sample each forward pass
+    assert set(a.detach().unique().tolist()) <= {0.0, 1.0}
+    p = torch.sigmoid(layer.scores).mean().item()
+    assert a.detach().mean().item() == pytest.approx(p, abs=0.02)  # Bernoulli(sigmoid(s))
+    model(torch.randn(4, 1, 28, 28)).sum().backward()
+    assert layer.scores.grad is not None and layer.scores.grad.abs().sum() > 0
+    assert torch.equal(layer.mask(), (layer.scores > 0).float())
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(layer.forward_mask(), layer.mask())
+
+
+def test_biprop_weights_take_exactly_two_magnitudes_per_layer():
+    model = _net(BinarisedLinear)
+    for layer in (model[1], model[3]):
+        mask = layer.mask()
+        w = layer.effective_weight(mask)
+        magnitudes = w.abs().unique()
+        alpha = (layer.weight.abs() * mask).sum() / mask.sum()
+        assert len(magnitudes) == 2 and magnitudes[0] == 0 and magnitudes[1].item() == pytest.approx(alpha.item())
+        assert torch.equal(torch.sign(w)[mask.bool()], torch.sign(layer.weight)[mask.bool()])
+
+
+def test_iterand_redraws_only_pruned_weights():
+    model = _net(SupermaskLinear)
+    before = {n: m.weight.clone() for n, m in model.named_modules() if isinstance(m, SupermaskLinear)}
+    masks = {n: m.mask() for n, m in model.named_modules() if isinstance(m, SupermaskLinear)}
+    changed = rerandomize_pruned(model, "kaiming-normal", seed=0, step=7, rate=0.5, scaled_fan=False)
+    assert changed > 0
+    for name, m in model.named_modules():
+        if isinstance(m, SupermaskLinear):
+            moved = m.weight != before[name]
+            assert not (moved & masks[name].bool()).any()  # kept weights never change
+            pruned = (~masks[name].bool()).sum().item()
+            assert 0.35 * pruned < moved.sum().item() < 0.65 * pruned  # about rate r of the pruned ones
+    again = _net(SupermaskLinear)
+    rerandomize_pruned(again, "kaiming-normal", seed=0, step=7, rate=0.5, scaled_fan=False)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
+
+def test_gem_miner_mask_is_the_rounded_score_and_freezing_reaches_the_density():
+    config = SearchConfig(arch="lenet_300_100", method="gem-miner", density=0.2)
+    model = build_gem_miner(config, SPEC)
+    layers = [m for m in model.modules() if isinstance(m, RoundedLinear)]
+    for layer in layers:
+        assert torch.equal(layer.mask(), layer.scores.detach().round())
+        assert ((layer.scores >= 0) & (layer.scores <= 1)).all()
+
+    class State:  # what the callback reads from the loop's state
+        optimizer = torch.optim.SGD([layers[0].scores], lr=0.1)
+        steps_per_epoch, total_steps = 4, 8
+
+    callback = GemMiner(config)
+    for step in range(1, 9):
+        state = State()
+        state.model, state.step, state.epoch = model, step, (step - 1) // 4
+        state.batch_in_epoch = (step - 1) % 4 + 1
+        with torch.no_grad():
+            layers[0].scores.add_(0.3 * torch.randn_like(layers[0].scores))  # an optimiser step, overshooting [0, 1]
+        callback.after_step(state, 0.0, 0, 0)
+        assert all(((m.scores >= 0) & (m.scores <= 1)).all() for m in layers)
+        assert all((m.scores[m.frozen] == 0).all() for m in layers)
+    for layer in layers:  # after the last epoch: at most the target density in every layer (layerwise scope)
+        assert layer.mask().sum().item() <= kept_count(layer.scores.numel(), 0.2)
+        assert layer.frozen.sum().item() >= layer.scores.numel() - kept_count(layer.scores.numel(), 0.2)
+
+
+def _masked_lenet(seed=0):
+    model = create_model("lenet_300_100", SPEC, masked_layer_types())
+    return init_model(model, "kaiming-normal", seed)
+
+
+@pytest.mark.parametrize("method", ["random", "magnitude", "snip", "grasp", "synflow"])
+@pytest.mark.parametrize("scope", ["global", "layerwise"])
+def test_pruners_keep_exactly_the_density(method, scope):
+    model = _masked_lenet()
+    batches = [(torch.randn(20, 1, 28, 28), torch.arange(20) % 10)]
+    masks = PRUNERS.get(method)(model, batches, 0, 0.1, scope, SPEC)
+    total = sum(m.numel() for m in masks.values())
+    if scope == "global":
+        assert sum(int(m.sum()) for m in masks.values()) == kept_count(total, 0.1)
+    else:
+        assert all(int(m.sum()) == kept_count(m.numel(), 0.1) for m in masks.values())
+    assert all(bool(((m == 0) | (m == 1)).all()) for m in masks.values())
+
+
+def test_synflow_needs_no_data_and_keeps_positive_flow_through_every_layer():
+    model = _masked_lenet()
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    masks = PRUNERS.get("synflow")(model, None, 0, 0.002, "global", SPEC)  # 532 of 266,200 weights
+    assert all(torch.equal(start[k], v) for k, v in model.state_dict().items() if not k.endswith("weight_mask"))
+    assert all(int(m.sum()) > 0 for m in masks.values())  # no layer collapse
+    # positive synaptic saliency in every layer: a path of kept weights carries flow from input to output
+    flow = torch.ones(1, 784, dtype=torch.float64)
+    for name in ("1.weight", "3.weight", "5.weight"):
+        layer_flow = flow @ (start[name].abs().double() * masks[name].double()).t()
+        assert (layer_flow > 0).any(), name
+        flow = layer_flow
+    snip = PRUNERS.get("snip")
+    with pytest.raises(TypeError):
+        snip(model, None, 0, 0.1, "global", SPEC)  # SNIP needs data
+
+
+def test_keep_top_global_ranks_over_all_tensors():
+    masks = keep_top({"a": torch.tensor([5.0, -1.0, 3.0]), "b": torch.tensor([4.0, 0.0])}, 0.4, "global")
+    assert masks["a"].tolist() == [1.0, 0.0, 0.0] and masks["b"].tolist() == [1.0, 0.0]
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_search_method_runs_end_to_end_with_a_ticket(method, tmp_path):
+    config = SearchConfig(arch="lenet_300_100", method=method, density=0.2, out=str(tmp_path), device="cpu",
+                          train=TrainConfig(epochs=1, batch_size=500, **METHODS.get(method).train_defaults))
+    result = search(config)
+    r = result.result
+    assert r["method"] == method and 0 <= r["density"] <= 1
+    if not METHODS.get(method).density_is_outcome and method != "gem-miner":
+        assert r["density"] == pytest.approx(0.2, abs=1e-3)
+    if method == "gem-miner":
+        assert r["density"] <= 0.2 + 1e-6
+    assert (result.run_dir / "ticket" / "mask.safetensors").exists()
+
+
+def test_prune_command_and_method_listing(tmp_path, capsys):
+    args = ["prune", "--arch", "lenet_300_100", "--method", "synflow,snip", "--density", "0.1", "--iterations",
+            "3", "--batch-size", "500", "--device", "cpu", "--out", str(tmp_path), "-q"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert out.count("density 0.1000") == 2
+    assert main(["list", "methods"]) == 0
+    listed = capsys.readouterr().out
+    for name in [*METHODS, *PRUNERS, "imp", "dense"]:
+        assert f"\n{name} (" in "\n" + listed, name
+    assert main(["search", "--method", "snip", "--out", str(tmp_path)]) == 2
+    assert "use `supermask prune --method snip`" in capsys.readouterr().err
+
+
+def test_model_masks_of_a_method_model_are_deterministic():
+    model = _net(BernoulliLinear)
+    model.train()
+    assert all(torch.equal(a, b) for a, b in zip(model_masks(model).values(), model_masks(model).values()))
