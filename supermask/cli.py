@@ -40,6 +40,7 @@ def output_options(f: Callable) -> Callable:
                      help="Also checkpoint every N steps (a checkpoint ends every epoch anyway)."),
         click.option("--channels-last", is_flag=True, help="CUDA: channels-last memory format for conv nets."),
         click.option("--compile", "compile", is_flag=True, help="torch.compile the training forward pass."),
+        click.option("--tensorboard", is_flag=True, help="Also write TensorBoard scalars to <run>/tensorboard/."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar, warnings only."),
         click.option("--verbose", "-v", count=True, help="More log output (-vv for debug)."),
     ]):
@@ -258,6 +259,10 @@ def train_cmd(**kw) -> None:
 @click.option("--control", default="none", show_default=True,
               help="none, reinit or random-prune, or a list (controls run after the IMP run they use).")
 @click.option("--init", "init", default="kaiming-normal", show_default=True)
+@click.option("--early-bird", is_flag=True,
+              help="Stop dense training once the target mask settles (You et al. 2020), then prune as IMP does.")
+@click.option("--eb-epsilon", default=None, type=float, help="Early-bird: mask distance threshold [0.1].")
+@click.option("--eb-window", default=None, type=int, help="Early-bird: epochs the distance must stay below it [5].")
 @train_options(None)
 @output_options
 def imp_cmd(**kw) -> None:

@@ -52,6 +52,7 @@ class ExperimentConfig:
     checkpoint_every: Optional[int] = None  # also checkpoint every N steps (besides every epoch)
     channels_last: bool = False  # CUDA only
     compile: bool = False  # torch.compile the training forward
+    tensorboard: bool = False  # also write TensorBoard scalars to <run>/tensorboard/
 
     ENGINE = "experiment"
 
@@ -96,6 +97,15 @@ def load_data(config: ExperimentConfig) -> tuple[Dataset, InputSpec]:
     return data, InputSpec(data.info.in_channels, data.info.image_size, data.info.num_classes)
 
 
+def tracking(config: ExperimentConfig, run: RunDir) -> list[Callback]:
+    """The experiment-tracking callbacks ``config`` asks for (written by rank 0 only)."""
+    if not (config.tensorboard and distributed.is_main()):
+        return []
+    from .training.tensorboard import TensorBoardLogger
+
+    return [TensorBoardLogger(run.path)]
+
+
 def holding(run: RunDir):
     """Hold ``run``'s lock in the process that writes it (rank 0 under ``torchrun``)."""
     return run.lock() if distributed.is_main() else contextlib.nullcontext()
@@ -137,8 +147,8 @@ def run_experiment(
         model = build(spec, data)
         started = time.time()
         summary = train(model, [p for p in model.parameters() if p.requires_grad], data, config.train,
-                        seed=config.seed, device=device, run=run, callbacks=callbacks, describe=describe_density,
-                        **config.execution())
+                        seed=config.seed, device=device, run=run, callbacks=[*callbacks, *tracking(config, run)],
+                        describe=describe_density, **config.execution())
         masks = model_masks(model)
         result = result_record(config, summary, masks, started, device, result_fields)
         if writer:

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 #: Fields that never change a result: where files go, how much is printed, how data is read.
 NON_RESULT_FIELDS = frozenset({"out", "device", "data_root", "download", "quiet", "num_workers", "seed",
-                               "checkpoint_every", "channels_last", "compile"})
+                               "checkpoint_every", "channels_last", "compile", "tensorboard"})
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -52,7 +52,8 @@ def config_dict(config: Any) -> dict:
 
 #: Fields added after runs were first written, left out of the hash at these values so that
 #: the run directories written before them keep their names (dotted paths into the config).
-HASH_OMITTED_AT = {"train.precision": "32", "rerandomize_every": None, "rerandomize_rate": None, "score_l2": None}
+HASH_OMITTED_AT = {"train.precision": "32", "rerandomize_every": None, "rerandomize_rate": None, "score_l2": None,
+                   "early_bird": False, "eb_epsilon": 0.1, "eb_window": 5}
 
 
 def _omit_later_defaults(fields: dict, prefix: str = "") -> dict:

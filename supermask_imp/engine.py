@@ -33,7 +33,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from supermask.errors import RunError, SupermaskError, TrainingDiverged
-from supermask.experiment import ExperimentConfig, describe_density, holding, load_data, result_record
+from supermask.experiment import ExperimentConfig, describe_density, holding, load_data, result_record, tracking
 from supermask.io import atomic_write_bytes, load_checkpoint
 from supermask.models import InputSpec, create_model, masked_layer_types
 from supermask.nn import WEIGHT_INITS, check_density, derived_seed, init_model
@@ -44,6 +44,7 @@ from supermask.tickets import read_ticket, save_ticket
 from supermask.training import Callback, TrainConfig, distributed, resolve_device, train
 
 from .defaults import default_train_config, family_defaults
+from .early_bird import EarlyBird
 from .pruning import check_fraction, frankle_carbin_rates, magnitude_prune, random_masks_like
 from .rewind import RewindPoint, SnapshotAt, rewind, snapshot
 
@@ -67,6 +68,9 @@ class IMPConfig(ExperimentConfig):
     rewind: str = "0"
     control: str = "none"
     init: str = "kaiming-normal"
+    early_bird: bool = False  # stop level 0 once the target mask settles (You et al. 2020)
+    eb_epsilon: float = 0.1
+    eb_window: int = 5
     train: TrainConfig = field(default_factory=lambda: default_train_config("conv6"))
 
     ENGINE = "imp"
@@ -98,6 +102,10 @@ class IMPConfig(ExperimentConfig):
         self.init = canonical(self.init)
         WEIGHT_INITS.get(self.init)
         RewindPoint.parse(self.rewind)
+        if not (0.0 < self.eb_epsilon < 1.0):
+            raise SupermaskError(f"early-bird epsilon must be in (0, 1), got {self.eb_epsilon!r}")
+        if not isinstance(self.eb_window, int) or self.eb_window < 1:
+            raise SupermaskError(f"early-bird window must be a positive integer, got {self.eb_window!r}")
         self.keep_unpruned = tuple(self.keep_unpruned)
         return super().validate()
 
@@ -266,14 +274,24 @@ def _run_levels(config, data, spec, device, root, main, rewind_point, rewind_ste
                 save_state(rewind_path, snapshot(model))
             elif rewind_step > 0:
                 extra.append(SaveSnapshotAt(rewind_step, rewind_path))
+        early_bird = None
+        if level == 0 and config.early_bird:
+            early_bird = EarlyBird(_target_pruner(config, names, conv_names), config.eb_epsilon, config.eb_window,
+                                   run)
+            extra.append(early_bird)
         ticket_state = snapshot(model)
         started = time.time()
         summary = train(model, [p for p in model.parameters() if p.requires_grad], data, config.train,
-                        seed=config.seed, device=device, run=run, callbacks=[*extra, *callbacks],
+                        seed=config.seed, device=device, run=run,
+                        callbacks=[*extra, *callbacks, *tracking(config, run)],
                         describe=describe_density, **config.execution())
-        row = result_record(config, summary, masks, started, device,
-                            {"method": "imp", "level": level, "control": config.control,
-                             "rewind": str(rewind_point), "scope": config.scope})
+        fields = {"method": "imp-early-bird" if config.early_bird else "imp", "level": level,
+                  "control": config.control, "rewind": str(rewind_point), "scope": config.scope}
+        if early_bird is not None:
+            planned = config.train.iterations or config.train.epochs * -(-len(data.train) // config.train.batch_size)
+            fields.update(early_bird_epoch=early_bird.drawn_epoch, planned_steps=planned,
+                          steps_saved=planned - summary.steps)
+        row = result_record(config, summary, masks, started, device, fields)
         if writer:
             save_ticket(run.ticket_dir, masks, {"kind": "weak", "engine": "imp", "arch": config.arch,
                                                 "level": level, "control": config.control,
@@ -288,6 +306,16 @@ def _run_levels(config, data, spec, device, root, main, rewind_point, rewind_ste
         previous = run
         log.info("level %d: density %.4f, test accuracy %.4f", level, row["density"], row["test_accuracy"])
     return rows
+
+
+def _target_pruner(config: IMPConfig, names: list[str], conv_names: set[str]):
+    """The magnitude pruning that takes a dense level-0 model straight to the final density."""
+    fractions = dataclasses.replace(config, one_shot=True).level_fractions(names, conv_names)
+
+    def prune(weights, masks):
+        return magnitude_prune(weights, masks, fractions, scope=config.scope, keep=config.keep_unpruned)
+
+    return prune
 
 
 def _level_masks(config, level, masks, previous, main, names, conv_names, device):

@@ -37,7 +37,7 @@ from supermask.experiment import ExperimentConfig, ExperimentResult, run_experim
 from supermask.models import InputSpec, create_model, masked_layer_types
 from supermask.nn import WEIGHT_INITS, check_density, derived_seed, init_model
 from supermask.nn.init import canonical
-from supermask.nn.masked import get_masks, masked_layers, set_masks
+from supermask.nn.masked import masked_layers, set_masks
 from supermask.nn.topk import global_topk_masks, kept_count, topk_mask
 from supermask.registry import Registry
 from supermask.training import TrainConfig

@@ -214,3 +214,23 @@ def test_interrupted_level_resumes_to_the_uninterrupted_result(tmp_path):
     for a, b in zip(full.levels, resumed.levels):
         for key in ("density", "test_accuracy", "best_val_accuracy", "min_val_loss_step", "density_per_layer"):
             assert a[key] == b[key], (a["level"], key)
+
+
+def test_early_bird_stops_dense_training_once_the_mask_settles(tmp_path):
+    from supermask_imp import IMPConfig, run_imp
+    from supermask_imp.early_bird import mask_distance
+
+    config = IMPConfig.for_arch("lenet_300_100", epochs=12, out=str(tmp_path), device="cpu", levels=2,
+                                early_bird=True, eb_epsilon=0.05, eb_window=2)
+    config.train.batch_size = 500
+    result = run_imp(config)
+    level0 = result.levels[0]
+    assert level0["method"] == "imp-early-bird"
+    assert level0["early_bird_epoch"] is not None and level0["epochs"] == level0["early_bird_epoch"] < 12
+    assert level0["steps_saved"] == 12 * 8 - level0["steps"] > 0
+    records = RunDir(result.run_dir / "level-0").read_metrics()
+    distances = [r["mask_distance"] for r in records if r["split"] == "early-bird"]
+    assert len(distances) == level0["epochs"] - 1 and max(distances[-2:]) < 0.05
+    assert distances[0] > distances[-1]  # the mask settles
+    assert result.levels[1]["epochs"] == 12  # later levels train the configured length
+    assert mask_distance({"a": torch.tensor([1, 0, 1, 1])}, {"a": torch.tensor([1, 1, 1, 0])}) == 0.5

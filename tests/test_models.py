@@ -53,3 +53,45 @@ def test_registry_refuses_duplicates_and_unknown_names():
     reg.add("a", 1)
     with pytest.raises(UnknownNameError, match="unknown thing 'b'; choose from: a"):
         reg.get("b")
+
+
+def test_vit_b_16_converts_every_attention_and_mlp_linear_and_trains_only_scores():
+    import torchvision
+
+    from supermask.nn import SupermaskConv2d, SupermaskLinear, convert
+
+    model = convert(torchvision.models.vit_b_16(image_size=32, num_classes=10), 0.3, seed=0)
+    assert not any(isinstance(m, torch.nn.MultiheadAttention) for m in model.modules())
+    for block in model.encoder.layers:
+        attn = block.self_attention
+        for proj in (attn.q_proj, attn.k_proj, attn.v_proj, attn.out_proj, block.mlp[0], block.mlp[3]):
+            assert isinstance(proj, SupermaskLinear)
+    assert isinstance(model.conv_proj, SupermaskConv2d) and isinstance(model.heads.head, SupermaskLinear)
+    assert not any(isinstance(m, torch.nn.Linear) and not isinstance(m, SupermaskLinear) for m in model.modules())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert {n.rsplit(".", 1)[-1] for n, p in model.named_parameters() if p.requires_grad} == {"scores"}
+    opt = torch.optim.SGD(trainable, lr=1.0)
+    torch.nn.functional.cross_entropy(model(torch.randn(2, 3, 32, 32)), torch.tensor([1, 2])).backward()
+    opt.step()
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.endswith("scores") for k in changed)
+
+
+def test_vit_tiny_attention_is_made_of_the_zoos_linear_layers():
+    from supermask.models import DENSE, masked_layer_types, supermask_layer_types
+    from supermask.nn import SupermaskLinear
+    from supermask.nn.masked import MaskedLinear
+
+    spec = InputSpec(1, 28, 10)
+    x = torch.randn(3, 1, 28, 28)
+    for layers, cls in ((DENSE, torch.nn.Linear), (supermask_layer_types(0.5), SupermaskLinear),
+                        (masked_layer_types(), MaskedLinear)):
+        model = create_model("vit_tiny", spec, layers)
+        assert model(x).shape == (3, 10)
+        attn = model.blocks[0].attn
+        assert all(type(p) is cls for p in (attn.q_proj, attn.k_proj, attn.v_proj, attn.out_proj))
+    norms = [m for m in create_model("vit_tiny", spec, supermask_layer_types(0.5)).modules()
+             if isinstance(m, torch.nn.LayerNorm)]
+    assert norms and not any(m.elementwise_affine for m in norms)  # frozen, non-affine, like BN in a search

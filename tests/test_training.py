@@ -180,3 +180,21 @@ def test_nan_loss_stops_the_run_and_marks_it_failed(tmp_path):
     assert status["status"] == "failed" and status["step"] == 11
     assert status["checkpoint"] == str(run.checkpoint_path)
     assert torch.load(run.checkpoint_path, weights_only=True)["step"] == 8  # the epoch-1 checkpoint, intact
+
+
+def test_tensorboard_scalars_can_be_read_back(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = search(_config(tmp_path, density=0.3, tensorboard=True, train=TrainConfig(epochs=2, batch_size=500)))
+    events = EventAccumulator(str(result.run_dir / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "val/accuracy", "test/loss", "density/overall", "density/1.weight",
+            "mask/flipped"} <= tags
+    assert len(events.Scalars("train/loss")) == 16  # every step of 2 epochs x 8 steps
+    val = [e.value for e in events.Scalars("val/accuracy")]
+    metrics = [m["accuracy"] for m in RunDir(result.run_dir).read_metrics() if m["split"] == "val"]
+    assert val == pytest.approx(metrics)
+    assert events.Scalars("density/overall")[-1].value == pytest.approx(0.3, abs=1e-3)
+    flips = [e.value for e in events.Scalars("mask/flipped")]
+    assert len(flips) == 2 and all(0 < f < 1 for f in flips)  # the strong ticket's mask moves each epoch

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from ..models import InputSpec
 from ..nn.init import WEIGHT_INITS, _fans, canonical, derived_seed
 from ..training import Callback
 from . import METHODS, Method

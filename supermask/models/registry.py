@@ -31,13 +31,14 @@ class Layers:
     """The layer types a builder uses. One architecture definition serves every variant.
 
     ``conv`` and ``linear`` are called like ``nn.Conv2d`` / ``nn.Linear``; ``norm`` like
-    ``nn.BatchNorm2d`` (``None``: no normalisation). ``adapt`` turns a model built
+    ``nn.BatchNorm2d`` (``None``: no normalisation); ``layer_norm`` like ``nn.LayerNorm``. ``adapt`` turns a model built
     elsewhere (a torchvision model) into this variant.
     """
 
     conv: Callable[..., nn.Module] = nn.Conv2d
     linear: Callable[..., nn.Module] = nn.Linear
     norm: Optional[Callable[..., nn.Module]] = nn.BatchNorm2d
+    layer_norm: Callable[..., nn.Module] = nn.LayerNorm
     adapt: Callable[[nn.Module], nn.Module] = field(default=lambda model: model)
 
 
@@ -53,6 +54,7 @@ def supermask_layer_types(density: float, learned_bn: bool = False) -> Layers:
         conv=partial(SupermaskConv2d, density=density),
         linear=partial(SupermaskLinear, density=density),
         norm=nn.BatchNorm2d if learned_bn else partial(nn.BatchNorm2d, affine=False),
+        layer_norm=nn.LayerNorm if learned_bn else partial(nn.LayerNorm, elementwise_affine=False),
         adapt=partial(convert, density=density, init=None, learned_bn=learned_bn, inplace=True),
     )
 
@@ -66,8 +68,10 @@ def masked_layer_types() -> Layers:
 
 def _to_masked(model: nn.Module) -> nn.Module:
     """Swap the Conv2d/Linear of a model built elsewhere for masked versions holding the same weights."""
+    from ..nn.attention import split_attention
     from ..nn.masked import MaskedConv2d, MaskedLinear, MaskedMixin
 
+    split_attention(model)
     for name, module in list(model.named_modules()):
         if isinstance(module, MaskedMixin) or not isinstance(module, (nn.Conv2d, nn.Linear)):
             continue

@@ -16,6 +16,7 @@ from typing import Iterable
 from torch import nn
 
 from ..errors import SupermaskError
+from .attention import split_attention
 from .init import init_model
 from .layers import SupermaskConv2d, SupermaskLinear, SupermaskMixin, attach_global_scope
 from .topk import check_density
@@ -94,6 +95,7 @@ def convert(
     check_scope(scope)
     if not inplace:
         model = copy.deepcopy(model)
+    split_attention(model)  # attention projections as Linear modules, so they can be masked
     dense = _resolve_keep_dense(model, keep_dense)
     for name, module in list(model.named_modules()):
         if isinstance(module, SupermaskMixin) or name in dense:
@@ -104,9 +106,12 @@ def convert(
             _replace(model, name, SupermaskLinear.from_dense(module, density))
         elif isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine and not learned_bn:
             _replace(model, name, _non_affine_copy(module))
+        elif isinstance(module, nn.LayerNorm) and module.elementwise_affine and not learned_bn:
+            _replace(model, name, nn.LayerNorm(module.normalized_shape, eps=module.eps, elementwise_affine=False))
     for name, param in model.named_parameters():
         trainable = name.endswith("scores") or (
-            learned_bn and isinstance(model.get_submodule(name.rpartition(".")[0]), nn.modules.batchnorm._BatchNorm)
+            learned_bn and isinstance(model.get_submodule(name.rpartition(".")[0]),
+                                      (nn.modules.batchnorm._BatchNorm, nn.LayerNorm))
         )
         param.requires_grad_(trainable)
     init_model(model, init, seed, scaled_fan=scaled_fan, score_init=score_init)

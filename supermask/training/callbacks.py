@@ -1,13 +1,16 @@
 """Callbacks: everything the training loop does besides training.
 
 The loop calls, in order: ``on_train_start`` once; per step ``after_step`` (after the
-optimiser step: IMP re-applies its masks here); per evaluation ``on_eval``;
-``on_train_end`` once. The progress bar is a callback the CLI installs.
+optimiser step: IMP re-applies its masks here); per evaluation ``on_eval`` (which may end
+training early by setting ``state.stopped``); ``on_train_end`` once. The progress bar is a
+callback the CLI installs. A callback with state that shapes the rest of the run returns it
+from ``state_dict`` (tensors, numbers, lists, dicts); every checkpoint holds it and a resumed
+run hands it back through ``load_state_dict``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:  # pragma: no cover
     from .loop import TrainState
@@ -21,6 +24,11 @@ class Callback:
     def on_eval(self, state: "TrainState", records: list[dict]) -> None: ...
 
     def on_train_end(self, state: "TrainState") -> None: ...
+
+    def state_dict(self) -> Optional[dict]:
+        return None
+
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 class ProgressBar(Callback):

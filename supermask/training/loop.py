@@ -62,6 +62,7 @@ class TrainState:
     epoch: int = 0  # epochs completed
     batch_in_epoch: int = 0  # batches of the current epoch already trained on
     elapsed: float = 0.0  # seconds spent training, over every resume
+    stopped: Optional[str] = None  # why a callback ended training early (early-bird), if it did
     history: list[dict] = field(default_factory=list)  # one entry per evaluation: epoch, step, val/test loss+acc
 
 
@@ -234,7 +235,7 @@ def train(
             "format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scaler": execution.scaler.state_dict(), "step": state.step, "epoch": state.epoch,
             "batch_in_epoch": state.batch_in_epoch, "elapsed": state.elapsed, "history": state.history,
-            "rng": _rng_state(),
+            "rng": _rng_state(), "stopped": state.stopped, "callbacks": _callback_states(callbacks),
         })
 
     if run is not None and run.has_checkpoint():
@@ -247,7 +248,12 @@ def train(
             state.step, state.epoch, state.elapsed = ckpt["step"], ckpt["epoch"], ckpt["elapsed"]
             state.batch_in_epoch = ckpt.get("batch_in_epoch", 0)
             state.history = list(ckpt["history"])
+            state.stopped = ckpt.get("stopped")
             _set_rng_state(ckpt["rng"])
+            for name, cb_state in (ckpt.get("callbacks") or {}).items():
+                for cb in callbacks:
+                    if _callback_key(cb) == name:
+                        cb.load_state_dict(cb_state)
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise RunError(f"{path}: checkpoint does not fit this run ({exc})") from None
         if writer:
@@ -263,7 +269,7 @@ def train(
     for cb in callbacks:
         cb.on_train_start(state)
     model.train()
-    while state.step < total_steps:
+    while state.step < total_steps and not state.stopped:
         started = time.perf_counter()
         train_loader.set_epoch(state.epoch, state.batch_in_epoch)
         for images, labels in train_loader:
@@ -296,6 +302,14 @@ def train(
     for cb in callbacks:
         cb.on_train_end(state)
     return TrainSummary.from_history(state.history, state.elapsed)
+
+
+def _callback_key(cb: Callback) -> str:
+    return type(cb).__name__
+
+
+def _callback_states(callbacks: Sequence[Callback]) -> dict:
+    return {_callback_key(cb): s for cb in callbacks if (s := cb.state_dict()) is not None}
 
 
 def _diverged(run: Optional[RunDir], state: TrainState, loss: torch.Tensor) -> None:
