@@ -46,6 +46,7 @@ class Point:
     seed: int
     test_accuracy: float
     early_stop_step: Optional[int] = None
+    reached: Optional[float] = None  # the density the mask has (methods whose density is an outcome differ)
 
 
 @dataclass
@@ -59,8 +60,8 @@ def method_label(result: dict) -> str:
     if engine == "train":
         return "dense"
     if engine == "imp":
-        control = result.get("control", "none")
-        return "imp" if control == "none" else f"imp {control}"
+        control, method = result.get("control", "none"), result.get("method", "imp")
+        return method if control == "none" else f"{method} {control}"
     label = f"{result.get('method', engine)} {result.get('init', '')}".strip()
     return label + (" global" if result.get("scope") == "global" else "")
 
@@ -75,8 +76,10 @@ def controls_of(method: str) -> tuple[str, ...]:
 def _points_of(result: dict) -> list[Point]:
     if "levels" in result:  # an IMP summary: its levels are read from their own directories
         return []
-    common = dict(arch=result["arch"], dataset=result["dataset"], density=round(float(result["density"]), 4),
-                  seed=int(result["seed"]))
+    # Runs are grouped by the density asked for (a grid point); IMP levels by the density reached.
+    requested = result.get("requested_density", result["density"])
+    common = dict(arch=result["arch"], dataset=result["dataset"], density=round(float(requested), 4),
+                  seed=int(result["seed"]), reached=float(result["density"]))
     method = method_label(result)
     points = [Point(method=method, test_accuracy=float(result["test_accuracy"]),
                     early_stop_step=result.get("min_val_loss_step") if result.get("engine") == "imp" else None,
@@ -134,8 +137,10 @@ def comparison_rows(points: list[Point]) -> list[dict]:
         accs = [p.test_accuracy for p in items]
         mean, std = mean_std(accs)
         base = dense.get((arch, dataset))
+        reached = [p.reached for p in items if p.reached is not None]
         row = {"arch": arch, "dataset": dataset, "method": method, "density": density, "mean": mean, "std": std,
-               "seeds": len(items), "dense": statistics.fmean(base) if base else math.nan, "controls": []}
+               "seeds": len(items), "dense": statistics.fmean(base) if base else math.nan, "controls": [],
+               "reached": statistics.fmean(reached) if reached else density}
         for control in controls_of(method):
             other = groups.get((arch, dataset, control, density))
             if other:
@@ -157,12 +162,13 @@ def markdown(rows: list[dict], problems: list[str]) -> str:
     for key in sorted({(r["arch"], r["dataset"]) for r in rows}):
         part = [r for r in rows if (r["arch"], r["dataset"]) == key]
         lines += [f"### {key[0]} on {key[1]}", "",
-                  "| method | density | test acc % (mean ± std) | seeds | dense % | vs control: Δ points (Welch p) |",
-                  "| --- | --- | --- | --- | --- | --- |"]
+                  "| method | density | reached | test acc % (mean ± std) | seeds | dense % "
+                  "| vs control: Δ points (Welch p) |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
         for r in part:
             vs = "; ".join(f"{c['control']}: {100 * c['delta']:+.1f} (p={c['p']:.3g})" for c in r["controls"])
-            lines.append(f"| {r['method']} | {r['density']:.4g} | {_pct(r['mean'])} ± {_pct(r['std'])} | {r['seeds']} "
-                         f"| {_pct(r['dense'])} | {vs} |")
+            lines.append(f"| {r['method']} | {r['density']:.4g} | {r['reached']:.4g} | {_pct(r['mean'])} ± "
+                         f"{_pct(r['std'])} | {r['seeds']} | {_pct(r['dense'])} | {vs} |")
         lines.append("")
     if problems:
         lines += ["Left out:", ""] + [f"- {p}" for p in problems] + [""]
@@ -172,10 +178,11 @@ def markdown(rows: list[dict], problems: list[str]) -> str:
 def csv_text(rows: list[dict]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["arch", "dataset", "method", "density", "test_accuracy_mean", "test_accuracy_std", "seeds",
-                     "dense_accuracy", "control", "delta_to_control", "welch_p"])
+    writer.writerow(["arch", "dataset", "method", "density", "density_reached", "test_accuracy_mean",
+                     "test_accuracy_std", "seeds", "dense_accuracy", "control", "delta_to_control", "welch_p"])
     for r in rows:
-        base = [r["arch"], r["dataset"], r["method"], r["density"], f"{r['mean']:.6f}", f"{r['std']:.6f}",
+        base = [r["arch"], r["dataset"], r["method"], r["density"], f"{r['reached']:.6f}", f"{r['mean']:.6f}",
+                f"{r['std']:.6f}",
                 r["seeds"], "" if math.isnan(r["dense"]) else f"{r['dense']:.6f}"]
         for c in r["controls"] or [None]:
             writer.writerow(base + ([c["control"], f"{c['delta']:.6f}", "" if math.isnan(c["p"]) else f"{c['p']:.6g}"]
@@ -199,12 +206,12 @@ def _panels(rows: list[dict], value: str, ylabel: str, path: Path, methods_filte
         for method in sorted({r["method"] for r in part}):
             if method == "dense" and value == "mean":
                 continue
-            series = sorted((r for r in part if r["method"] == method), key=lambda r: r["density"])
+            series = sorted((r for r in part if r["method"] == method), key=lambda r: r["reached"])
             if value == "mean":
-                xs, ys, sd = [r["density"] for r in series], [100 * r["mean"] for r in series], [100 * r["std"] for r in series]
+                xs, ys, sd = [r["reached"] for r in series], [100 * r["mean"] for r in series], [100 * r["std"] for r in series]
             else:
                 series = [r for r in series if r["early_stop"]]
-                xs, ys, sd = [r["density"] for r in series], [r["early_stop"][0] for r in series], [r["early_stop"][1] for r in series]
+                xs, ys, sd = [r["reached"] for r in series], [r["early_stop"][0] for r in series], [r["early_stop"][1] for r in series]
             line, = ax.plot(xs, ys, marker="o", label=method, linestyle="--" if "random mask" in method or "reinit" in method or "random-prune" in method else "-")
             ax.fill_between(xs, [y - s for y, s in zip(ys, sd)], [y + s for y, s in zip(ys, sd)], alpha=0.15,
                             color=line.get_color())

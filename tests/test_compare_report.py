@@ -76,7 +76,7 @@ def test_report_files_and_damaged_inputs(tree, tmp_path):
     for p in written:
         assert p.stat().st_size > 0
     assert (tmp_path / "report" / "accuracy_vs_density.png").read_bytes()[:4] == b"\x89PNG"
-    assert "| imp | 0.2 | 96.0 ± 1.0 | 3 | 96.0 | imp reinit: +6.0" in table
+    assert "| imp | 0.2 | 0.2 | 96.0 ± 1.0 | 3 | 96.0 | imp reinit: +6.0" in table
     assert "Left out:" in table
     rows = list(csv.DictReader(open(tmp_path / "report" / "comparison.csv")))
     imp = next(r for r in rows if r["method"] == "imp")

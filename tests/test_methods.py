@@ -174,3 +174,14 @@ def test_model_masks_of_a_method_model_are_deterministic():
     model = _net(BernoulliLinear)
     model.train()
     assert all(torch.equal(a, b) for a, b in zip(model_masks(model).values(), model_masks(model).values()))
+
+
+def test_a_method_whose_density_moves_reports_accuracy_at_its_final_density(tmp_path):
+    config = SearchConfig(arch="lenet_300_100", method="gem-miner", density=0.1, out=str(tmp_path), device="cpu",
+                          train=TrainConfig(epochs=3, batch_size=500, lr=3.0))
+    r = search(config).result
+    from supermask.runs import RunDir
+
+    densities = [m["density"] for m in RunDir(config.run_dir().path).read_metrics() if m["split"] == "val"]
+    assert densities[1] > densities[-1] and r["density"] == pytest.approx(densities[-1])
+    assert r["best_epoch"] == 3  # the only epoch evaluated at the final density

@@ -70,7 +70,7 @@ class TrainState:
 class TrainSummary:
     epochs: int
     steps: int
-    best_epoch: int  # the epoch of the best validation accuracy (ties: the earliest)
+    best_epoch: int  # the epoch of the best validation accuracy (ties: the earliest) at the final density
     best_val_accuracy: float
     test_accuracy: float  # test accuracy at best_epoch: model selection never looks at the test split
     last_val_accuracy: float
@@ -83,7 +83,10 @@ class TrainSummary:
 
     @classmethod
     def from_history(cls, history: list[dict], elapsed: float) -> "TrainSummary":
-        trained = [h for h in history if h["epoch"] > 0] or history
+        # Model selection only among evaluations at the final density: a method whose density moves
+        # during training (Gem-Miner's freezing, Bernoulli's learned masks) reports the ticket it ends with.
+        final = history[-1].get("density")
+        trained = [h for h in history if h["epoch"] > 0 and h.get("density") == final] or history
         best = max(trained, key=lambda h: (h["val_accuracy"], -h["epoch"]))
         min_loss = min(trained, key=lambda h: (h["val_loss"], h["epoch"]))
         first, last = history[0], history[-1]
@@ -212,7 +215,7 @@ def train(
 
     def log_eval() -> None:
         extra = describe(model) if describe else {}
-        entry = {"epoch": state.epoch, "step": state.step}
+        entry = {"epoch": state.epoch, "step": state.step, **extra}
         records = []
         for split, loader in eval_loaders.items():
             loss, acc = evaluate(model, loader)
