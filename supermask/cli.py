@@ -226,20 +226,25 @@ def search(**kw) -> None:
 @model_options
 @click.option("--init", "init", default="kaiming-normal", show_default=True,
               help="Weight init, or a list (see `supermask list inits`).")
+@click.option("--ticket", default=None, type=click.Path(file_okay=False),
+              help="Fine-tune this finished search run's ticket (its weights under its mask) instead.")
 @train_options(TrainConfig(lr=0.01))
 @output_options
 def train_cmd(**kw) -> None:
-    """Train the dense baseline: the same zoo, data and trainer, weights trained."""
-    from .dense import DenseConfig, train_dense
+    """Train the dense baseline (or, with --ticket, fine-tune a strong ticket): weights trained."""
+    from .dense import DenseConfig, _ticket_config, train_dense
 
     from .sweep import expand_grid, parse_list
 
     quiet = kw.pop("quiet")
     _configure_logging(kw.pop("verbose"), quiet)
+    if kw["ticket"] is not None:  # the architecture and data are the ticket's
+        found = _ticket_config(kw["ticket"])
+        kw.update(arch=found.arch, dataset=found.dataset, width=found.width)
     seeds, inits = _seeds(kw), parse_list(kw.pop("init"), str, "--init")
     configs = expand_grid(DenseConfig(train=_train_config(kw), **kw), init=inits, seed=seeds)
     for result in _run_points(configs, lambda c, cb: train_dense(c, callbacks=cb), quiet,
-                              lambda c: f"{c.arch} dense s={c.seed}"):
+                              lambda c: f"{c.arch} {'fine-tune' if c.ticket else 'dense'} s={c.seed}"):
         _echo_result(result)
 
 

@@ -4,31 +4,82 @@ Every comparison needs its reference: ``train_dense(DenseConfig(arch="conv6"))``
 ``supermask train``) writes a run directory of the same format under ``<out>/train/``.
 Defaults: Kaiming-normal init and SGD lr 0.01 (the edge-popup reference's dense
 baselines for Conv-2/4/6/8), momentum 0.9, weight decay 1e-4, cosine, batch 128.
+
+``DenseConfig(ticket=RUN_DIR)`` (``supermask train --ticket RUN_DIR``) fine-tunes a strong ticket
+instead: the frozen weights a finished search ended with are trained under its final mask (the
+pruned ones held at zero after every step, as in IMP): the weak-ticket variant of any strong
+ticket (Gem-Miner's fine-tuning step, for one). Architecture, data set and width come from the
+search run.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from pathlib import Path
+from typing import Optional, Sequence
 
+import torch
+
+from .errors import SupermaskError
 from .experiment import ExperimentConfig, ExperimentResult, run_experiment
-from .models import DENSE, InputSpec, create_model
+from .io import read_json
+from .models import DENSE, InputSpec, create_model, masked_layer_types
 from .nn import WEIGHT_INITS, init_model
 from .nn.init import canonical
-from .training import Callback, TrainConfig
+from .training import Callback, MaskAfterStep, TrainConfig
 
 
 @dataclass
 class DenseConfig(ExperimentConfig):
     init: str = "kaiming-normal"
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=0.01))
+    ticket: Optional[str] = None  # a finished search run whose ticket is fine-tuned
 
     ENGINE = "train"
 
     def validate(self) -> "DenseConfig":
         self.init = canonical(self.init)
         WEIGHT_INITS.get(self.init)
+        if self.ticket is not None:
+            search = _ticket_config(self.ticket)
+            for name in ("arch", "dataset", "width"):
+                if getattr(self, name) != getattr(search, name):
+                    raise SupermaskError(f"--ticket {self.ticket} is a {name} {getattr(search, name)!r} run, "
+                                         f"not {getattr(self, name)!r}")
         return super().validate()
+
+
+def _ticket_config(run_dir: str):
+    from .runs import RunDir
+    from .search import config_from_dict
+
+    run = RunDir(Path(run_dir))
+    if not run.is_finished() or not (run.ticket_dir / "ticket.json").exists():
+        raise SupermaskError(f"{run_dir}: not a finished search run with a ticket")
+    return config_from_dict(read_json(run.config_path))
+
+
+def build_finetune(config: DenseConfig, spec: InputSpec):
+    """The masked model holding the search's final frozen weights under its final mask."""
+    from .nn import model_masks
+    from .nn.masked import set_masks
+    from .search import load_search_model
+
+    strong = load_search_model(Path(config.ticket))
+    masks = model_masks(strong)
+    model = create_model(config.arch, spec, masked_layer_types(), **config.model_kwargs())
+    own = model.state_dict()
+    missing = set(masks) - set(own)
+    if missing:
+        raise SupermaskError(f"{config.ticket}: masks for weights this model lacks: {sorted(missing)[:3]}")
+    # weights, biases and BatchNorm statistics by name (a search's non-affine BN has no affine terms to copy)
+    model.load_state_dict({k: v for k, v in strong.state_dict().items() if k in own and v.shape == own[k].shape},
+                          strict=False)
+    set_masks(model, masks)
+    with torch.no_grad():
+        for name, mask in masks.items():
+            model.get_parameter(name).mul_(mask)
+    return model
 
 
 def build_dense(config: DenseConfig, spec: InputSpec):
@@ -37,6 +88,13 @@ def build_dense(config: DenseConfig, spec: InputSpec):
 
 
 def train_dense(config: DenseConfig, callbacks: Sequence[Callback] = ()) -> ExperimentResult:
-    """Run (or resume, or skip if finished) one dense training run."""
-    return run_experiment(config, lambda spec, data: build_dense(config, spec), callbacks=callbacks,
-                          result_fields={"method": "dense", "init": config.init, "requested_density": 1.0})
+    """Run (or resume, or skip if finished) one dense training run, or the fine-tuning of a ticket."""
+    config.validate()
+    if config.ticket is None:
+        return run_experiment(config, lambda spec, data: build_dense(config, spec), callbacks=callbacks,
+                              result_fields={"method": "dense", "init": config.init, "requested_density": 1.0})
+    search = _ticket_config(config.ticket)
+    return run_experiment(config, lambda spec, data: build_finetune(config, spec),
+                          callbacks=[MaskAfterStep(), *callbacks],
+                          result_fields={"method": f"{search.method} fine-tuned", "init": search.init,
+                                         "requested_density": search.density, "ticket": config.ticket})

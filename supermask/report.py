@@ -58,7 +58,7 @@ class Collection:
 def method_label(result: dict) -> str:
     engine = result.get("engine")
     if engine == "train":
-        return "dense"
+        return result.get("method", "dense")  # "dense", or "<method> fine-tuned" for a fine-tuned ticket
     if engine == "imp":
         control, method = result.get("control", "none"), result.get("method", "imp")
         return method if control == "none" else f"{method} {control}"

@@ -38,10 +38,10 @@ from supermask.io import atomic_write_bytes, load_checkpoint
 from supermask.models import InputSpec, create_model, masked_layer_types
 from supermask.nn import WEIGHT_INITS, check_density, derived_seed, init_model
 from supermask.nn.init import canonical
-from supermask.nn.masked import get_masks, mask_applier, set_masks
+from supermask.nn.masked import get_masks, set_masks
 from supermask.runs import RunDir, config_dict
 from supermask.tickets import read_ticket, save_ticket
-from supermask.training import Callback, TrainConfig, distributed, resolve_device, train
+from supermask.training import Callback, MaskAfterStep, TrainConfig, distributed, resolve_device, train
 
 from .defaults import default_train_config, family_defaults
 from .early_bird import EarlyBird
@@ -136,21 +136,6 @@ class IMPResult:
     run_dir: Path
     levels: list[dict]
     skipped: bool = False
-
-
-class MaskAfterStep(Callback):
-    """Zero the pruned weights after every optimiser step."""
-
-    def __init__(self):
-        self._apply = None
-
-    def on_train_start(self, state):
-        self._apply = mask_applier(state.model)
-
-    def after_step(self, state, loss, correct, count):
-        if self._apply is None:
-            self._apply = mask_applier(state.model)
-        self._apply()
 
 
 class SaveSnapshotAt(SnapshotAt):

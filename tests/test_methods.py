@@ -185,3 +185,27 @@ def test_a_method_whose_density_moves_reports_accuracy_at_its_final_density(tmp_
     densities = [m["density"] for m in RunDir(config.run_dir().path).read_metrics() if m["split"] == "val"]
     assert densities[1] > densities[-1] and r["density"] == pytest.approx(densities[-1])
     assert r["best_epoch"] == 3  # the only epoch evaluated at the final density
+
+
+def test_a_strong_ticket_fine_tuned_trains_its_kept_weights_only(tmp_path, capsys):
+    from supermask.runs import find_runs
+    from supermask.tickets import load_masks
+
+    common = ["--iterations", "4", "--batch-size", "500", "--device", "cpu", "--out", str(tmp_path), "-q"]
+    assert main(["search", "--arch", "lenet_300_100", "--method", "gem-miner", "--density", "0.2", *common]) == 0
+    (strong,) = find_runs(tmp_path / "search")
+    assert main(["train", "--ticket", str(strong.path), *common]) == 0
+    (tuned,) = find_runs(tmp_path / "train")
+    r = tuned.read_result()
+    assert r["method"] == "gem-miner fine-tuned" and r["arch"] == "lenet_300_100"
+    assert r["density"] == pytest.approx(strong.read_result()["density"])
+    masks = load_masks(strong.ticket_dir / "mask.safetensors")
+    final = torch.load(tuned.checkpoint_path, weights_only=True)["model"]
+    start = torch.load(strong.checkpoint_path, weights_only=True)["model"]
+    for name, mask in masks.items():
+        assert torch.equal(final[f"{name.rsplit('.', 1)[0]}.weight_mask"], mask.float())
+        assert (final[name][mask == 0] == 0).all()  # pruned weights stay zero
+        assert not torch.equal(final[name][mask == 1], start[name][mask == 1])  # kept weights trained
+    capsys.readouterr()
+    assert main(["train", "--ticket", str(tmp_path / "nothing"), *common]) == 2
+    assert "not a finished search run with a ticket" in capsys.readouterr().err

@@ -12,7 +12,9 @@ the rounding has already dropped more).
 Defaults: scores drawn U(0, 1) (``--score-init`` does not apply); lambda = 1e-3 (ours: the paper
 tunes it per target); SGD with momentum and cosine decay, lr 3 (the CLI's default for this
 method: scores on [0, 1] are ~30x larger than edge-popup's, so the step must be too; measured
-on LeNet-300-100 / mnist-5k at density 0.2, 5 epochs: lr 0.1 48.6%, lr 3 87.4%, lr 30 83.8%). Gem-Miner's optional fine-tuning of the found
+on LeNet-300-100 / mnist-5k at density 0.2, 5 epochs: lr 0.1 48.6%, lr 3 87.4%, lr 30 83.8%).
+Gem-Miner's optional fine-tuning of the found ticket (the weak-ticket variant) is
+``supermask train --ticket RUN_DIR``, which trains the kept weights of any finished search. Gem-Miner's optional fine-tuning of the found
 ticket (training its kept weights) is not built in yet.
 """
 

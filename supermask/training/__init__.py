@@ -1,11 +1,11 @@
 """The one training loop, its config, optimisers, schedules, callbacks and checkpoint I/O."""
 
 from . import distributed
-from .callbacks import Callback, ProgressBar
+from .callbacks import Callback, MaskAfterStep, ProgressBar
 from .config import TrainConfig
 from .device import resolve_device
 from .loop import TrainState, TrainSummary, evaluate, train
 from .optim import build_optimizer, lr_factor
 
-__all__ = ["Callback", "ProgressBar", "TrainConfig", "TrainState", "TrainSummary", "build_optimizer", "distributed", "evaluate",
+__all__ = ["Callback", "MaskAfterStep", "ProgressBar", "TrainConfig", "TrainState", "TrainSummary", "build_optimizer", "distributed", "evaluate",
            "lr_factor", "resolve_device", "train"]

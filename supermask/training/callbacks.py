@@ -63,3 +63,18 @@ class ProgressBar(Callback):
     def on_train_end(self, state):
         if self.bar is not None:
             self.bar.close()
+
+
+class MaskAfterStep(Callback):
+    """Zero the pruned weights of masked layers after every optimiser step (IMP, pruning at init,
+    fine-tuned tickets): momentum and weight decay can never revive them."""
+
+    def __init__(self):
+        self._apply = None
+
+    def after_step(self, state, loss, correct, count):
+        if self._apply is None:
+            from ..nn.masked import mask_applier
+
+            self._apply = mask_applier(state.model)
+        self._apply()
