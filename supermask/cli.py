@@ -195,7 +195,7 @@ def _echo_result(result) -> None:
 @click.option("--learned-bn", is_flag=True, help="Train BatchNorm's affine parameters with the scores.")
 @click.option("--rerandomize-every", default=None, type=int, help="IteRand: re-draw period K in steps [one epoch].")
 @click.option("--rerandomize-rate", default=None, type=float, help="IteRand: re-draw probability r [0.1].")
-@click.option("--score-l2", default=None, type=float, help="Gem-Miner: L2 penalty on the scores [1e-3].")
+@click.option("--score-l2", default=None, type=float, help="Gem-Miner: L2 penalty on the scores [1e-5].")
 @train_options(None)
 @output_options
 def search(**kw) -> None:

@@ -200,10 +200,11 @@ def _panels(rows: list[dict], value: str, ylabel: str, path: Path, methods_filte
     keys = sorted({(r["arch"], r["dataset"]) for r in rows if methods_filter(r["method"])})
     if not keys:
         return False
-    fig, axes = plt.subplots(1, len(keys), figsize=(6.5 * len(keys), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(keys), figsize=(9 * len(keys), 5), squeeze=False)
+    palette = plt.get_cmap("tab20").colors  # enough distinct colours for every method of a sweep
     for ax, key in zip(axes[0], keys):
         part = [r for r in rows if (r["arch"], r["dataset"]) == key and methods_filter(r["method"])]
-        for method in sorted({r["method"] for r in part}):
+        for index, method in enumerate(sorted({r["method"] for r in part})):
             if method == "dense" and value == "mean":
                 continue
             series = sorted((r for r in part if r["method"] == method), key=lambda r: r["reached"])
@@ -212,7 +213,9 @@ def _panels(rows: list[dict], value: str, ylabel: str, path: Path, methods_filte
             else:
                 series = [r for r in series if r["early_stop"]]
                 xs, ys, sd = [r["reached"] for r in series], [r["early_stop"][0] for r in series], [r["early_stop"][1] for r in series]
-            line, = ax.plot(xs, ys, marker="o", label=method, linestyle="--" if "random mask" in method or "reinit" in method or "random-prune" in method else "-")
+            control = "random mask" in method or "reinit" in method or "random-prune" in method
+            line, = ax.plot(xs, ys, marker="o", label=method, linestyle="--" if control else "-",
+                            color=palette[index % len(palette)])
             ax.fill_between(xs, [y - s for y, s in zip(ys, sd)], [y + s for y, s in zip(ys, sd)], alpha=0.15,
                             color=line.get_color())
         dense = [r for r in part if r["method"] == "dense"]
@@ -227,7 +230,7 @@ def _panels(rows: list[dict], value: str, ylabel: str, path: Path, methods_filte
         ax.set_ylabel(ylabel)
         ax.set_title(f"{key[0]} on {key[1]}")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)

@@ -44,7 +44,7 @@ class SearchConfig(ExperimentConfig):
     # Method options (None: the method's default; see supermask.methods.<method>).
     rerandomize_every: Optional[int] = None  # IteRand: K, in steps [one epoch]
     rerandomize_rate: Optional[float] = None  # IteRand: r [0.1]
-    score_l2: Optional[float] = None  # Gem-Miner: lambda of the L2 penalty on the scores [1e-3]
+    score_l2: Optional[float] = None  # Gem-Miner: lambda of the L2 penalty on the scores [1e-5]
 
     ENGINE = "search"
 
@@ -59,6 +59,16 @@ class SearchConfig(ExperimentConfig):
             raise SupermaskError(f"rerandomize rate must be in (0, 1], got {self.rerandomize_rate!r}")
         if self.score_l2 is not None and not (math.isfinite(self.score_l2) and self.score_l2 >= 0):
             raise SupermaskError(f"score L2 must be >= 0, got {self.score_l2!r}")
+        # A method's numeric defaults are written into the config (and its hash), so changing a
+        # default later never leaves old run directories looking like runs of the new one.
+        if self.method == "gem-miner" and self.score_l2 is None:
+            from .methods.gem_miner import DEFAULT_L2
+
+            self.score_l2 = DEFAULT_L2
+        if self.method == "iterand" and self.rerandomize_rate is None:
+            from .methods.iterand import DEFAULT_RATE
+
+            self.rerandomize_rate = DEFAULT_RATE
         self.init = canonical(self.init)
         WEIGHT_INITS.get(self.init)
         self.score_init = canonical(self.score_init)
