@@ -305,6 +305,7 @@ def main(argv=None) -> int:
     parser.add_argument("--only", default=None, help="Comma-separated subset: selection,steps,data,eval,epoch.")
     parser.add_argument("--quick", action="store_true", help="2 rounds and a small data set (a smoke test).")
     parser.add_argument("--json", default=None, help="Also write the rows and the machine to this JSON file.")
+    parser.add_argument("--markdown", default=None, help="Also write the table, machine and command as Markdown.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
@@ -328,10 +329,16 @@ def main(argv=None) -> int:
     if "epoch" in parts:
         rows.append(bench_epoch(1 if args.quick else max(1, rounds // 2), device))
     info = machine()
-    print(f"supermask benchmarks on {args.device}: {info.get('cpu', info['processor'])}, {info['cpus']} CPUs, "
-          f"{info['threads']} threads, torch {info['torch']}" + (f", {info['gpu']}" if "gpu" in info else ""))
+    header = (f"supermask benchmarks on {args.device}: {info.get('cpu', info['processor'])}, {info['cpus']} CPUs, "
+              f"{info['threads']} threads, torch {info['torch']}, Python {info['python']}"
+              + (f", {info['gpu']}" if "gpu" in info else ""))
+    print(header)
     print(f"{rounds} alternating rounds per comparison\n")
     print(table(rows))
+    if args.markdown:
+        command = "python scripts/bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        Path(args.markdown).write_text(f"`{command.strip()}`\n\n{header}; {rounds} alternating rounds per "
+                                       f"comparison; ratios: median (min-max) over the rounds.\n\n{table(rows)}\n")
     if args.json:
         Path(args.json).write_text(json.dumps({"device": args.device, "rounds": rounds, "machine": info,
                                                "rows": rows}, indent=2) + "\n")
