@@ -164,11 +164,30 @@ def compact_ticket(state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor
     return st_save({**pack_masks(masks), **extra}, metadata={"supermask_ticket": json.dumps(recipe)})
 
 
+def _effective_weights(run_dir: Path, state: dict, masks: dict) -> dict:
+    """A search run's state with each masked weight replaced, where kept, by what the layer computes
+    with (biprop's sign(w)*alpha; IteRand's re-drawn weights are in the checkpoint already)."""
+    from .nn.layers import SupermaskMixin
+    from .search import load_search_model
+
+    model = load_search_model(run_dir)
+    state = dict(state)
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            key = f"{name}.weight"
+            if isinstance(module, SupermaskMixin) and key in masks:
+                kept = masks[key].bool()
+                state[key] = torch.where(kept, module.masked_weight(), state[key])
+    return state
+
+
 def export_run(run_dir: Path, fmt: str, out: Path) -> dict:
     """Write ``run_dir``'s ticket to ``out`` in ``fmt``; returns sizes for the report."""
     if fmt not in EXPORT_FORMATS:
         raise SupermaskError(f"format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
     state, masks, result = _run_state(Path(run_dir))
+    if result.get("engine") == "search":
+        state = _effective_weights(Path(run_dir), state, masks)
     if fmt == "mask":
         data = st_save({n: m.contiguous() for n, m in masks.items()})
     elif fmt == "state-dict":
@@ -180,6 +199,9 @@ def export_run(run_dir: Path, fmt: str, out: Path) -> dict:
         if meta.get("kind") != "strong":
             raise SupermaskError("the compact ticket holds strong tickets only (weights regenerated from the seed); "
                                  "export a trained ticket as state-dict or torch-prune")
+        if meta.get("method", "edge-popup") != "edge-popup":
+            raise SupermaskError(f"the compact ticket rebuilds edge-popup networks (seeded weights x a top-k mask); "
+                                 f"a {meta['method']} ticket computes with other weights: export it as state-dict")
         data = compact_ticket(state, masks, meta)
     out = Path(out)
     if out.is_dir():

@@ -209,3 +209,24 @@ def test_a_strong_ticket_fine_tuned_trains_its_kept_weights_only(tmp_path, capsy
     capsys.readouterr()
     assert main(["train", "--ticket", str(tmp_path / "nothing"), *common]) == 2
     assert "not a finished search run with a ticket" in capsys.readouterr().err
+
+
+def test_exports_compute_what_the_method_computes(tmp_path):
+    from safetensors.torch import load_file
+
+    from supermask.runs import find_runs
+    from supermask.search import load_search_model
+    from supermask.tickets import export_run
+
+    common = ["--arch", "lenet_300_100", "--iterations", "2", "--batch-size", "500", "--device", "cpu", "-q",
+              "--density", "0.3", "--init", "kaiming-normal"]
+    assert main(["search", "--method", "biprop", *common, "--out", str(tmp_path)]) == 0
+    (run,) = find_runs(tmp_path)
+    export_run(run.path, "state-dict", tmp_path / "sd.safetensors")
+    plain = create_model("lenet_300_100", SPEC)
+    plain.load_state_dict(load_file(tmp_path / "sd.safetensors"))
+    x = torch.randn(5, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(plain.eval()(x), load_search_model(run.path)(x), atol=1e-5)
+    with pytest.raises(Exception, match="export it as state-dict"):
+        export_run(run.path, "ticket", tmp_path / "t.safetensors")
