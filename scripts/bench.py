@@ -144,10 +144,11 @@ def bench_steps(rounds: int, device: torch.device, batch: int = 128) -> list[dic
     dense, strong, weak = conv6_models(device)
     x, y = torch.randn(batch, 3, 32, 32, device=device), torch.randint(0, 10, (batch,), device=device)
     dense_step = sgd_step(dense, x, y)
-    tb, ta = paired_rounds(dense_step, sgd_step(strong, x, y), rounds, device)
+    # two steps per side per round: single ~1 s steps on a shared 2-core machine are noisy
+    tb, ta = paired_rounds(dense_step, sgd_step(strong, x, y), rounds, device, calls=2)
     rows = [ratio_row("edge_popup_step", f"Conv6 training step, batch {batch}: edge-popup / dense",
                       "edge-popup", ta, "dense", tb)]
-    tb, ta = paired_rounds(dense_step, sgd_step(weak, x, y, mask_applier(weak)), rounds, device)
+    tb, ta = paired_rounds(dense_step, sgd_step(weak, x, y, mask_applier(weak)), rounds, device, calls=2)
     rows.append(ratio_row("imp_step", f"Conv6 training step, batch {batch}: IMP masked (density 0.2) / dense",
                           "IMP masked", ta, "dense", tb))
     return rows
@@ -301,6 +302,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--rounds", type=int, default=7, help="Alternating rounds per comparison.")
+    parser.add_argument("--step-rounds", type=int, default=15,
+                        help="Rounds for the training-step comparisons (the noisiest: ~1 s steps).")
     parser.add_argument("--threads", type=int, default=None, help="torch threads [default: torch's].")
     parser.add_argument("--only", default=None, help="Comma-separated subset: selection,steps,data,eval,epoch.")
     parser.add_argument("--quick", action="store_true", help="2 rounds and a small data set (a smoke test).")
@@ -321,7 +324,7 @@ def main(argv=None) -> int:
     if "selection" in parts:
         rows += bench_selection(rounds, device)
     if "steps" in parts:
-        rows += bench_steps(rounds, device)
+        rows += bench_steps(2 if args.quick else args.step_rounds, device)
     if "data" in parts:
         rows.append(bench_data(rounds, device, n_train=1000 if args.quick else 10000))
     if "eval" in parts:
@@ -333,12 +336,13 @@ def main(argv=None) -> int:
               f"{info['threads']} threads, torch {info['torch']}, Python {info['python']}"
               + (f", {info['gpu']}" if "gpu" in info else ""))
     print(header)
-    print(f"{rounds} alternating rounds per comparison\n")
+    print(f"{rounds} alternating rounds per comparison ({args.step_rounds} for the training steps)\n")
     print(table(rows))
     if args.markdown:
         command = "python scripts/bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
         Path(args.markdown).write_text(f"`{command.strip()}`\n\n{header}; {rounds} alternating rounds per "
-                                       f"comparison; ratios: median (min-max) over the rounds.\n\n{table(rows)}\n")
+                                       f"comparison ({args.step_rounds} of two steps each for the training steps); "
+                                       f"ratios: median (min-max) over the rounds.\n\n{table(rows)}\n")
     if args.json:
         Path(args.json).write_text(json.dumps({"device": args.device, "rounds": rounds, "machine": info,
                                                "rows": rows}, indent=2) + "\n")

@@ -385,6 +385,7 @@ def list_(what: str) -> None:
         items = [f"{name} (search): {METHODS.get(name).summary}" for name in METHODS]
         items += [f"{name} (prune): {PRUNER_SUMMARIES[name]}" for name in PRUNERS]
         items += ["imp (imp): Frankle & Carbin 2019: iterative magnitude pruning with rewinding",
+                  "imp-early-bird (imp --early-bird): You et al. 2020: dense training stops once the mask settles",
                   "dense (train): the dense baseline, weights trained"]
     else:
         from .nn import SCORE_INITS, WEIGHT_INITS
