@@ -42,13 +42,21 @@ def run_cli(args, capsys):
     (["imp", "--arch", "lenet_300_100", "--rewind", "1000ep", "--epochs", "1"], "beyond the training length"),
     (["imp", "--target-density", "2"], "target density must be in (0, 1]"),
     (["train", "--init", "ones"], "unknown init"),
+    (["search", "--checkpoint-every", "0"], "checkpoint every must be a positive number of steps"),
+    (["search", "--width", "0"], "width must be positive"),
+    (["search", "--precision", "8"], "Invalid value for '--precision'"),
+    (["search", "--method", "iterand", "--rerandomize-rate", "1.5"], "rerandomize rate must be in (0, 1]"),
+    (["prune", "--method", "obd"], "unknown pruning method"),
+    (["prune", "--density", "0"], "density must be in (0, 1]"),
+    (["imp", "--early-bird", "--eb-epsilon", "2"], "early-bird epsilon must be in (0, 1)"),
 ])
 def test_user_errors_are_one_line_with_status_2(args, message, capsys, tmp_path):
     code, out, err = run_cli(args + ["--out", str(tmp_path)] if args[0] != "list" else args, capsys)
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("supermask: error:"), err
+    assert "Traceback" not in err
     assert message in err
-    assert not list(tmp_path.iterdir())  # nothing half-written
+    assert not list(tmp_path.iterdir())  # nothing half-written, nothing looking finished
 
 
 def test_missing_data_and_unwritable_output(capsys, tmp_path):
