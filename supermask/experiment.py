@@ -106,9 +106,18 @@ def tracking(config: ExperimentConfig, run: RunDir) -> list[Callback]:
     return [TensorBoardLogger(run.path)]
 
 
-def holding(run: RunDir):
-    """Hold ``run``'s lock in the process that writes it (rank 0 under ``torchrun``)."""
-    return run.lock() if distributed.is_main() else contextlib.nullcontext()
+@contextlib.contextmanager
+def writing(run: RunDir, config: ExperimentConfig):
+    """Start writing ``run``: write (or check) its config, hold its lock and mark it running, in the
+    process that writes it (rank 0 under ``torchrun``); then line every rank up."""
+    writer = distributed.is_main()
+    if writer:
+        run.prepare(config_dict(config))
+    with run.lock() if writer else contextlib.nullcontext():
+        if writer:
+            run.write_status("running")
+        distributed.barrier()
+        yield
 
 
 def describe_density(model: nn.Module) -> dict:
@@ -137,12 +146,7 @@ def run_experiment(
     device = resolve_device(config.device)
     data, spec = load_data(config)
     writer = distributed.is_main()
-    if writer:
-        run.prepare(config_dict(config))
-    with holding(run):
-        if writer:
-            run.write_status("running")
-        distributed.barrier()
+    with writing(run, config):
         torch.manual_seed(config.seed)
         model = build(spec, data)
         started = time.time()

@@ -33,7 +33,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from supermask.errors import RunError, SupermaskError, TrainingDiverged
-from supermask.experiment import ExperimentConfig, describe_density, holding, load_data, result_record, tracking
+from supermask.experiment import ExperimentConfig, describe_density, load_data, result_record, tracking, writing
 from supermask.io import atomic_write_bytes, load_checkpoint
 from supermask.models import InputSpec, create_model, masked_layer_types
 from supermask.nn import WEIGHT_INITS, check_density, derived_seed, init_model
@@ -205,12 +205,7 @@ def run_imp(config: IMPConfig, callbacks: Sequence[Callback] = ()) -> IMPResult:
         raise SupermaskError(f"rewind point {rewind_point} (step {rewind_step}) is beyond the training length "
                              f"({total_steps} steps)")
     writer = distributed.is_main()
-    if writer:
-        root.prepare(config_dict(config))
-    with holding(root):
-        if writer:
-            root.write_status("running")
-        distributed.barrier()
+    with writing(root, config):
         try:
             rows = _run_levels(config, data, spec, device, root, main, rewind_point, rewind_step, callbacks)
         except TrainingDiverged as exc:
