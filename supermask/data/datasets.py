@@ -157,8 +157,8 @@ def _mnist_like(name: str, folder: str, stats, tv_class: str) -> Loader:
             import torchvision
 
             cls = getattr(torchvision.datasets, tv_class)
-            _download(name, root, lambda folder: (cls(folder, train=True, download=True),
-                                                  cls(folder, train=False, download=True)))
+            _download(name, root, lambda folder: (cls(folder, train=True, download=download),
+                                                  cls(folder, train=False, download=download)))
         if not (raw / "train-images-idx3-ubyte").exists() and not (raw / "train-images-idx3-ubyte.gz").exists():
             raise _missing(name, raw / "train-images-idx3-ubyte")
         try:
@@ -184,7 +184,7 @@ def _cifar(name: str, folder: str, train_files, test_files, label_key, classes, 
             import torchvision
 
             cls = getattr(torchvision.datasets, tv_class)
-            _download(name, root, lambda folder: cls(folder, train=True, download=True))
+            _download(name, root, lambda folder: cls(folder, train=True, download=download))
         try:
             images, labels = formats.read_cifar_folder(path, train_files, label_key)
             test = TensorSplit(*formats.read_cifar_folder(path, test_files, label_key))
@@ -207,8 +207,8 @@ def load_svhn(root: Path, download: bool) -> Dataset:
     if download and not (root / "train_32x32.mat").exists():
         import torchvision
 
-        _download("svhn", root, lambda folder: (torchvision.datasets.SVHN(folder, split="train", download=True),
-                                                torchvision.datasets.SVHN(folder, split="test", download=True)))
+        _download("svhn", root, lambda folder: (torchvision.datasets.SVHN(folder, split="train", download=download),
+                                                torchvision.datasets.SVHN(folder, split="test", download=download)))
     try:
         images, labels = formats.read_svhn_mat(root / "train_32x32.mat")
         test = TensorSplit(*formats.read_svhn_mat(root / "test_32x32.mat"))

@@ -27,9 +27,9 @@ import torch
 from torch import Tensor, nn
 
 from ..models import InputSpec
-from ..nn.layers import SupermaskConv2d, SupermaskLinear
+from ..nn.layers import SupermaskConv2d, SupermaskLinear, supermask_layers
 from . import METHODS, Method
-from .edge_popup import build_edge_popup, retype, supermask_modules
+from .edge_popup import build_edge_popup, retype
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..search import SearchConfig
@@ -71,7 +71,7 @@ def build_bernoulli(config: "SearchConfig", spec: InputSpec) -> nn.Module:
     model = retype(build_edge_popup(dataclasses.replace(config, scope="layerwise"), spec), BernoulliConv2d, BernoulliLinear)
     start = math.log(config.density / (1 - config.density)) if config.density < 1 else 6.0
     with torch.no_grad():
-        for _, layer in supermask_modules(model):
+        for _, layer in supermask_layers(model):
             layer.scores.add_(start)
     return model
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from ..models import InputSpec, create_model, supermask_layer_types
 from ..nn import attach_global_scope, init_model
-from ..nn.layers import SupermaskConv2d, SupermaskLinear, SupermaskMixin
+from ..nn.layers import SupermaskConv2d, SupermaskLinear
 from . import METHODS, Method
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,10 +34,6 @@ def retype(model: nn.Module, conv: type, linear: type) -> nn.Module:
         elif isinstance(module, SupermaskLinear):
             module.__class__ = linear
     return model
-
-
-def supermask_modules(model: nn.Module) -> list[tuple[str, SupermaskMixin]]:
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, SupermaskMixin)]
 
 
 METHODS.add("edge-popup", Method(

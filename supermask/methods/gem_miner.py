@@ -30,11 +30,11 @@ from torch import Tensor, nn
 
 from ..models import InputSpec
 from ..nn.init import derived_seed
-from ..nn.layers import SupermaskConv2d, SupermaskLinear
+from ..nn.layers import SupermaskConv2d, SupermaskLinear, supermask_layers
 from ..nn.topk import global_topk_masks, kept_count, topk_mask
 from ..training import Callback
 from . import METHODS, Method
-from .edge_popup import build_edge_popup, retype, supermask_modules
+from .edge_popup import build_edge_popup, retype
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..search import SearchConfig
@@ -43,7 +43,7 @@ DEFAULT_L2 = 1e-5
 
 
 class RoundedMaskMixin:
-    """mask = round(score) for scores in [0, 1], zero where frozen."""
+    """mask = round(score) for scores in [0, 1] (frozen scores are held at 0 by :class:`GemMiner`)."""
 
     @torch.compiler.disable
     def forward_mask(self) -> Tensor:
@@ -66,12 +66,12 @@ class RoundedLinear(RoundedMaskMixin, SupermaskLinear):
 
 def build_gem_miner(config: "SearchConfig", spec: InputSpec) -> nn.Module:
     model = build_edge_popup(config, spec)
-    for _, layer in supermask_modules(model):
+    for _, layer in supermask_layers(model):
         object.__setattr__(layer, "global_scope", None)  # freezing does the global part
     model = retype(model, RoundedConv2d, RoundedLinear)
     gen = torch.Generator().manual_seed(derived_seed(config.seed, "gem-miner-scores"))
     with torch.no_grad():
-        for _, layer in supermask_modules(model):
+        for _, layer in supermask_layers(model):
             layer.scores.copy_(torch.rand(layer.scores.shape, generator=gen))
             layer.register_buffer("frozen", torch.zeros_like(layer.scores, dtype=torch.bool))
     return model
@@ -81,10 +81,13 @@ class GemMiner(Callback):
     def __init__(self, config: "SearchConfig"):
         self.density, self.scope = config.density, config.scope
         self.l2 = DEFAULT_L2 if config.score_l2 is None else config.score_l2
+        self.layers = None
 
     def after_step(self, state, loss, correct, count):
         lr = state.optimizer.param_groups[0]["lr"]
-        layers = [layer for _, layer in supermask_modules(state.model)]
+        if self.layers is None:
+            self.layers = [layer for _, layer in supermask_layers(state.model)]
+        layers = self.layers
         with torch.no_grad():
             for layer in layers:
                 layer.scores.mul_(1 - 2 * lr * self.l2).clamp_(0, 1).masked_fill_(layer.frozen, 0)

@@ -19,9 +19,10 @@ import torch
 from torch import nn
 
 from ..nn.init import WEIGHT_INITS, _fans, canonical, derived_seed
+from ..nn.layers import supermask_layers
 from ..training import Callback
 from . import METHODS, Method
-from .edge_popup import build_edge_popup, supermask_modules
+from .edge_popup import build_edge_popup
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..search import SearchConfig
@@ -34,7 +35,7 @@ def rerandomize_pruned(model: nn.Module, init: str, seed: int, step: int, rate: 
     """Re-draw each pruned weight of ``model``'s supermask layers with probability ``rate``; returns how many."""
     weight_fn = WEIGHT_INITS.get(canonical(init))
     changed = 0
-    for name, layer in supermask_modules(model):
+    for name, layer in supermask_layers(model):
         gen = torch.Generator().manual_seed(derived_seed(seed, f"iterand-{step}-{name}"))
         shape = tuple(layer.weight.shape)
         fan_in, fan_out = _fans(layer.weight)

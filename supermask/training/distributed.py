@@ -25,6 +25,7 @@ BatchNorm match the single-process run exactly only on CUDA, where they are conv
 from __future__ import annotations
 
 import logging
+import math
 import os
 
 import torch
@@ -93,10 +94,12 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
-def all_finite(value: torch.Tensor) -> bool:
+def all_finite(value: float) -> bool:
     """Whether ``value`` is finite on every rank (one all-reduce when distributed)."""
-    flag = torch.isfinite(value.detach()).all().to(torch.int32)
-    if active():
-        flag = flag.to(value.device if dist.get_backend() == "nccl" else "cpu")
-        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    finite = math.isfinite(value)
+    if not active():
+        return finite
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    flag = torch.tensor(int(finite), dtype=torch.int32, device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
     return bool(flag.item())

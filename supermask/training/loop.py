@@ -280,16 +280,19 @@ def train(
             with execution.autocast():
                 logits = step_model(execution.inputs(images))
                 loss = loss_of(logits, labels)
-            if not distributed.all_finite(loss):
-                _diverged(run, state, loss)
+            loss_value = loss.item()  # the one host sync of the loss: the finiteness check and the callbacks
+            if not distributed.all_finite(loss_value):
+                _diverged(run, state, loss_value)
             optimizer.zero_grad(set_to_none=True)
             execution.scaler.scale(loss).backward()
             execution.scaler.step(optimizer)
             execution.scaler.update()
             state.step += 1
             state.batch_in_epoch += 1
-            for cb in callbacks:
-                cb.after_step(state, loss.item(), (logits.argmax(1) == labels).sum().item(), labels.numel())
+            if callbacks:
+                correct = (logits.argmax(1) == labels).sum().item()
+                for cb in callbacks:
+                    cb.after_step(state, loss_value, correct, labels.numel())
             if state.step >= total_steps or state.batch_in_epoch == steps_per_epoch:
                 break
             if checkpoint_every and state.step % checkpoint_every == 0:
@@ -315,9 +318,9 @@ def _callback_states(callbacks: Sequence[Callback]) -> dict:
     return {_callback_key(cb): s for cb in callbacks if (s := cb.state_dict()) is not None}
 
 
-def _diverged(run: Optional[RunDir], state: TrainState, loss: torch.Tensor) -> None:
+def _diverged(run: Optional[RunDir], state: TrainState, loss: float) -> None:
     where = run.last_checkpoint() if run is not None else None
-    message = (f"the loss became {loss.item()} at step {state.step + 1} (epoch {state.epoch + 1}); "
+    message = (f"the loss became {loss} at step {state.step + 1} (epoch {state.epoch + 1}); "
                f"last good checkpoint: {where or 'none'}; lower the learning rate or check the data")
     if run is not None and distributed.is_main():
         run.write_status("failed", reason="non-finite loss", step=state.step + 1, checkpoint=str(where or ""))
