@@ -26,7 +26,7 @@ from .search import SearchConfig, SearchResult, search
 from .tickets import export_run, load_masks, load_ticket, read_ticket, save_masks
 from .training import Callback, ProgressBar, TrainConfig, TrainSummary, evaluate, train
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "DATASETS", "METHODS", "MODELS", "Callback", "DataError", "InputSpec", "Layers", "ProgressBar", "RunDir",

@@ -18,7 +18,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import nn
 
-from .data import DATASETS, Dataset, load_dataset
+from .data import DATASETS, Dataset, DatasetInfo, load_dataset
 from .data.datasets import IMAGEFOLDER_PREFIX
 from .errors import SupermaskError
 from .models import MODELS, InputSpec
@@ -26,7 +26,7 @@ from .models.registry import TORCHVISION_PREFIX
 from .models.torchvision_models import check_torchvision_name
 from .nn import density_report, model_masks
 from .runs import RunDir, config_dict, config_hash, run_path
-from .tickets import save_ticket
+from .tickets import library_versions, regenerated_keys, save_ticket, weights_checksum
 from .training import Callback, TrainConfig, distributed, resolve_device, train
 
 log = logging.getLogger(__name__)
@@ -108,16 +108,38 @@ def tracking(config: ExperimentConfig, run: RunDir) -> list[Callback]:
 
 @contextlib.contextmanager
 def writing(run: RunDir, config: ExperimentConfig):
-    """Start writing ``run``: write (or check) its config, hold its lock and mark it running, in the
-    process that writes it (rank 0 under ``torchrun``); then line every rank up."""
+    """Start writing ``run``: write (or check) its config, hold its lock and keep its status
+    (running, then finished or failed), in the process that writes it (rank 0 under
+    ``torchrun``); then line every rank up."""
     writer = distributed.is_main()
     if writer:
         run.prepare(config_dict(config))
     with run.lock() if writer else contextlib.nullcontext():
-        if writer:
-            run.write_status("running")
-        distributed.barrier()
-        yield
+        with run.tracking_status() if writer else contextlib.nullcontext():
+            distributed.barrier()
+            yield
+
+
+def provenance(config: ExperimentConfig, info: DatasetInfo, summary, state: dict) -> dict:
+    """What every ticket records about where it came from and what it expects as input."""
+    return {
+        **library_versions(), "engine": config.ENGINE, "config_hash": config_hash(config), "arch": config.arch,
+        "dataset": config.dataset, "input_shape": [info.in_channels, info.image_size, info.image_size],
+        "num_classes": info.num_classes, "normalization": {"mean": list(info.mean), "std": list(info.std)},
+        "selection": summary.selection, "selected_epoch": summary.selected_epoch,
+        "selected_step": summary.selected_step, "state_checksum": weights_checksum(state),
+    }
+
+
+def ticket_record(config: ExperimentConfig, info: DatasetInfo, summary, model: nn.Module, masks: dict,
+                  engine_meta: Optional[dict]) -> dict:
+    """``ticket.json``: the provenance, the engine's own fields and, for a strong ticket, the
+    checksum of the frozen weights its seed regenerates."""
+    state = model.state_dict()
+    record = {**provenance(config, info, summary, state), **(engine_meta or {})}
+    if record.get("kind") == "strong":
+        record["weights_checksum"] = weights_checksum({k: state[k] for k in regenerated_keys(state, masks)})
+    return record
 
 
 def describe_density(model: nn.Module) -> dict:
@@ -136,7 +158,8 @@ def run_experiment(
     """Run (or resume, or skip if finished) one experiment.
 
     ``build(spec, data)`` returns the model; its parameters that require grad are trained.
-    With ``ticket_meta`` the masks of its supermask layers are saved as a ticket.
+    ``ticket/`` receives the selected network's state and masks, and with ``ticket_meta`` what
+    rebuilds it from the seed (a strong ticket).
     """
     config.validate()
     run = config.run_dir()
@@ -153,12 +176,13 @@ def run_experiment(
         summary = train(model, [p for p in model.parameters() if p.requires_grad], data, config.train,
                         seed=config.seed, device=device, run=run, callbacks=[*callbacks, *tracking(config, run)],
                         describe=describe_density, **config.execution())
-        masks = model_masks(model)
+        masks = model_masks(model)  # the selected network's (train() leaves it in the model)
         result = result_record(config, summary, masks, started, device, result_fields)
         if writer:
-            if ticket_meta is not None:
-                save_ticket(run.ticket_dir, masks, ticket_meta(spec))
+            meta = ticket_record(config, data.info, summary, model, masks, ticket_meta(spec) if ticket_meta else None)
+            save_ticket(run.ticket_dir, masks, meta, model.state_dict())
             run.write_result(result)
+            run.discard_selected(keep=None)
         distributed.barrier()
     log.info("finished %s: test accuracy %.4f at density %.4f", run.path, summary.test_accuracy, result["density"])
     return ExperimentResult(run.path, result)
@@ -171,8 +195,11 @@ def result_record(config: ExperimentConfig, summary, masks: dict, started: float
         "status": "finished", "engine": config.ENGINE, "arch": config.arch, "dataset": config.dataset,
         "seed": config.seed, "config_hash": config_hash(config), **(fields or {}),
         "density": overall, "density_per_layer": per_layer,
+        "selection": summary.selection, "selected_epoch": summary.selected_epoch,
+        "selected_step": summary.selected_step, "val_accuracy": summary.val_accuracy,
+        "test_accuracy": summary.test_accuracy,
         "best_epoch": summary.best_epoch, "best_val_accuracy": summary.best_val_accuracy,
-        "test_accuracy": summary.test_accuracy, "last_val_accuracy": summary.last_val_accuracy,
+        "best_test_accuracy": summary.best_test_accuracy, "last_val_accuracy": summary.last_val_accuracy,
         "last_test_accuracy": summary.last_test_accuracy, "initial_test_accuracy": summary.initial_test_accuracy,
         "min_val_loss_step": summary.min_val_loss_step, "epochs": summary.epochs, "steps": summary.steps,
         "train_seconds": round(summary.seconds, 3), "wall_seconds": round(time.time() - started, 3),

@@ -2,7 +2,9 @@
 
 Every file a run writes goes to a temporary file in the same directory, is flushed
 and fsynced, then renamed over the target: a reader sees the old file or the new
-one, never half of one.
+one, never half of one. The file gets the mode any other tool would give it
+(0666 less the process umask), not ``mkstemp``'s private 0600: results on a shared
+file system stay readable by collaborators.
 """
 
 from __future__ import annotations
@@ -19,10 +21,18 @@ import torch
 from .errors import RunError
 
 
+def current_umask() -> int:
+    """The process umask (read by setting it and putting it back: there is no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

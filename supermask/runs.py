@@ -9,7 +9,9 @@ A run directory belongs to one process at a time: :meth:`RunDir.lock` holds ``lo
 (the writer's host and pid) while a run writes; a lock left by a dead process on this
 host is taken over. The last two checkpoints are kept (``checkpoint.pt`` and
 ``checkpoint.prev.pt``); a damaged latest one falls back to the one before.
-``status.json`` says ``running``, ``failed`` (with the reason) or ``finished``.
+``status.json`` says ``running`` while a process writes the run, then ``finished`` or
+``failed`` (with the reason); :meth:`RunDir.tracking_status` keeps it so for every engine
+and every IMP level.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"
 STATUS = "status.json"
 LOCK = "lock"
 TICKET = "ticket"
+SELECTED_PREFIX = "selected-"
 
 
 def config_dict(config: Any) -> dict:
@@ -130,7 +133,8 @@ class RunDir:
                 state = load_checkpoint(path, map_location)
             except RunError as exc:
                 errors.append(str(exc))
-                log.warning("%s; trying the previous checkpoint", exc)
+                if path == self.checkpoint_path and self.previous_checkpoint_path.exists():
+                    log.warning("%s; trying the previous checkpoint", exc)
                 continue
             if not isinstance(state, dict) or "model" not in state:
                 errors.append(f"{path}: not a supermask checkpoint")
@@ -144,13 +148,61 @@ class RunDir:
                 return path
         return None
 
+    # -- the selected network (see supermask.training.loop) --------------------------------------
+
+    def selected_path(self, step: int) -> Path:
+        return self.path / f"{SELECTED_PREFIX}{step}.safetensors"
+
+    def save_selected(self, state: dict, step: int) -> None:
+        from safetensors.torch import save as st_save
+
+        tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
+        atomic_write_bytes(self.selected_path(step), st_save(tensors, metadata={"step": str(step)}))
+
+    def load_selected(self, step: int) -> dict:
+        from safetensors.torch import load as st_load
+
+        path = self.selected_path(step)
+        try:
+            return st_load(path.read_bytes())
+        except FileNotFoundError:
+            raise RunError(f"{path}: the selected network of this run is missing; delete {self.path} to "
+                           f"rerun it") from None
+        except Exception as exc:
+            raise RunError(f"{path}: unreadable ({type(exc).__name__}); delete {self.path} to rerun it") from None
+
+    def discard_selected(self, keep: Optional[int]) -> None:
+        """Remove the kept states of every evaluation but step ``keep``'s."""
+        for path in self.path.glob(f"{SELECTED_PREFIX}*.safetensors"):
+            if keep is None or path != self.selected_path(keep):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+
     def write_status(self, status: str, **info: Any) -> None:
         atomic_write_json(self.status_path, {"status": status, **info})
 
     def read_status(self) -> dict:
+        status = read_json(self.status_path) if self.status_path.exists() else {"status": "new"}
+        if self.is_finished() and status.get("status") != "finished":
+            return {"status": "finished"}  # written by a version that left "running" behind
+        return status
+
+    @contextlib.contextmanager
+    def tracking_status(self) -> Iterator[None]:
+        """``running`` while the body runs; then ``finished`` if it wrote ``result.json``, else
+        ``failed`` with the reason (an exception's message, or that no result was written)."""
+        self.write_status("running")
+        try:
+            yield
+        except BaseException as exc:
+            if self.read_status().get("status") != "failed":  # a more precise record may be there already
+                reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else (str(exc) or type(exc).__name__)
+                self.write_status("failed", reason=reason)
+            raise
         if self.is_finished():
-            return {"status": "finished"}
-        return read_json(self.status_path) if self.status_path.exists() else {"status": "new"}
+            self.write_status("finished")
+        else:
+            self.write_status("failed", reason="ended without writing result.json")
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -159,7 +211,7 @@ class RunDir:
         owner = f"{socket.gethostname()} {os.getpid()}\n"
         while True:
             try:
-                fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
             except FileExistsError:
                 self._take_over_stale_lock()
                 continue

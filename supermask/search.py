@@ -108,14 +108,14 @@ def config_from_dict(data: dict) -> SearchConfig:
 
 
 def load_search_model(run_dir: Path) -> nn.Module:
-    """The supermask model of a search run, as its checkpoint left it (eval mode)."""
-    from .io import load_checkpoint, read_json
-    from .tickets import META_FILE
+    """The supermask network a finished search run reports (its ticket's state), in eval mode."""
+    from .io import read_json
+    from .tickets import META_FILE, ticket_state
 
     run_dir = Path(run_dir)
     config = config_from_dict(read_json(run_dir / "config.json"))
     meta = read_json(run_dir / "ticket" / META_FILE)
     spec = InputSpec(meta["in_channels"], meta["image_size"], meta["num_classes"])
     model = METHODS.get(config.method).build(config, spec)
-    model.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt")["model"])
+    model.load_state_dict(ticket_state(run_dir))
     return model.eval()

@@ -1,22 +1,34 @@
 """Tickets: a mask plus what it needs to rebuild the network it applies to.
 
-A run's ``ticket/`` folder holds ``mask.safetensors`` (one uint8 {0, 1} tensor per
-prunable weight, keyed by the parameter's qualified name) and ``ticket.json`` (for a
-strong ticket: architecture, data shape, initialiser, seed and the other fields that
-regenerate the frozen random weights).
+A finished run's ``ticket/`` folder holds the network the run *reports* (the evaluation
+``TrainConfig.selection`` picks: by default the best validation epoch):
 
-Exports (``supermask export RUN_DIR --format ...``), all safetensors, none unpickled:
+- ``mask.safetensors``: one uint8 {0, 1} tensor per prunable weight, keyed by the
+  parameter's qualified name;
+- ``model.safetensors``: the selected network's whole state dict (weights, scores, masks,
+  BatchNorm statistics), which every export is made from;
+- ``ticket.json``: provenance (supermask and torch versions, config hash, architecture, input
+  shape, number of classes, normalisation, selected epoch) and, for a strong ticket, what
+  regenerates the frozen random weights (initialiser, seed, ...) and a checksum of them.
+
+Exports (``supermask export RUN_DIR --format ...``), all safetensors, none unpickled, each
+carrying the ticket's provenance in its metadata (``supermask_provenance``):
 
 - ``mask``: the masks alone;
 - ``state-dict``: the plain architecture's state dict with the mask folded into the weights;
 - ``torch-prune``: ``weight_orig`` / ``weight_mask`` as ``torch.nn.utils.prune`` keeps them;
 - ``ticket``: a compact strong ticket (mask at one bit per weight + the recipe), which
-  :func:`load_ticket` turns back into the exact network.
+  :func:`load_ticket` turns back into the exact network, refusing it when the weights it
+  regenerates differ from the recorded checksum (another torch's random streams).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 from pathlib import Path
+from typing import Optional
 
 import torch
 from safetensors.torch import load as st_load
@@ -25,8 +37,29 @@ from safetensors.torch import save as st_save
 from .errors import RunError, SupermaskError
 from .io import atomic_write_bytes, atomic_write_json, read_json
 
+log = logging.getLogger(__name__)
+
 MASK_FILE = "mask.safetensors"
+MODEL_FILE = "model.safetensors"
 META_FILE = "ticket.json"
+PROVENANCE_KEY = "supermask_provenance"
+
+
+def library_versions() -> dict:
+    """The versions that decide what a seed regenerates: supermask's and torch's."""
+    from . import __version__
+
+    return {"supermask_version": __version__, "torch_version": torch.__version__}
+
+
+def weights_checksum(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the named tensors (sorted by name; dtype, shape and bytes of each)."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{t.dtype}|{list(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
 
 
 def save_masks(path: Path, masks: dict[str, torch.Tensor]) -> None:
@@ -48,10 +81,15 @@ def load_masks(path: Path) -> dict[str, torch.Tensor]:
     return masks
 
 
-def save_ticket(folder: Path, masks: dict[str, torch.Tensor], meta: dict) -> None:
+def save_ticket(folder: Path, masks: dict[str, torch.Tensor], meta: dict,
+                state: Optional[dict[str, torch.Tensor]] = None) -> None:
+    """Write a ticket folder: masks, the network's state (if given) and ``ticket.json`` last."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_masks(folder / MASK_FILE, masks)
+    if state is not None:
+        tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
+        atomic_write_bytes(folder / MODEL_FILE, st_save(tensors))
     atomic_write_json(folder / META_FILE, meta)
 
 
@@ -62,30 +100,52 @@ def read_ticket(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
 
 # -- export ------------------------------------------------------------------------------------
 #
-# Every export works from a finished run directory's checkpoint (the final state dict) and its
-# ticket mask, so it serves strong (search) and weak (IMP level) runs alike.
+# Every export works from a finished run directory's ticket (the selected network's state and
+# its mask), so it serves strong (search) and weak (IMP level, pruning at init) runs alike.
 
 EXPORT_FORMATS = ("mask", "state-dict", "torch-prune", "ticket")
 PACKED_SUFFIX = ".mask_bits"
 
 
-def _run_state(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict]:
-    """(final state dict, masks, result) of a finished run directory."""
-    from .io import load_checkpoint
+def ticket_state(run_dir: Path) -> dict[str, torch.Tensor]:
+    """The state dict of the network a finished run reports (``ticket/model.safetensors``)."""
+    from .runs import RunDir
+
+    run = RunDir(run_dir)
+    path = run.ticket_dir / MODEL_FILE
+    try:
+        return st_load(path.read_bytes())
+    except FileNotFoundError:
+        raise RunError(f"{run.path}: the ticket has no {MODEL_FILE} (written by supermask < 0.2, whose tickets "
+                       f"were the last epoch's, not the reported network): rerun it") from None
+    except Exception as exc:
+        raise RunError(f"{path}: not a safetensors state dict ({type(exc).__name__})") from None
+
+
+def _run_state(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict, dict]:
+    """(the reported network's state dict, masks, result, ticket meta) of a finished run directory."""
     from .runs import RunDir
 
     run = RunDir(run_dir)
     if not run.path.is_dir():
         raise RunError(f"{run.path}: not a directory")
     if not run.is_finished():
-        raise RunError(f"{run.path}: not a finished run (no result.json); for IMP give a level-<L> directory")
+        levels = sorted(p.name for p in run.path.glob("level-*") if p.is_dir())
+        hint = f"; an IMP run: give one of its levels ({', '.join(levels)})" if levels else ""
+        raise RunError(f"{run.path}: not a finished run (no result.json){hint}")
     result = run.read_result()
+    if "levels" in result:
+        levels = sorted(p.name for p in run.path.glob("level-*") if p.is_dir())
+        raise RunError(f"{run.path} is an IMP run: export one of its levels ({', '.join(levels)})")
     masks = load_masks(run.ticket_dir / MASK_FILE)
-    state = load_checkpoint(run.checkpoint_path)["model"]
+    meta = read_json(run.ticket_dir / META_FILE)
+    if not isinstance(meta, dict):
+        raise RunError(f"{run.ticket_dir / META_FILE}: not a ticket description")
+    state = ticket_state(run.path)
     missing = [name for name in masks if name not in state]
     if missing:
-        raise RunError(f"{run.path}: masks for weights the checkpoint lacks: {missing[:3]}")
-    return state, masks, result
+        raise RunError(f"{run.path}: masks for weights the ticket's network lacks: {missing[:3]}")
+    return state, masks, result, meta
 
 
 def _layer_of(weight_name: str) -> str:
@@ -150,23 +210,29 @@ def unpack_mask(bits: torch.Tensor, shape: list[int]) -> torch.Tensor:
     return torch.from_numpy(np.unpackbits(bits.numpy(), count=n).copy()).view(*shape)
 
 
-def compact_ticket(state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], meta: dict) -> bytes:
-    """A strong ticket in one small safetensors file: masks at one bit per weight, the state that
-    the seed does not regenerate (BatchNorm statistics, learned BN), and the rebuild recipe."""
-    import json
-
-    regenerated = {k for k in state if k.endswith(".scores")}
+def regenerated_keys(state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> set[str]:
+    """The frozen weights and biases of a strong ticket's masked layers: what the seed regenerates."""
+    keys = set()
     for name in masks:
         layer = _layer_of(name)
-        regenerated |= {f"{layer}.weight", f"{layer}.bias"}
-    extra = {k: v.contiguous() for k, v in state.items() if k not in regenerated}
-    recipe = dict(meta, shapes={name: list(m.shape) for name, m in masks.items()})
+        keys |= {k for k in (f"{layer}.weight", f"{layer}.bias") if k in state}
+    return keys
+
+
+def compact_ticket(state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], meta: dict) -> bytes:
+    """A strong ticket in one small safetensors file: masks at one bit per weight, the state that
+    the seed does not regenerate (BatchNorm statistics, learned BN), the rebuild recipe and the
+    checksum of the weights the recipe must regenerate."""
+    regenerated = regenerated_keys(state, masks)
+    extra = {k: v.contiguous() for k, v in state.items() if k not in regenerated and not k.endswith(".scores")}
+    recipe = dict(meta, shapes={name: list(m.shape) for name, m in masks.items()},
+                  weights_checksum=weights_checksum({k: state[k] for k in regenerated}))
     return st_save({**pack_masks(masks), **extra}, metadata={"supermask_ticket": json.dumps(recipe)})
 
 
 def _effective_weights(run_dir: Path, state: dict, masks: dict) -> dict:
     """A search run's state with each masked weight replaced, where kept, by what the layer computes
-    with (biprop's sign(w)*alpha; IteRand's re-drawn weights are in the checkpoint already)."""
+    with (biprop's sign(w)*alpha; IteRand's re-drawn weights are in the state already)."""
     from .nn.layers import SupermaskMixin
     from .search import load_search_model
 
@@ -181,28 +247,38 @@ def _effective_weights(run_dir: Path, state: dict, masks: dict) -> dict:
     return state
 
 
+def export_provenance(meta: dict, result: dict, fmt: str) -> dict:
+    """What an export says about itself: the ticket's provenance, the format and what it scored."""
+    fields = {k: v for k, v in meta.items() if k != "shapes"}
+    fields.update(format=fmt, test_accuracy=result.get("test_accuracy"), density=result.get("density"),
+                  selected_epoch=result.get("selected_epoch"))
+    return fields
+
+
 def export_run(run_dir: Path, fmt: str, out: Path) -> dict:
-    """Write ``run_dir``'s ticket to ``out`` in ``fmt``; returns sizes for the report."""
+    """Write ``run_dir``'s ticket (the network its result reports) to ``out`` in ``fmt``; returns sizes."""
     if fmt not in EXPORT_FORMATS:
         raise SupermaskError(f"format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
-    state, masks, result = _run_state(Path(run_dir))
+    state, masks, result, meta = _run_state(Path(run_dir))
+    raw_state = state  # a compact ticket stores what the seed does not regenerate, as the run holds it
     if result.get("engine") == "search":
         state = _effective_weights(Path(run_dir), state, masks)
+    metadata = {PROVENANCE_KEY: json.dumps(export_provenance(meta, result, fmt), sort_keys=True)}
     if fmt == "mask":
-        data = st_save({n: m.contiguous() for n, m in masks.items()})
+        data = st_save({n: m.contiguous() for n, m in masks.items()}, metadata=metadata)
     elif fmt == "state-dict":
-        data = st_save({k: v.contiguous() for k, v in folded_state_dict(state, masks).items()})
+        data = st_save({k: v.contiguous() for k, v in folded_state_dict(state, masks).items()}, metadata=metadata)
     elif fmt == "torch-prune":
-        data = st_save({k: v.contiguous() for k, v in torch_prune_state_dict(state, masks).items()})
+        data = st_save({k: v.contiguous() for k, v in torch_prune_state_dict(state, masks).items()},
+                       metadata=metadata)
     else:
-        meta = read_json(Path(run_dir) / "ticket" / META_FILE)
         if meta.get("kind") != "strong":
             raise SupermaskError("the compact ticket holds strong tickets only (weights regenerated from the seed); "
                                  "export a trained ticket as state-dict or torch-prune")
         if meta.get("method", "edge-popup") != "edge-popup":
             raise SupermaskError(f"the compact ticket rebuilds edge-popup networks (seeded weights x a top-k mask); "
                                  f"a {meta['method']} ticket computes with other weights: export it as state-dict")
-        data = compact_ticket(state, masks, meta)
+        data = compact_ticket(raw_state, masks, meta)
     out = Path(out)
     if out.is_dir():
         raise SupermaskError(f"{out} is a directory; give a file path for the export")
@@ -212,11 +288,28 @@ def export_run(run_dir: Path, fmt: str, out: Path) -> dict:
     return {"path": str(out), "bytes": len(data), "float32_state_dict_bytes": float32_bytes}
 
 
-def load_ticket(path: Path) -> torch.nn.Module:
-    """Rebuild the exact supermask network of a compact ticket: weights regenerated from the seed,
-    the stored mask reproduced bit for bit (scores are set to the mask, so the top-k keeps exactly it)."""
-    import json
+def read_provenance(path: Path) -> dict:
+    """The provenance an export carries (or a compact ticket's recipe)."""
+    from safetensors import safe_open
 
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except FileNotFoundError:
+        raise RunError(f"{path}: not found") from None
+    except Exception as exc:
+        raise RunError(f"{path}: not a safetensors file ({type(exc).__name__})") from None
+    text = metadata.get(PROVENANCE_KEY) or metadata.get("supermask_ticket")
+    if text is None:
+        raise RunError(f"{path}: not a supermask export (no provenance in its metadata)")
+    return json.loads(text)
+
+
+def load_ticket(path: Path) -> torch.nn.Module:
+    """Rebuild the exact supermask network of a compact ticket: weights regenerated from the seed
+    (checked against the ticket's checksum: another torch may draw other numbers from the same
+    seed), the stored mask reproduced bit for bit (scores are set to the mask, so the top-k keeps
+    exactly it)."""
     from safetensors import safe_open
 
     from .models import InputSpec, create_model, supermask_layer_types
@@ -235,6 +328,7 @@ def load_ticket(path: Path) -> torch.nn.Module:
     kwargs = {"width": recipe["width"]} if recipe.get("width", 1.0) != 1.0 else {}
     model = create_model(recipe["arch"], spec, supermask_layer_types(recipe["density"], recipe["learned_bn"]), **kwargs)
     init_model(model, recipe["init"], recipe["seed"], scaled_fan=recipe["scaled_fan"])
+    _check_regenerated(path, recipe, model.state_dict())
     masks = {name: unpack_mask(tensors[name + PACKED_SUFFIX], shape) for name, shape in recipe["shapes"].items()}
     extra = {k: v for k, v in tensors.items() if not k.endswith(PACKED_SUFFIX)}
     with torch.no_grad():
@@ -247,3 +341,18 @@ def load_ticket(path: Path) -> torch.nn.Module:
     if any(not torch.equal(rebuilt[n].to(torch.uint8), masks[n]) for n in masks):
         raise RunError(f"{path}: the stored mask does not match its density (a damaged ticket?)")
     return model.eval()
+
+
+def _check_regenerated(path: Path, recipe: dict, state: dict[str, torch.Tensor]) -> None:
+    """Refuse a ticket whose seed regenerates other weights here than where it was made."""
+    expected = recipe.get("weights_checksum")
+    if expected is None:
+        raise RunError(f"{path}: the ticket records no checksum of its weights (made by supermask < 0.2); "
+                       f"export it again from its run directory")
+    shapes = recipe["shapes"]
+    regenerated = regenerated_keys(state, shapes)
+    if weights_checksum({k: state[k] for k in regenerated}) != expected:
+        made = f"torch {recipe.get('torch_version', '?')}, supermask {recipe.get('supermask_version', '?')}"
+        here = f"torch {torch.__version__}, supermask {library_versions()['supermask_version']}"
+        raise RunError(f"{path}: the seed regenerates other weights here ({here}) than where the ticket was "
+                       f"made ({made}); load it with those versions, or export it as state-dict")

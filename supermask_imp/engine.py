@@ -19,6 +19,7 @@ every level is done, ``result.json`` with one row per level.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -32,8 +33,9 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
-from supermask.errors import RunError, SupermaskError, TrainingDiverged
-from supermask.experiment import ExperimentConfig, describe_density, load_data, result_record, tracking, writing
+from supermask.errors import RunError, SupermaskError
+from supermask.experiment import (ExperimentConfig, describe_density, load_data, result_record, ticket_record, tracking,
+                                  writing)
 from supermask.io import atomic_write_bytes, load_checkpoint
 from supermask.models import InputSpec, create_model, masked_layer_types
 from supermask.nn import WEIGHT_INITS, check_density, derived_seed, init_model
@@ -206,12 +208,7 @@ def run_imp(config: IMPConfig, callbacks: Sequence[Callback] = ()) -> IMPResult:
                              f"({total_steps} steps)")
     writer = distributed.is_main()
     with writing(root, config):
-        try:
-            rows = _run_levels(config, data, spec, device, root, main, rewind_point, rewind_step, callbacks)
-        except TrainingDiverged as exc:
-            if writer:
-                root.write_status("failed", reason=str(exc))
-            raise
+        rows = _run_levels(config, data, spec, device, root, main, rewind_point, rewind_step, callbacks)
         if writer:
             root.write_result({"status": "finished", "engine": "imp", "arch": config.arch, "dataset": config.dataset,
                                "seed": config.seed, "control": config.control, "levels": rows})
@@ -242,43 +239,44 @@ def _run_levels(config, data, spec, device, root, main, rewind_point, rewind_ste
             continue
         if writer:
             run.prepare(config_dict(config) | {"level": level})
-            run.write_status("running")
-        start_state = _starting_state(config, level, spec, rewind_path, main)
-        if start_state is not None:
-            rewind(model, start_state, masks)
-        else:
-            set_masks(model, masks)
-        extra: list[Callback] = [MaskAfterStep()]
-        if level == 0:
-            if rewind_step == 0 and writer and not rewind_path.exists():
-                save_state(rewind_path, snapshot(model))
-            elif rewind_step > 0:
-                extra.append(SaveSnapshotAt(rewind_step, rewind_path))
-        early_bird = None
-        if level == 0 and config.early_bird:
-            early_bird = EarlyBird(_target_pruner(config, names, conv_names), config.eb_epsilon, config.eb_window,
-                                   run)
-            extra.append(early_bird)
-        ticket_state = snapshot(model)
-        started = time.time()
-        summary = train(model, [p for p in model.parameters() if p.requires_grad], data, config.train,
-                        seed=config.seed, device=device, run=run,
-                        callbacks=[*extra, *callbacks, *tracking(config, run)],
-                        describe=describe_density, **config.execution())
-        fields = {"method": "imp-early-bird" if config.early_bird else "imp", "level": level,
-                  "control": config.control, "rewind": str(rewind_point), "scope": config.scope}
-        if early_bird is not None:
-            planned = config.train.iterations or config.train.epochs * -(-len(data.train) // config.train.batch_size)
-            fields.update(early_bird_epoch=early_bird.drawn_epoch, planned_steps=planned,
-                          steps_saved=planned - summary.steps)
-        row = result_record(config, summary, masks, started, device, fields)
-        if writer:
-            save_ticket(run.ticket_dir, masks, {"kind": "weak", "engine": "imp", "arch": config.arch,
-                                                "level": level, "control": config.control,
-                                                "rewind": str(rewind_point), "seed": config.seed,
-                                                "init": config.init})
-            save_state(run.ticket_dir / WEIGHTS_FILE, ticket_state)
-            run.write_result(row)
+        with run.tracking_status() if writer else contextlib.nullcontext():
+            start_state = _starting_state(config, level, spec, rewind_path, main)
+            if start_state is not None:
+                rewind(model, start_state, masks)
+            else:
+                set_masks(model, masks)
+            extra: list[Callback] = [MaskAfterStep()]
+            if level == 0:
+                if rewind_step == 0 and writer and not rewind_path.exists():
+                    save_state(rewind_path, snapshot(model))
+                elif rewind_step > 0:
+                    extra.append(SaveSnapshotAt(rewind_step, rewind_path))
+            early_bird = None
+            if level == 0 and config.early_bird:
+                early_bird = EarlyBird(_target_pruner(config, names, conv_names), config.eb_epsilon, config.eb_window,
+                                       run)
+                extra.append(early_bird)
+            ticket_state = snapshot(model)
+            started = time.time()
+            summary = train(model, [p for p in model.parameters() if p.requires_grad], data, config.train,
+                            seed=config.seed, device=device, run=run,
+                            callbacks=[*extra, *callbacks, *tracking(config, run)],
+                            describe=describe_density, **config.execution())
+            fields = {"method": "imp-early-bird" if config.early_bird else "imp", "level": level,
+                      "control": config.control, "rewind": str(rewind_point), "scope": config.scope}
+            if early_bird is not None:
+                planned = config.train.iterations or config.train.epochs * -(-len(data.train) // config.train.batch_size)
+                fields.update(early_bird_epoch=early_bird.drawn_epoch, planned_steps=planned,
+                              steps_saved=planned - summary.steps)
+            row = result_record(config, summary, masks, started, device, fields)
+            if writer:
+                meta = ticket_record(config, data.info, summary, model, masks,
+                                     {"kind": "weak", "level": level, "control": config.control,
+                                      "rewind": str(rewind_point), "seed": config.seed, "init": config.init})
+                save_ticket(run.ticket_dir, masks, meta, model.state_dict())  # the selected network, trained
+                save_state(run.ticket_dir / WEIGHTS_FILE, ticket_state)
+                run.write_result(row)
+                run.discard_selected(keep=None)
         distributed.barrier()  # the next level reads this one's files
         if level == 0 and not rewind_path.exists():
             raise RunError(f"{rewind_path}: the rewind snapshot was not taken (step {rewind_step})")

@@ -63,13 +63,13 @@ def export_unknown_format(tmp_path):
     return ["export", str(finished_run(tmp_path)), "--format", "onnx"], "Invalid value for '--format'"
 
 
-def export_corrupt_checkpoint(tmp_path):
+def export_corrupt_ticket_state(tmp_path):
     run = finished_run(tmp_path)
-    (run / "checkpoint.pt").write_bytes(b"PK\x03\x04 truncated")
-    return ["export", str(run), "--format", "state-dict"], "checkpoint.pt: unreadable checkpoint"
+    (run / "ticket" / "model.safetensors").write_bytes(b"PK\x03\x04 truncated")
+    return ["export", str(run), "--format", "state-dict"], "model.safetensors: not a safetensors state dict"
 
 
-def export_checkpoint_that_runs_code(tmp_path):
+def resume_from_checkpoint_that_runs_code(tmp_path):
     import pickle
 
     class Evil:
@@ -77,8 +77,9 @@ def export_checkpoint_that_runs_code(tmp_path):
             return (print, ("pwned",))
 
     run = finished_run(tmp_path)
+    (run / "result.json").unlink()  # unfinished: the same command resumes from the checkpoint
     (run / "checkpoint.pt").write_bytes(pickle.dumps({"model": Evil()}))
-    return ["export", str(run), "--format", "state-dict"], "checkpoint.pt: unreadable checkpoint"
+    return ["search", *SMALL, "--out", str(tmp_path / "done")], "checkpoint.pt: unreadable checkpoint"
 
 
 def export_corrupt_mask(tmp_path):
@@ -128,8 +129,8 @@ def interrupted_download(tmp_path, monkeypatch=None):
 
 
 CASES = [cifar_with_junk, mnist_truncated, image_folder_without_images, image_folder_without_train,
-         data_root_is_a_file, export_not_a_run, export_a_file, export_unknown_format, export_corrupt_checkpoint,
-         export_checkpoint_that_runs_code, export_corrupt_mask, export_corrupt_ticket_json, export_corrupt_result,
+         data_root_is_a_file, export_not_a_run, export_a_file, export_unknown_format, export_corrupt_ticket_state,
+         resume_from_checkpoint_that_runs_code, export_corrupt_mask, export_corrupt_ticket_json, export_corrupt_result,
          compare_a_file, run_dir_of_another_config, output_is_unwritable, interrupted_download]
 
 
@@ -146,6 +147,7 @@ def test_bad_input_is_one_clear_line_and_status_2(case, tmp_path, capsys, monkey
     monkeypatch.setattr(torchvision.datasets, "FashionMNIST", NoNetwork)
     args, message = case(tmp_path)
     finished_before = set(tmp_path.rglob("result.json"))
+    checkpoints_before = set(tmp_path.rglob("checkpoint.pt"))
     capsys.readouterr()
     code = main(args + (["--out", str(tmp_path / "out")] if args[0] in ("search",) and "--out" not in args else []))
     err = capsys.readouterr().err
@@ -154,6 +156,6 @@ def test_bad_input_is_one_clear_line_and_status_2(case, tmp_path, capsys, monkey
     assert "Traceback" not in err and "pwned" not in err
     assert message in err, err
     assert set(tmp_path.rglob("result.json")) == finished_before  # nothing new looks finished
-    assert not list(tmp_path.rglob("checkpoint.pt")) or args[0] == "export"
+    assert set(tmp_path.rglob("checkpoint.pt")) <= checkpoints_before  # no new training started
     if case is interrupted_download:
         assert not (tmp_path / "data" / "FashionMNIST").exists()

@@ -12,6 +12,8 @@ import torch
 
 from supermask.cli import main
 from supermask.runs import RunDir, find_runs
+from safetensors.torch import load_file
+
 from supermask.tickets import load_masks
 
 KILLABLE = str(Path(__file__).with_name("killable.py"))
@@ -51,6 +53,9 @@ def assert_same_runs(reference: Path, resumed: Path):
             ma, mb = load_masks(a.ticket_dir / "mask.safetensors"), load_masks(b.ticket_dir / "mask.safetensors")
             assert ma.keys() == mb.keys()
             assert all(torch.equal(ma[k], mb[k]) for k in ma), name
+            na, nb = (load_file(r.ticket_dir / "model.safetensors") for r in (a, b))  # the reported network
+            assert na.keys() == nb.keys() and all(torch.equal(na[k], nb[k]) for k in na), name
+            assert not list(b.path.glob("selected-*")), "a kept selected state outlived its run"
         if a.checkpoint_path.exists():
             sa = torch.load(a.checkpoint_path, weights_only=True)["model"]
             sb = torch.load(b.checkpoint_path, weights_only=True)["model"]

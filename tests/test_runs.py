@@ -58,4 +58,4 @@ def test_find_runs_lists_finished_runs_only(tmp_path):
         find_runs(tmp_path / "missing")
 
 
-PINNED_DEFAULT_HASH = "70483dd5cc77"
+PINNED_DEFAULT_HASH = "2063795bd376"  # 0.2: train.selection joined the config

@@ -116,7 +116,11 @@ def test_dense_baseline_trains_weights_in_the_same_run_format(tmp_path):
     assert result.run_dir.parts[-4] == "train"
     assert r["method"] == "dense" and r["density"] == 1.0
     assert r["test_accuracy"] > 0.8 > r["initial_test_accuracy"]
-    assert not (result.run_dir / "ticket").exists()
+    from supermask.tickets import read_ticket, ticket_state
+
+    masks, meta = read_ticket(result.run_dir / "ticket")  # the trained network, no masks
+    assert masks == {} and meta["engine"] == "train" and meta["selected_epoch"] == r["selected_epoch"]
+    assert set(ticket_state(result.run_dir)) == set(torch.load(result.run_dir / "checkpoint.pt")["model"])
     assert {m["split"] for m in RunDir(result.run_dir).read_metrics()} == {"val", "test"}
 
 

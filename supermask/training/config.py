@@ -11,6 +11,9 @@ from ..errors import SupermaskError
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 PRECISIONS = ("32", "bf16", "16")
+#: Which evaluation's network a run reports and keeps as its ticket: the best validation
+#: accuracy at the final density (ties: the earliest), or the last one.
+SELECTIONS = ("best-val", "last")
 
 
 @dataclass
@@ -33,12 +36,15 @@ class TrainConfig:
     gamma: float = 0.1
     label_smoothing: float = 0.0
     precision: str = "32"  # CUDA autocast: "bf16", or "16" with a grad scaler; the CPU always trains in float32
+    selection: str = "best-val"  # the evaluation whose network is reported and kept as the ticket (SELECTIONS)
 
     def validate(self) -> "TrainConfig":
         if self.optimizer not in OPTIMIZERS:
             raise SupermaskError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise SupermaskError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.selection not in SELECTIONS:
+            raise SupermaskError(f"selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}")
         self.precision = str(self.precision)
         if self.precision not in PRECISIONS:
             raise SupermaskError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")

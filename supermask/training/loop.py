@@ -15,6 +15,13 @@ Python). The data order and augmentation of an epoch depend only on (seed, epoch
 a resumed epoch skips the batches already trained on, so a run killed at any point and
 resumed from its checkpoint ends with the masks and metrics of the uninterrupted run.
 
+**The selected network.** ``cfg.selection`` says which evaluation a run reports: ``best-val``
+(the best validation accuracy among the trailing evaluations at the final density; ties: the
+earliest) or ``last``. ``train`` returns with the model holding that evaluation's state (masks,
+weights, BatchNorm statistics), so the ticket an engine saves is the network whose accuracy it
+reports. With a run directory the selected state is kept in ``selected-<step>.safetensors``
+(written before the checkpoint that follows its evaluation), so a resumed run has it too.
+
 **Numerical faults.** A NaN or infinite loss stops the run before its optimiser step
 with :class:`~supermask.errors.TrainingDiverged`, naming the step and the last good
 checkpoint; the run directory's status becomes ``failed``.
@@ -66,13 +73,40 @@ class TrainState:
     history: list[dict] = field(default_factory=list)  # one entry per evaluation: epoch, step, val/test loss+acc
 
 
+def final_density_evaluations(history: list[dict]) -> list[dict]:
+    """The trained evaluations (epoch > 0) at the final density, the trailing run of them: a method
+    whose density moves during training (Gem-Miner's freezing) is judged by the ticket it ends with."""
+    final = history[-1].get("density")
+    trailing = []
+    for h in reversed(history):
+        if h["epoch"] == 0 or h.get("density") != final:
+            break
+        trailing.append(h)
+    return trailing[::-1] or history[-1:]
+
+
+def best_evaluation(history: list[dict]) -> dict:
+    """The best validation accuracy among :func:`final_density_evaluations` (ties: the earliest)."""
+    return max(final_density_evaluations(history), key=lambda h: (h["val_accuracy"], -h["epoch"]))
+
+
+def selected_evaluation(history: list[dict], selection: str) -> dict:
+    """The evaluation whose network a run reports and keeps (see the module docstring)."""
+    return history[-1] if selection == "last" else best_evaluation(history)
+
+
 @dataclass
 class TrainSummary:
     epochs: int
     steps: int
+    selection: str  # TrainConfig.selection: which evaluation is the reported network
+    selected_epoch: int
+    selected_step: int
+    val_accuracy: float  # of the selected network
+    test_accuracy: float  # of the selected network: model selection never looks at the test split
     best_epoch: int  # the epoch of the best validation accuracy (ties: the earliest) at the final density
     best_val_accuracy: float
-    test_accuracy: float  # test accuracy at best_epoch: model selection never looks at the test split
+    best_test_accuracy: float  # test accuracy at best_epoch
     last_val_accuracy: float
     last_test_accuracy: float
     initial_val_accuracy: float
@@ -82,21 +116,62 @@ class TrainSummary:
     history: list[dict]
 
     @classmethod
-    def from_history(cls, history: list[dict], elapsed: float) -> "TrainSummary":
-        # Model selection only among evaluations at the final density: a method whose density moves
-        # during training (Gem-Miner's freezing, Bernoulli's learned masks) reports the ticket it ends with.
-        final = history[-1].get("density")
-        trained = [h for h in history if h["epoch"] > 0 and h.get("density") == final] or history
-        best = max(trained, key=lambda h: (h["val_accuracy"], -h["epoch"]))
-        min_loss = min(trained, key=lambda h: (h["val_loss"], h["epoch"]))
+    def from_history(cls, history: list[dict], elapsed: float, selection: str = "best-val") -> "TrainSummary":
+        best = best_evaluation(history)
+        chosen = selected_evaluation(history, selection)
+        min_loss = min(final_density_evaluations(history), key=lambda h: (h["val_loss"], h["epoch"]))
         first, last = history[0], history[-1]
         return cls(
-            epochs=last["epoch"], steps=last["step"], best_epoch=best["epoch"],
-            best_val_accuracy=best["val_accuracy"], test_accuracy=best["test_accuracy"],
+            epochs=last["epoch"], steps=last["step"], selection=selection, selected_epoch=chosen["epoch"],
+            selected_step=chosen["step"], val_accuracy=chosen["val_accuracy"], test_accuracy=chosen["test_accuracy"],
+            best_epoch=best["epoch"], best_val_accuracy=best["val_accuracy"], best_test_accuracy=best["test_accuracy"],
             last_val_accuracy=last["val_accuracy"], last_test_accuracy=last["test_accuracy"],
             initial_val_accuracy=first["val_accuracy"], initial_test_accuracy=first["test_accuracy"],
             min_val_loss_step=min_loss["step"], seconds=elapsed, history=history,
         )
+
+
+class _SelectedNetwork:
+    """The state of the evaluation :func:`selected_evaluation` picks, kept as training goes (in
+    memory, and in the run directory for resume)."""
+
+    def __init__(self, model: nn.Module, selection: str, run: Optional[RunDir], writer: bool):
+        self.model, self.selection, self.run, self.writer = model, selection, run, writer
+        self.step: Optional[int] = None
+        self.state: Optional[dict] = None
+
+    def after_eval(self, history: list[dict]) -> None:
+        if self.selection == "last":
+            return
+        chosen = selected_evaluation(history, self.selection)
+        if chosen["step"] == self.step:
+            return
+        if chosen is not history[-1]:
+            raise RunError(f"internal: the selected evaluation (step {chosen['step']}) was not kept")
+        self.state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        self.step = chosen["step"]
+        if self.run is not None and self.writer and chosen["epoch"] > 0:
+            self.run.save_selected(self.state, self.step)
+
+    def resumed(self, history: list[dict]) -> None:
+        if self.selection == "last":
+            return
+        chosen = selected_evaluation(history, self.selection)
+        if chosen["epoch"] > 0 and self.run is not None:
+            self.state, self.step = self.run.load_selected(chosen["step"]), chosen["step"]
+        self.discard_others()
+
+    def discard_others(self) -> None:
+        if self.run is not None and self.writer:
+            self.run.discard_selected(keep=self.step)
+
+    def restore(self, history: list[dict]) -> None:
+        """Put the selected network into the model (a no-op when it is the last one)."""
+        if self.selection == "last" or self.step == history[-1]["step"]:
+            return
+        if self.state is None:
+            raise RunError(f"internal: the selected network (step {self.step}) is missing")
+        self.model.load_state_dict(self.state)
 
 
 @torch.no_grad()
@@ -204,6 +279,7 @@ def train(
     steps_per_epoch = len(train_loader)
     total_steps = cfg.iterations or cfg.epochs * steps_per_epoch
     state = TrainState(model, optimizer, steps_per_epoch, total_steps)
+    selected = _SelectedNetwork(model, cfg.selection, run, writer)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
     def loss_of(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -223,6 +299,7 @@ def train(
             records.append({"epoch": state.epoch, "step": state.step, "split": split, "loss": loss, "accuracy": acc,
                             "lr": optimizer.param_groups[0]["lr"], "seconds": round(state.elapsed, 3), **extra})
         state.history.append(entry)
+        selected.after_eval(state.history)
         if run is not None and writer:
             for record in records:
                 run.append_metrics(record)
@@ -240,6 +317,7 @@ def train(
             "batch_in_epoch": state.batch_in_epoch, "elapsed": state.elapsed, "history": state.history,
             "rng": _rng_state(), "stopped": state.stopped, "callbacks": _callback_states(callbacks),
         })
+        selected.discard_others()
 
     if run is not None and run.has_checkpoint():
         ckpt, path = run.load_checkpoint(map_location=device)
@@ -259,6 +337,7 @@ def train(
                         cb.load_state_dict(cb_state)
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise RunError(f"{path}: checkpoint does not fit this run ({exc})") from None
+        selected.resumed(state.history)
         if writer:
             run.truncate_metrics(state.step)
         log.info("resuming %s at step %d (epoch %d, batch %d)", run.path, state.step, state.epoch,
@@ -307,7 +386,8 @@ def train(
         checkpoint()
     for cb in callbacks:
         cb.on_train_end(state)
-    return TrainSummary.from_history(state.history, state.elapsed)
+    selected.restore(state.history)
+    return TrainSummary.from_history(state.history, state.elapsed, cfg.selection)
 
 
 def _callback_key(cb: Callback) -> str:

@@ -1,0 +1,132 @@
+"""The ticket is the network reported: what ticket/ holds and every export writes re-evaluates to
+the run's test accuracy exactly; status.json ends finished or failed; files honour the umask."""
+
+import json
+import os
+import stat
+
+import pytest
+from safetensors.torch import load_file
+
+from supermask import SearchConfig, TrainConfig, search
+from supermask.data import load_dataset, make_loader
+from supermask.models import DENSE, InputSpec, create_model, masked_layer_types
+from supermask.runs import RunDir
+from supermask.tickets import export_run, load_ticket, read_provenance
+from supermask.training import evaluate
+from supermask_imp import IMPConfig, run_imp
+
+
+def _test_accuracy(model):
+    """Accuracy on the test split with the loader the training loop evaluates with (batch 256)."""
+    data = load_dataset("mnist-5k")
+    return evaluate(model, make_loader(data.test, data.info, 256, train=False, device="cpu"))[1]
+
+
+@pytest.fixture(scope="module")
+def edge_popup(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    # On these settings the best validation epoch (5) is not the last (6): the two networks differ.
+    return search(SearchConfig(arch="lenet_300_100", out=str(out), device="cpu", density=0.5,
+                               train=TrainConfig(epochs=6, batch_size=250, lr=0.1)))
+
+
+@pytest.fixture(scope="module")
+def imp(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    return run_imp(IMPConfig.for_arch("lenet_300_100", out=str(out), device="cpu", levels=1,
+                                      train=TrainConfig(epochs=5, batch_size=250, optimizer="adam", lr=1.2e-3)))
+
+
+def test_edge_popup_exports_re_evaluate_to_the_reported_accuracy(edge_popup, tmp_path):
+    r = edge_popup.result
+    assert r["selection"] == "best-val" and r["selected_epoch"] < r["epochs"]  # the case that used to differ
+    assert r["test_accuracy"] != r["last_test_accuracy"]
+    export_run(edge_popup.run_dir, "state-dict", tmp_path / "sd.safetensors")
+    plain = create_model("lenet_300_100", InputSpec(1, 28, 10), DENSE)
+    plain.load_state_dict(load_file(tmp_path / "sd.safetensors"))
+    assert _test_accuracy(plain) == r["test_accuracy"]
+    export_run(edge_popup.run_dir, "ticket", tmp_path / "t.ticket")
+    assert _test_accuracy(load_ticket(tmp_path / "t.ticket")) == r["test_accuracy"]
+    provenance = read_provenance(tmp_path / "sd.safetensors")
+    assert provenance["selected_epoch"] == r["selected_epoch"] and provenance["test_accuracy"] == r["test_accuracy"]
+    assert provenance["config_hash"] == r["config_hash"] and provenance["input_shape"] == [1, 28, 28]
+    assert provenance["normalization"] == {"mean": [0.1307], "std": [0.3081]} and provenance["num_classes"] == 10
+    assert {"supermask_version", "torch_version"} <= set(provenance)
+
+
+def test_the_ticket_mask_is_the_selected_epochs_mask_not_the_last(edge_popup):
+    import torch
+
+    from supermask.tickets import load_masks
+
+    run = RunDir(edge_popup.run_dir)
+    ticket = load_masks(run.ticket_dir / "mask.safetensors")
+    last = torch.load(run.checkpoint_path, weights_only=True)["model"]  # the final epoch's scores
+    name = next(iter(ticket))
+    k = ticket[name].sum().item()
+    last_scores = last[name[: -len("weight")] + "scores"].abs().flatten()
+    last_mask = torch.zeros_like(last_scores, dtype=torch.uint8)
+    last_mask[last_scores.topk(int(k)).indices] = 1
+    assert not torch.equal(last_mask.view_as(ticket[name]), ticket[name])
+
+
+def test_imp_level_export_re_evaluates_to_the_reported_accuracy(imp, tmp_path):
+    level = imp.run_dir / "level-1"
+    r = RunDir(level).read_result()
+    assert r["selected_epoch"] < r["epochs"]
+    export_run(level, "state-dict", tmp_path / "sd.safetensors")
+    plain = create_model("lenet_300_100", InputSpec(1, 28, 10), DENSE)
+    plain.load_state_dict(load_file(tmp_path / "sd.safetensors"))
+    assert _test_accuracy(plain) == r["test_accuracy"]
+    masked = create_model("lenet_300_100", InputSpec(1, 28, 10), masked_layer_types())
+    masked.load_state_dict(load_file(level / "ticket" / "model.safetensors"))
+    assert _test_accuracy(masked) == r["test_accuracy"]
+
+
+def test_last_epoch_selection_is_a_recorded_setting(tmp_path):
+    cfg = SearchConfig(arch="lenet_300_100", out=str(tmp_path), device="cpu", density=0.5,
+                       train=TrainConfig(epochs=6, batch_size=250, lr=0.1, selection="last"))
+    result = search(cfg)
+    r = result.result
+    assert r["selected_epoch"] == r["epochs"] and r["test_accuracy"] == r["last_test_accuracy"]
+    assert r["best_epoch"] < r["epochs"] and "best_test_accuracy" in r  # both accuracies stay in result.json
+    assert json.loads((result.run_dir / "config.json").read_text())["train"]["selection"] == "last"
+    best = SearchConfig(arch="lenet_300_100", out=str(tmp_path), device="cpu", density=0.5,
+                        train=TrainConfig(epochs=6, batch_size=250, lr=0.1))
+    assert best.run_dir().path != result.run_dir  # a different config, a different hash
+
+
+def test_status_ends_finished_for_every_engine_and_level(edge_popup, imp):
+    assert RunDir(edge_popup.run_dir).read_status()["status"] == "finished"
+    for path in [imp.run_dir, imp.run_dir / "level-0", imp.run_dir / "level-1"]:
+        assert json.loads((path / "status.json").read_text())["status"] == "finished", path
+
+
+def test_a_failed_run_says_failed_with_the_reason(tmp_path, monkeypatch):
+    import supermask.training.loop as loop
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(loop, "evaluate", broken)
+    cfg = SearchConfig(arch="lenet_300_100", out=str(tmp_path), device="cpu", train=TrainConfig(iterations=2))
+    with pytest.raises(OSError):
+        search(cfg)
+    status = json.loads((cfg.run_dir().status_path).read_text())
+    assert status == {"status": "failed", "reason": "[Errno 28] No space left on device"}
+
+
+def test_files_and_folders_honour_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        cfg = SearchConfig(arch="lenet_300_100", out=str(tmp_path), device="cpu", train=TrainConfig(iterations=2))
+        run_dir = search(cfg).run_dir
+    finally:
+        os.umask(old)
+    paths = [p for p in run_dir.rglob("*")] + [run_dir]
+    assert len(paths) > 6
+    for path in paths:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        want = 0o755 if path.is_dir() else 0o644
+        assert mode == want, (path, oct(mode))
