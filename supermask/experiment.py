@@ -188,13 +188,22 @@ def run_experiment(
     return ExperimentResult(run.path, result)
 
 
+def collapsed_layers(per_layer: dict[str, float]) -> list[str]:
+    """The prunable tensors left with no kept weight (layer collapse, Tanaka et al. 2020)."""
+    return [name for name, density in per_layer.items() if density == 0.0]
+
+
 def result_record(config: ExperimentConfig, summary, masks: dict, started: float, device, fields: Optional[dict]) -> dict:
     """The ``result.json`` of one trained run: accuracies, densities, steps and times."""
     overall, per_layer = density_report(masks)
+    collapsed = collapsed_layers(per_layer)
+    if collapsed:
+        log.warning("layer collapse: %s keep%s no weight; the network cannot pass a signal through %s",
+                    ", ".join(collapsed), "s" if len(collapsed) == 1 else "", "it" if len(collapsed) == 1 else "them")
     return {
         "status": "finished", "engine": config.ENGINE, "arch": config.arch, "dataset": config.dataset,
         "seed": config.seed, "config_hash": config_hash(config), **(fields or {}),
-        "density": overall, "density_per_layer": per_layer,
+        "density": overall, "density_per_layer": per_layer, "collapsed_layers": collapsed,
         "selection": summary.selection, "selected_epoch": summary.selected_epoch,
         "selected_step": summary.selected_step, "val_accuracy": summary.val_accuracy,
         "test_accuracy": summary.test_accuracy,

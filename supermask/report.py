@@ -1,20 +1,29 @@
 """Weak vs strong, side by side: tables and plots over finished runs of every engine.
 
-``compare(paths, out)`` gathers ``result.json`` files (runs, IMP levels, or whole run trees),
-groups them by (architecture, data set, method, density) and writes:
+``compare(paths, out)`` gathers ``result.json`` files (runs, IMP levels, or whole run trees) with
+the ``config.json`` beside each, and groups them by *configuration*: architecture, data set,
+method label, density and every other result-changing field of the config (the config hash
+without the seed). A group is one row; its runs are distinct seeds of one config, never
+different settings pooled. Groups that share a method label but differ in some fields are
+labelled by those fields (``edge-popup signed-constant (epochs=1)`` / ``(epochs=2)``). It writes:
 
-- ``comparison.md`` / ``comparison.csv``: test accuracy mean ± std over seeds, the number of
-  seeds, the dense baseline's accuracy, and for methods with a control at the same density the
-  difference to it with a Welch t-test p-value (IMP vs its reinit and random-prune controls;
-  edge-popup vs the random mask it started from, i.e. its epoch-0 accuracy);
+- ``comparison.md`` / ``comparison.csv``: test accuracy mean ± std over seeds (a single seed:
+  its value, no spread and no test), the number of seeds, the dense baseline's accuracy, and
+  for methods with a control of the same config at the same density the difference to it with
+  a Welch t-test p-value (IMP vs its reinit and random-prune controls; edge-popup vs the random
+  mask it started from, i.e. its epoch-0 accuracy); rows with a layer left without weights are
+  marked; the Markdown embeds the plots;
 - ``accuracy_vs_density.png``: one panel per (architecture, data set), accuracy against
-  density on a log axis, a line and a ±std band per method, the dense baseline as a line;
+  density on a log axis, a line and a ±std band per labelled method, the dense baseline as a line;
 - ``early_stop_vs_density.png`` for IMP runs: the iteration of minimum validation loss.
 
-Files that are missing or unreadable are reported and left out; the rest is still written.
+Files that are missing, unreadable or duplicates of a run already counted (the same file
+reached twice, or the same seed of the same config in two places) are reported and left
+out; the rest is still written.
 
 ``imp_level_table(root)`` is the per-level view of IMP runs: one row per level, one column
-group per control (test accuracy and early-stopping iteration, mean ± std over seeds).
+group per control (test accuracy and early-stopping iteration, mean ± std over seeds), one
+table per configuration.
 """
 
 from __future__ import annotations
@@ -32,9 +41,13 @@ from typing import Iterable, Optional
 
 from .errors import RunError, SupermaskError
 from .io import atomic_write_bytes
-from .runs import find_runs
+from .runs import CONFIG, NON_RESULT_FIELDS, find_runs
 
 RESULT = "result.json"
+#: Fields that tell runs of one config apart without changing the config itself.
+RUN_FIELDS = NON_RESULT_FIELDS | {"level"}
+#: Fields that are the x axis, not a difference between configs.
+DENSITY_FIELDS = frozenset({"density"})
 
 
 @dataclass(frozen=True)
@@ -47,6 +60,9 @@ class Point:
     test_accuracy: float
     early_stop_step: Optional[int] = None
     reached: Optional[float] = None  # the density the mask has (methods whose density is an outcome differ)
+    config: str = ""  # canonical JSON of the run's result-changing config, seed and IMP level left out
+    collapsed: tuple[str, ...] = ()  # layers the run left with no kept weight
+    source: str = ""
 
 
 @dataclass
@@ -73,25 +89,63 @@ def controls_of(method: str) -> tuple[str, ...]:
     return CONTROLS_OF.get(method, () if method.startswith("imp") or method == "dense" else (f"{method} random mask",))
 
 
-def _points_of(result: dict) -> list[Point]:
-    if "levels" in result:  # an IMP summary: its levels are read from their own directories
-        return []
+def flatten(config: dict, prefix: str = "") -> dict:
+    """``{"train": {"epochs": 2}}`` -> ``{"epochs": 2}`` (training fields by their own names)."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, "" if key == "train" else f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_key(config: dict) -> str:
+    """The canonical form of a run's result-changing config (seed and IMP level left out)."""
+    from .runs import _omit_later_defaults
+
+    fields = _omit_later_defaults({k: v for k, v in config.items() if k not in RUN_FIELDS})
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"))
+
+
+def _base_key(key: str) -> str:
+    """A config key without the control: IMP and its controls share it."""
+    fields = json.loads(key)
+    fields.pop("control", None)
+    return json.dumps(fields, sort_keys=True)
+
+
+def _read_config(result_file: Path) -> dict:
+    path = result_file.parent / CONFIG
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise KeyError(f"no {CONFIG} beside it") from None
+    if not isinstance(config, dict):
+        raise TypeError(f"{CONFIG} is not a config")
+    return config
+
+
+def _points_of(result: dict, config: dict, source: str) -> list[Point]:
     # Runs are grouped by the density asked for (a grid point); IMP levels by the density reached.
     requested = result.get("requested_density", result["density"])
     common = dict(arch=result["arch"], dataset=result["dataset"], density=round(float(requested), 4),
-                  seed=int(result["seed"]), reached=float(result["density"]))
+                  seed=int(result["seed"]), reached=float(result["density"]), config=config_key(config),
+                  collapsed=tuple(result.get("collapsed_layers") or ()), source=source)
     method = method_label(result)
     points = [Point(method=method, test_accuracy=float(result["test_accuracy"]),
                     early_stop_step=result.get("min_val_loss_step") if result.get("engine") == "imp" else None,
                     **common)]
     if result.get("engine") == "search" and "initial_test_accuracy" in result:
         points.append(Point(method=f"{method} random mask", test_accuracy=float(result["initial_test_accuracy"]),
-                            **common))
+                            **{**common, "collapsed": ()}))
     return points
 
 
 def collect(paths: Iterable[Path]) -> Collection:
     found = Collection()
+    seen_files: set[Path] = set()
+    seen_runs: dict[tuple, str] = {}
     for path in map(Path, paths):
         if not path.exists():
             found.problems.append(f"{path}: no such file or directory")
@@ -100,12 +154,29 @@ def collect(paths: Iterable[Path]) -> Collection:
         if path.is_dir() and not files:
             found.problems.append(f"{path}: no result.json (an unfinished run, or not a run directory)")
         for file in files:
+            resolved = file.resolve()
+            if resolved in seen_files:
+                continue  # the same run given twice (RUN and RUN/.., a link): counted once
+            seen_files.add(resolved)
             try:
-                found.points += _points_of(json.loads(file.read_text()))
+                result = json.loads(file.read_text())
+                if isinstance(result, dict) and "levels" in result:
+                    continue  # an IMP summary: its levels are read from their own directories
+                points = _points_of(result, _read_config(file), str(file))
             except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
                 found.problems.append(f"{file}: unreadable ({type(exc).__name__})")
-            except (KeyError, TypeError, ValueError) as exc:
+                continue
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 found.problems.append(f"{file}: not a supermask result ({type(exc).__name__}: {exc})")
+                continue
+            for point in points:
+                run = (point.arch, point.dataset, point.method, point.density, point.config, point.seed)
+                if run in seen_runs:
+                    found.problems.append(f"{file}: seed {point.seed} of this config is already counted "
+                                          f"({seen_runs[run]}): left out")
+                    break
+                seen_runs[run] = str(file)
+                found.points.append(point)
     return found
 
 
@@ -124,25 +195,68 @@ def welch_p(a: list[float], b: list[float]) -> float:
         return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
-def comparison_rows(points: list[Point]) -> list[dict]:
+def _format_value(value) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def config_labels(points: list[Point]) -> dict[tuple, str]:
+    """(arch, dataset, method, config) -> the method label, followed by the fields in which its
+    config differs from the other configs of the same method (density aside: it is the x axis)."""
+    configs: dict[tuple, set[str]] = defaultdict(set)
+    for p in points:
+        configs[(p.arch, p.dataset, p.method)].add(p.config)
+    labels = {}
+    for (arch, dataset, method), keys in configs.items():
+        flat = {key: flatten(json.loads(key)) for key in keys}
+        names = sorted({n for f in flat.values() for n in f} - DENSITY_FIELDS)
+        varying = [n for n in names if len({json.dumps(f.get(n), sort_keys=True) for f in flat.values()}) > 1]
+        for key, fields in flat.items():
+            suffix = ", ".join(f"{n}={_format_value(fields.get(n))}" for n in varying)
+            labels[(arch, dataset, method, key)] = f"{method} ({suffix})" if suffix else method
+    return labels
+
+
+def comparison_rows(points: list[Point], problems: Optional[list[str]] = None) -> list[dict]:
     groups: dict[tuple, list[Point]] = defaultdict(list)
     for p in points:
-        groups[(p.arch, p.dataset, p.method, p.density)].append(p)
-    dense: dict[tuple, list[float]] = defaultdict(list)
+        groups[(p.arch, p.dataset, p.method, p.density, p.config)].append(p)
+    labels = config_labels(points)
+    dense: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for p in points:
         if p.method == "dense":
-            dense[(p.arch, p.dataset)].append(p.test_accuracy)
+            dense[(p.arch, p.dataset)][p.config].append(p.test_accuracy)
+    baseline = {}
+    for key, by_config in dense.items():
+        if len(by_config) == 1:
+            baseline[key] = statistics.fmean(next(iter(by_config.values())))
+        elif problems is not None:
+            problems.append(f"{key[0]} on {key[1]}: {len(by_config)} dense baselines of different configs; "
+                            f"the dense column is left empty (see their rows)")
+    by_base: dict[tuple, list[tuple]] = defaultdict(list)
+    for key in groups:
+        arch, dataset, method, density, config = key
+        by_base[(arch, dataset, density, _base_key(config))].append(key)
     rows = []
-    for (arch, dataset, method, density), items in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], -kv[0][3])):
+    order = sorted(groups, key=lambda k: (k[0], k[1], labels[(k[0], k[1], k[2], k[4])], -k[3]))
+    for key in order:
+        arch, dataset, method, density, config = key
+        items = groups[key]
         accs = [p.test_accuracy for p in items]
         mean, std = mean_std(accs)
-        base = dense.get((arch, dataset))
         reached = [p.reached for p in items if p.reached is not None]
-        row = {"arch": arch, "dataset": dataset, "method": method, "density": density, "mean": mean, "std": std,
-               "seeds": len(items), "dense": statistics.fmean(base) if base else math.nan, "controls": [],
-               "reached": statistics.fmean(reached) if reached else density}
+        collapsed = sorted({layer for p in items for layer in p.collapsed})
+        row = {"arch": arch, "dataset": dataset, "method": labels[(arch, dataset, method, config)],
+               "method_name": method, "density": density, "mean": mean, "std": std if len(items) > 1 else None,
+               "seeds": len(items), "dense": baseline.get((arch, dataset), math.nan), "controls": [],
+               "reached": statistics.fmean(reached) if reached else density, "collapsed": collapsed,
+               "config": config}
         for control in controls_of(method):
-            other = groups.get((arch, dataset, control, density))
+            other = next((groups[k] for k in by_base[(arch, dataset, density, _base_key(config))]
+                          if k[2] == control), None)
             if other:
                 theirs = [p.test_accuracy for p in other]
                 row["controls"].append({"control": control, "delta": mean - statistics.fmean(theirs),
@@ -157,7 +271,16 @@ def _pct(x: float) -> str:
     return "" if math.isnan(x) else f"{100 * x:.1f}"
 
 
-def markdown(rows: list[dict], problems: list[str]) -> str:
+def _accuracy_cell(row: dict) -> str:
+    return _pct(row["mean"]) if row["std"] is None else f"{_pct(row['mean'])} ± {_pct(row['std'])}"
+
+
+def _control_cell(control: dict) -> str:
+    test = "" if math.isnan(control["p"]) else f" (p={control['p']:.3g})"
+    return f"{control['control']}: {100 * control['delta']:+.1f}{test}"
+
+
+def markdown(rows: list[dict], problems: list[str], plots: Iterable[str] = ()) -> str:
     lines = []
     for key in sorted({(r["arch"], r["dataset"]) for r in rows}):
         part = [r for r in rows if (r["arch"], r["dataset"]) == key]
@@ -166,10 +289,18 @@ def markdown(rows: list[dict], problems: list[str]) -> str:
                   "| vs control: Δ points (Welch p) |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]
         for r in part:
-            vs = "; ".join(f"{c['control']}: {100 * c['delta']:+.1f} (p={c['p']:.3g})" for c in r["controls"])
-            lines.append(f"| {r['method']} | {r['density']:.4g} | {r['reached']:.4g} | {_pct(r['mean'])} ± "
-                         f"{_pct(r['std'])} | {r['seeds']} | {_pct(r['dense'])} | {vs} |")
+            vs = "; ".join(_control_cell(c) for c in r["controls"])
+            warn = f" ⚠ collapsed: {', '.join(r['collapsed'])}" if r["collapsed"] else ""
+            lines.append(f"| {r['method']}{warn} | {r['density']:.4g} | {r['reached']:.4g} | {_accuracy_cell(r)} "
+                         f"| {r['seeds']} | {_pct(r['dense'])} | {vs} |")
         lines.append("")
+    if any(r["std"] is None for r in rows):
+        lines += ["A value without ± is a single seed: no spread, no test.", ""]
+    if any(r["collapsed"] for r in rows):
+        lines += ["⚠ collapsed: a layer of the ticket keeps no weight, so the network cannot pass a signal "
+                  "through it (layer collapse, Tanaka et al. 2020).", ""]
+    for plot in plots:
+        lines += [f"![{Path(plot).stem.replace('_', ' ')}]({Path(plot).name})", ""]
     if problems:
         lines += ["Left out:", ""] + [f"- {p}" for p in problems] + [""]
     return "\n".join(lines)
@@ -179,11 +310,12 @@ def csv_text(rows: list[dict]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["arch", "dataset", "method", "density", "density_reached", "test_accuracy_mean",
-                     "test_accuracy_std", "seeds", "dense_accuracy", "control", "delta_to_control", "welch_p"])
+                     "test_accuracy_std", "seeds", "dense_accuracy", "collapsed_layers", "control",
+                     "delta_to_control", "welch_p"])
     for r in rows:
         base = [r["arch"], r["dataset"], r["method"], r["density"], f"{r['reached']:.6f}", f"{r['mean']:.6f}",
-                f"{r['std']:.6f}",
-                r["seeds"], "" if math.isnan(r["dense"]) else f"{r['dense']:.6f}"]
+                "" if r["std"] is None else f"{r['std']:.6f}",
+                r["seeds"], "" if math.isnan(r["dense"]) else f"{r['dense']:.6f}", " ".join(r["collapsed"])]
         for c in r["controls"] or [None]:
             writer.writerow(base + ([c["control"], f"{c['delta']:.6f}", "" if math.isnan(c["p"]) else f"{c['p']:.6g}"]
                                     if c else ["", "", ""]))
@@ -205,11 +337,15 @@ def _panels(rows: list[dict], value: str, ylabel: str, path: Path, methods_filte
     for ax, key in zip(axes[0], keys):
         part = [r for r in rows if (r["arch"], r["dataset"]) == key and methods_filter(r["method"])]
         for index, method in enumerate(sorted({r["method"] for r in part})):
-            if method == "dense" and value == "mean":
-                continue
             series = sorted((r for r in part if r["method"] == method), key=lambda r: r["reached"])
+            if series[0]["method_name"] == "dense":
+                if value == "mean":  # one line per dense baseline config
+                    ax.axhline(100 * statistics.fmean(r["mean"] for r in series), color="black", linestyle=":",
+                               label=method.replace("dense", "dense (trained)", 1))
+                continue
             if value == "mean":
-                xs, ys, sd = [r["reached"] for r in series], [100 * r["mean"] for r in series], [100 * r["std"] for r in series]
+                xs, ys = [r["reached"] for r in series], [100 * r["mean"] for r in series]
+                sd = [100 * (r["std"] or 0.0) for r in series]
             else:
                 series = [r for r in series if r["early_stop"]]
                 xs, ys, sd = [r["reached"] for r in series], [r["early_stop"][0] for r in series], [r["early_stop"][1] for r in series]
@@ -218,9 +354,6 @@ def _panels(rows: list[dict], value: str, ylabel: str, path: Path, methods_filte
                             color=palette[index % len(palette)])
             ax.fill_between(xs, [y - s for y, s in zip(ys, sd)], [y + s for y, s in zip(ys, sd)], alpha=0.15,
                             color=line.get_color())
-        dense = [r for r in part if r["method"] == "dense"]
-        if dense and value == "mean":
-            ax.axhline(100 * statistics.fmean(r["mean"] for r in dense), color="black", linestyle=":", label="dense (trained)")
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         ax.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
@@ -249,43 +382,46 @@ def compare(paths: Iterable[Path], out: Path) -> tuple[str, list[str], list[Path
     if out.exists() and not out.is_dir():
         raise SupermaskError(f"{out} is a file; --out must be a directory")
     out.mkdir(parents=True, exist_ok=True)
-    rows = comparison_rows(found.points)
-    table = markdown(rows, found.problems)
+    problems = list(found.problems)
+    rows = comparison_rows(found.points, problems)
     written = [out / "comparison.md", out / "comparison.csv"]
-    atomic_write_bytes(written[0], table.encode())
-    atomic_write_bytes(written[1], csv_text(rows).encode())
+    plots = []
     if _panels(rows, "mean", "test accuracy (%)", out / "accuracy_vs_density.png"):
-        written.append(out / "accuracy_vs_density.png")
+        plots.append(out / "accuracy_vs_density.png")
     if _panels(rows, "early_stop", "iteration of minimum validation loss", out / "early_stop_vs_density.png",
                methods_filter=lambda m: m.startswith("imp")):
-        written.append(out / "early_stop_vs_density.png")
-    return table, found.problems, written
+        plots.append(out / "early_stop_vs_density.png")
+    table = markdown(rows, problems)
+    atomic_write_bytes(written[0], markdown(rows, problems, [p.name for p in plots]).encode())
+    atomic_write_bytes(written[1], csv_text(rows).encode())
+    return table, problems, written + plots
 
 
 def imp_level_rows(root: Path) -> list[dict]:
+    """One row per (configuration, control, level) of the finished IMP runs under ``root``; the
+    configuration (``config``) leaves out the seed and the control, so controls share IMP's."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for run in find_runs(root):
         result = run.read_result()
         if result.get("engine") != "imp" or "levels" not in result:
             continue
+        base = _base_key(config_key(_read_config(run.result_path)))
         for row in result["levels"]:
-            groups[(result["arch"], result["dataset"], result["control"], row["level"])].append(row)
+            groups[(result["arch"], result["dataset"], base, result["control"], row["level"])].append(row)
     if not groups:
         raise RunError(f"{root}: no finished IMP runs")
     rows = []
-    for (arch, dataset, control, level), items in sorted(groups.items()):
+    for (arch, dataset, base, control, level), items in sorted(groups.items()):
         rows.append({
-            "arch": arch, "dataset": dataset, "control": control, "level": level, "seeds": len(items),
-            "density": mean_std([r["density"] for r in items]),
+            "arch": arch, "dataset": dataset, "config": base, "control": control, "level": level,
+            "seeds": len(items), "density": mean_std([r["density"] for r in items]),
             "test_accuracy": mean_std([r["test_accuracy"] for r in items]),
             "early_stop_step": mean_std([r["min_val_loss_step"] for r in items]),
         })
     return rows
 
 
-def imp_level_table(root: Path) -> str:
-    """Markdown: one row per level, one column group per control."""
-    rows = imp_level_rows(root)
+def _level_table(rows: list[dict]) -> list[str]:
     controls = sorted({r["control"] for r in rows}, key=lambda c: (c != "none", c))
     levels = sorted({r["level"] for r in rows})
     by = {(r["control"], r["level"]): r for r in rows}
@@ -301,8 +437,29 @@ def imp_level_table(root: Path) -> str:
                 cells += ["", ""]
                 continue
             acc, es = r["test_accuracy"], r["early_stop_step"]
-            cells += [f"{100 * acc[0]:.1f} ± {100 * acc[1]:.1f}", f"{es[0]:.0f} ± {es[1]:.0f}"]
+            if r["seeds"] > 1:
+                cells += [f"{100 * acc[0]:.1f} ± {100 * acc[1]:.1f}", f"{es[0]:.0f} ± {es[1]:.0f}"]
+            else:
+                cells += [f"{100 * acc[0]:.1f}", f"{es[0]:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     seeds = sorted({r["seeds"] for r in rows})
     lines.append(f"\n{'/'.join(map(str, seeds))} seeds per cell; accuracy in %, over the test split.")
-    return "\n".join(lines)
+    return lines
+
+
+def imp_level_table(root: Path) -> str:
+    """Markdown: one row per level, one column group per control; one table per configuration
+    (headed by the fields in which it differs from the others)."""
+    rows = imp_level_rows(root)
+    configs = sorted({(r["arch"], r["dataset"], r["config"]) for r in rows})
+    if len(configs) == 1:
+        return "\n".join(_level_table(rows))
+    flat = {c: flatten(json.loads(c[2])) for c in configs}
+    names = sorted({n for f in flat.values() for n in f})
+    varying = [n for n in names if len({json.dumps(f.get(n), sort_keys=True) for f in flat.values()}) > 1]
+    parts = []
+    for c in configs:
+        title = ", ".join(f"{n}={_format_value(flat[c].get(n))}" for n in varying)
+        parts += [f"### {c[0]} on {c[1]}: {title}", "", *_level_table([r for r in rows if (r["arch"], r["dataset"],
+                                                                                        r["config"]) == c]), ""]
+    return "\n".join(parts)

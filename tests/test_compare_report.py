@@ -13,11 +13,21 @@ from supermask.report import (collect, compare, comparison_rows, imp_level_rows,
 from supermask_imp import IMPConfig, run_imp
 
 
-def write_result(path, **fields):
+CONFIG_FIELDS = ("engine", "method", "init", "scope", "control", "arch", "dataset", "seed")
+
+
+def write_result(path, config=None, **fields):
+    """A result.json and the config.json beside it (the config's fields: those of the result that
+    name the setting, plus ``config``)."""
     path.mkdir(parents=True, exist_ok=True)
     base = {"status": "finished", "arch": "lenet_300_100", "dataset": "mnist-5k", "seed": 0, "density": 1.0,
             "test_accuracy": 0.9, "min_val_loss_step": 100}
-    (path / "result.json").write_text(json.dumps({**base, **fields}))
+    result = {**base, **fields}
+    (path / "result.json").write_text(json.dumps(result))
+    settings = {k: result[k] for k in CONFIG_FIELDS if k in result}
+    if result.get("engine") != "imp":
+        settings["density"] = result["density"]
+    (path / "config.json").write_text(json.dumps({**settings, "train": {"epochs": 10}, **(config or {})}))
 
 
 @pytest.fixture
@@ -103,3 +113,70 @@ def test_imp_table_averages_over_seeds(tmp_path):
     assert f"{100 * mean_std(accs)[0]:.1f} ± {100 * mean_std(accs)[1]:.1f}" in table
     with pytest.raises(RunError):
         imp_level_table(tmp_path / "level-nothing")
+
+
+def test_runs_of_different_configs_are_separate_rows_labelled_by_what_differs(tmp_path):
+    root = tmp_path / "runs"
+    for seed, acc in ((0, 0.70), (1, 0.72), (2, 0.74)):
+        write_result(root / f"e1-{seed}", engine="search", method="edge-popup", init="signed-constant",
+                     seed=seed, density=0.5, test_accuracy=acc, config={"train": {"epochs": 1}})
+    for seed, acc in ((0, 0.80), (1, 0.81)):
+        write_result(root / f"e2-{seed}", engine="search", method="edge-popup", init="signed-constant",
+                     seed=seed, density=0.5, test_accuracy=acc, config={"train": {"epochs": 2}})
+    rows = {r["method"]: r for r in comparison_rows(collect([root]).points)
+            if "random mask" not in r["method"]}
+    assert set(rows) == {"edge-popup signed-constant (epochs=1)", "edge-popup signed-constant (epochs=2)"}
+    one, two = rows["edge-popup signed-constant (epochs=1)"], rows["edge-popup signed-constant (epochs=2)"]
+    assert one["seeds"] == 3 and one["mean"] == pytest.approx(0.72)
+    assert two["seeds"] == 2 and two["mean"] == pytest.approx(0.805)
+
+
+def test_one_seed_shows_its_value_without_a_spread_or_a_test(tmp_path):
+    root = tmp_path / "runs"
+    write_result(root / "imp" / "level-1", engine="imp", control="none", level=1, density=0.2, test_accuracy=0.95)
+    write_result(root / "reinit" / "level-1", engine="imp", control="reinit", level=1, density=0.2,
+                 test_accuracy=0.90)
+    table, _, written = compare([root], tmp_path / "report")
+    assert "| imp | 0.2 | 0.2 | 95.0 | 1 |" in table and "imp reinit: +5.0 |" in table
+    data_rows = [line for line in table.splitlines() if line.startswith("| imp")]
+    assert len(data_rows) == 2 and not any("±" in line or "p=" in line or "nan" in line for line in data_rows)
+    md = (tmp_path / "report" / "comparison.md").read_text()
+    assert "![accuracy vs density](accuracy_vs_density.png)" in md  # the report embeds its plots
+    row = next(r for r in csv.DictReader(open(tmp_path / "report" / "comparison.csv")) if r["method"] == "imp")
+    assert row["test_accuracy_std"] == "" and row["welch_p"] == ""
+
+
+def test_the_same_run_given_twice_counts_once(tree):
+    run = tree / "search" / "s0"
+    points = collect([run, run, run / ".." / "s0", tree / "search"]).points
+    assert sorted(p.seed for p in points if "random mask" not in p.method) == [0, 1, 2]
+
+
+def test_the_same_seed_of_one_config_in_two_places_is_left_out_with_a_note(tree, tmp_path):
+    import shutil
+
+    shutil.copytree(tree / "search" / "s0", tmp_path / "copy")
+    found = collect([tree, tmp_path / "copy"])
+    assert any("seed 0 of this config is already counted" in p for p in found.problems)
+    rows = [r for r in comparison_rows(found.points) if r["method"] == "edge-popup signed-constant"]
+    assert rows[0]["seeds"] == 3
+
+
+def test_collapsed_layers_mark_the_row(tmp_path):
+    root = tmp_path / "runs"
+    write_result(root / "a", engine="prune", method="snip", seed=0, density=0.0005, test_accuracy=0.1,
+                 collapsed_layers=["2.weight"])
+    table, _, _ = compare([root], tmp_path / "report")
+    assert "⚠ collapsed: 2.weight" in table and "layer collapse" in table
+
+
+def test_real_runs_differing_in_one_field_never_share_a_row(tmp_path):
+    from supermask import SearchConfig, TrainConfig, search
+
+    for iterations in (2, 3):
+        for seed in (0, 1):
+            search(SearchConfig(arch="lenet_300_100", out=str(tmp_path), device="cpu", seed=seed,
+                                train=TrainConfig(iterations=iterations, batch_size=500)))
+    rows = [r for r in comparison_rows(collect([tmp_path]).points) if "random mask" not in r["method"]]
+    assert sorted((r["method"], r["seeds"]) for r in rows) == [
+        ("edge-popup signed-constant (iterations=2)", 2), ("edge-popup signed-constant (iterations=3)", 2)]

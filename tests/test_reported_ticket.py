@@ -130,3 +130,19 @@ def test_files_and_folders_honour_the_umask(tmp_path):
         mode = stat.S_IMODE(path.stat().st_mode)
         want = 0o755 if path.is_dir() else 0o644
         assert mode == want, (path, oct(mode))
+
+
+def test_layer_collapse_is_a_warning_and_a_result_field(tmp_path, caplog):
+    import logging
+
+    from supermask_imp import PruneConfig, prune_and_train
+
+    cfg = PruneConfig.for_arch("lenet_300_100", out=str(tmp_path), device="cpu", method="snip", density=0.0005)
+    cfg.train = TrainConfig(iterations=2, batch_size=500)
+    with caplog.at_level(logging.WARNING):
+        r = prune_and_train(cfg).result
+    assert r["collapsed_layers"] and all(r["density_per_layer"][n] == 0.0 for n in r["collapsed_layers"])
+    assert "layer collapse" in caplog.text
+    healthy = search(SearchConfig(arch="lenet_300_100", out=str(tmp_path), device="cpu", density=0.0005,
+                                  train=TrainConfig(iterations=2, batch_size=500))).result
+    assert healthy["collapsed_layers"] == []  # edge-popup keeps at least one weight per layer
