@@ -167,7 +167,8 @@ def model_options(f: Callable) -> Callable:
         click.option("--arch", default="conv6", show_default=True, help="Architecture (see `supermask list archs`)."),
         click.option("--dataset", default="mnist-5k", show_default=True, help="Data set (see `supermask list datasets`)."),
         click.option("--width", default=1.0, show_default=True, type=float, help="Width multiplier of the architecture."),
-        click.option("--image-size", default=224, show_default=True, type=int, help="Crop size for image folders."),
+        click.option("--image-size", default=None, type=int,
+                     help="Crop size for image folders (ignored, with a warning, for other data). [default: 224]"),
     ]):
         f = option(f)
     return f
@@ -362,6 +363,24 @@ def export(run_dir: str, fmt: str, out: Optional[str]) -> None:
     ratio = info["float32_state_dict_bytes"] / info["bytes"]
     click.echo(f"wrote {info['path']}: {info['bytes']:,} bytes "
                f"(float32 state dict {info['float32_state_dict_bytes']:,} bytes, {ratio:.1f}x)")
+
+
+@cli.command(name="evaluate")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--data-root", default=None, type=click.Path(file_okay=False),
+              help="Folder of downloaded data sets [default: $SUPERMASK_DATA or ~/.cache/supermask/data].")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
+def evaluate_cmd(path: str, data_root: Optional[str], device: str) -> None:
+    """Re-evaluate an export (ticket, state-dict or torch-prune) on its data set's test split."""
+    from pathlib import Path
+
+    from .tickets import evaluate_export
+
+    r = evaluate_export(Path(path), data_root, device)
+    reported = r["reported_test_accuracy"]
+    same = "" if reported is None else f"; the run reported {reported:.4f}" + (
+        " (the same)" if reported == r["test_accuracy"] else " (DIFFERENT)")
+    click.echo(f"test accuracy {r['test_accuracy']:.4f} on {r['dataset']} ({r['examples']} examples){same}")
 
 
 @cli.command(name="list")

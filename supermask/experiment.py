@@ -18,7 +18,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import nn
 
-from .data import DATASETS, Dataset, DatasetInfo, load_dataset
+from .data import DATASETS, Dataset, DatasetInfo, fingerprint, load_dataset
 from .data.datasets import IMAGEFOLDER_PREFIX
 from .errors import SupermaskError
 from .models import MODELS, InputSpec
@@ -27,9 +27,11 @@ from .models.torchvision_models import check_torchvision_name
 from .nn import density_report, model_masks
 from .runs import RunDir, config_dict, config_hash, run_path
 from .tickets import library_versions, regenerated_keys, save_ticket, weights_checksum
-from .training import Callback, TrainConfig, distributed, resolve_device, train
+from .training import Callback, TrainConfig, distributed, eval_batch_size, resolve_device, train
 
 log = logging.getLogger(__name__)
+
+DEFAULT_IMAGE_SIZE = 224
 
 
 @dataclass
@@ -39,8 +41,11 @@ class ExperimentConfig:
     arch: str = "conv6"
     dataset: str = "mnist-5k"
     width: float = 1.0
-    image_size: int = 224  # image folders only: the crop size
+    image_size: Optional[int] = None  # image folders only: the crop size [224]; ignored (None) for other data
     seed: int = 0
+    # What identifies the data's content (set when the data is first loaded; see data.fingerprint):
+    # with it the hash holds no path, so moved data keeps its runs.
+    data_fingerprint: Optional[str] = None
     train: TrainConfig = field(default_factory=TrainConfig)
     # Not part of the config hash: where things go and how they are read.
     out: str = "runs"
@@ -61,8 +66,15 @@ class ExperimentConfig:
             check_torchvision_name(self.arch[len(TORCHVISION_PREFIX):])
         else:
             MODELS.get(self.arch)
-        if not self.dataset.startswith(IMAGEFOLDER_PREFIX):
+        if self.dataset.startswith(IMAGEFOLDER_PREFIX):
+            if self.image_size is None:
+                self.image_size = DEFAULT_IMAGE_SIZE
+            _positive_size(self.image_size)
+        else:
             DATASETS.get(self.dataset)
+            if self.image_size is not None:
+                log.warning("--image-size applies to image folders only; ignored for %s", self.dataset)
+                self.image_size = None
         if not (self.width > 0):
             raise SupermaskError(f"width must be positive, got {self.width!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
@@ -82,6 +94,9 @@ class ExperimentConfig:
                 "channels_last": self.channels_last, "compile": self.compile}
 
     def run_dir(self) -> RunDir:
+        """This config's run directory (the data is loaded once to fingerprint it, if not yet)."""
+        if self.data_fingerprint is None:
+            load_data(self)
         return RunDir(run_path(Path(self.out), self.ENGINE, self.arch, self.dataset, config_hash(self), self.seed))
 
 
@@ -92,8 +107,21 @@ class ExperimentResult:
     skipped: bool = False  # the run had finished before: nothing was trained
 
 
+def _positive_size(size) -> None:
+    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+        raise SupermaskError(f"image size must be a positive integer, got {size!r}")
+
+
 def load_data(config: ExperimentConfig) -> tuple[Dataset, InputSpec]:
-    data = load_dataset(config.dataset, config.data_root, config.download, config.image_size)
+    """The config's data and the input it gives the model; fills in ``config.data_fingerprint``
+    (refusing data whose content differs from the fingerprint the config already names)."""
+    data = load_dataset(config.dataset, config.data_root, config.download, config.image_size or DEFAULT_IMAGE_SIZE)
+    found = fingerprint(data)
+    if config.data_fingerprint is None:
+        config.data_fingerprint = found
+    elif config.data_fingerprint != found:
+        raise SupermaskError(f"{config.dataset}: the data's content (fingerprint {found}) is not the data this "
+                             f"config names ({config.data_fingerprint})")
     return data, InputSpec(data.info.in_channels, data.info.image_size, data.info.num_classes)
 
 
@@ -124,10 +152,12 @@ def provenance(config: ExperimentConfig, info: DatasetInfo, summary, state: dict
     """What every ticket records about where it came from and what it expects as input."""
     return {
         **library_versions(), "engine": config.ENGINE, "config_hash": config_hash(config), "arch": config.arch,
-        "dataset": config.dataset, "input_shape": [info.in_channels, info.image_size, info.image_size],
+        "width": config.width, "dataset": config.dataset, "data_fingerprint": config.data_fingerprint,
+        "input_shape": [info.in_channels, info.image_size, info.image_size],
         "num_classes": info.num_classes, "normalization": {"mean": list(info.mean), "std": list(info.std)},
         "selection": summary.selection, "selected_epoch": summary.selected_epoch,
-        "selected_step": summary.selected_step, "state_checksum": weights_checksum(state),
+        "selected_step": summary.selected_step, "eval_batch_size": eval_batch_size(config.train),
+        "state_checksum": weights_checksum(state),
     }
 
 
@@ -162,12 +192,13 @@ def run_experiment(
     rebuilds it from the seed (a strong ticket).
     """
     config.validate()
+    data, spec = load_data(config)
     run = config.run_dir()
     if run.is_finished():
+        run.check_config(config_dict(config))
         log.info("finished run found, skipping: %s", run.path)
         return ExperimentResult(run.path, run.read_result(), skipped=True)
     device = resolve_device(config.device)
-    data, spec = load_data(config)
     writer = distributed.is_main()
     with writing(run, config):
         torch.manual_seed(config.seed)

@@ -41,7 +41,7 @@ from typing import Iterable, Optional
 
 from .errors import RunError, SupermaskError
 from .io import atomic_write_bytes
-from .runs import CONFIG, NON_RESULT_FIELDS, find_runs
+from .runs import CONFIG, NON_RESULT_FIELDS, find_runs, result_fields
 
 RESULT = "result.json"
 #: Fields that tell runs of one config apart without changing the config itself.
@@ -102,10 +102,7 @@ def flatten(config: dict, prefix: str = "") -> dict:
 
 def config_key(config: dict) -> str:
     """The canonical form of a run's result-changing config (seed and IMP level left out)."""
-    from .runs import _omit_later_defaults
-
-    fields = _omit_later_defaults({k: v for k, v in config.items() if k not in RUN_FIELDS})
-    return json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    return json.dumps(result_fields(config, RUN_FIELDS), sort_keys=True, separators=(",", ":"))
 
 
 def _base_key(key: str) -> str:

@@ -70,10 +70,27 @@ def _omit_later_defaults(fields: dict, prefix: str = "") -> dict:
     return out
 
 
+IMAGEFOLDER_PREFIX = "imagefolder:"
+
+
+def dataset_identity(dataset: str) -> str:
+    """A data set as results see it: its registry name; an image folder without its path (its
+    content is identified by the config's ``data_fingerprint``, so moving it keeps the hash)."""
+    return "imagefolder" if dataset.startswith(IMAGEFOLDER_PREFIX) else dataset
+
+
+def result_fields(config: dict, exclude: Iterable[str] = NON_RESULT_FIELDS) -> dict:
+    """The fields of a config dict that change results: the hash and the config check use these."""
+    exclude = set(exclude)
+    fields = _omit_later_defaults({k: v for k, v in config.items() if k not in exclude})
+    if isinstance(fields.get("dataset"), str):
+        fields["dataset"] = dataset_identity(fields["dataset"])
+    return fields
+
+
 def config_hash(config: Any, exclude: Iterable[str] = NON_RESULT_FIELDS) -> str:
     """12 hex digits of the SHA-256 of the result-affecting fields, canonically serialised."""
-    fields = _omit_later_defaults({k: v for k, v in config_dict(config).items() if k not in set(exclude)})
-    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps(result_fields(config_dict(config), exclude), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
@@ -82,7 +99,7 @@ def _slug(text: str) -> str:
 
 
 def run_path(out: Path, engine: str, arch: str, dataset: str, digest: str, seed: int) -> Path:
-    return Path(out) / engine / f"{_slug(arch)}-{_slug(dataset)}" / digest / f"seed-{seed}"
+    return Path(out) / engine / f"{_slug(arch)}-{_slug(dataset_identity(dataset))}" / digest / f"seed-{seed}"
 
 
 def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -249,16 +266,22 @@ class RunDir:
             raise RunError(f"cannot create run directory {self.path}: {exc.strerror}") from None
         if not os.access(self.path, os.W_OK):
             raise RunError(f"run directory {self.path} is not writable")
-        compared = _omit_later_defaults({k: v for k, v in config.items() if k not in NON_RESULT_FIELDS})
-        if self.config_path.exists():
-            existing = read_json(self.config_path)
-            if not isinstance(existing, dict):
-                raise RunError(f"{self.config_path}: not a run config")
-            existing = _omit_later_defaults({k: v for k, v in existing.items() if k not in NON_RESULT_FIELDS})
-            diff = _differences(existing, compared)
-            if diff:
-                raise RunError(f"{self.path} holds a run of another config (differs in: {', '.join(diff)})")
+        self.check_config(config)
         atomic_write_json(self.config_path, config)
+
+    def check_config(self, config: dict) -> None:
+        """Refuse a directory whose ``config.json`` is of another config (finished runs included:
+        an edited or linked-in directory never passes for this config's results)."""
+        if not self.config_path.exists():
+            if self.is_finished():
+                raise RunError(f"{self.path} holds a finished run without its config.json; move it away to rerun")
+            return
+        existing = read_json(self.config_path)
+        if not isinstance(existing, dict):
+            raise RunError(f"{self.config_path}: not a run config")
+        diff = _differences(result_fields(existing), result_fields(config))
+        if diff:
+            raise RunError(f"{self.path} holds a run of another config (differs in: {', '.join(diff)})")
 
     def append_metrics(self, record: dict) -> None:
         with open(self.metrics_path, "a") as f:

@@ -219,7 +219,8 @@ def regenerated_keys(state: dict[str, torch.Tensor], masks: dict[str, torch.Tens
     return keys
 
 
-def compact_ticket(state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], meta: dict) -> bytes:
+def compact_ticket(state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], meta: dict,
+                   metadata: Optional[dict[str, str]] = None) -> bytes:
     """A strong ticket in one small safetensors file: masks at one bit per weight, the state that
     the seed does not regenerate (BatchNorm statistics, learned BN), the rebuild recipe and the
     checksum of the weights the recipe must regenerate."""
@@ -227,7 +228,7 @@ def compact_ticket(state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor
     extra = {k: v.contiguous() for k, v in state.items() if k not in regenerated and not k.endswith(".scores")}
     recipe = dict(meta, shapes={name: list(m.shape) for name, m in masks.items()},
                   weights_checksum=weights_checksum({k: state[k] for k in regenerated}))
-    return st_save({**pack_masks(masks), **extra}, metadata={"supermask_ticket": json.dumps(recipe)})
+    return st_save({**pack_masks(masks), **extra}, metadata={**(metadata or {}), "supermask_ticket": json.dumps(recipe)})
 
 
 def _effective_weights(run_dir: Path, state: dict, masks: dict) -> dict:
@@ -278,7 +279,7 @@ def export_run(run_dir: Path, fmt: str, out: Path) -> dict:
         if meta.get("method", "edge-popup") != "edge-popup":
             raise SupermaskError(f"the compact ticket rebuilds edge-popup networks (seeded weights x a top-k mask); "
                                  f"a {meta['method']} ticket computes with other weights: export it as state-dict")
-        data = compact_ticket(raw_state, masks, meta)
+        data = compact_ticket(raw_state, masks, meta, metadata)
     out = Path(out)
     if out.is_dir():
         raise SupermaskError(f"{out} is a directory; give a file path for the export")
@@ -356,3 +357,55 @@ def _check_regenerated(path: Path, recipe: dict, state: dict[str, torch.Tensor])
         here = f"torch {torch.__version__}, supermask {library_versions()['supermask_version']}"
         raise RunError(f"{path}: the seed regenerates other weights here ({here}) than where the ticket was "
                        f"made ({made}); load it with those versions, or export it as state-dict")
+
+
+# -- loading an export back -----------------------------------------------------------------------
+
+def load_export(path: Path) -> tuple[torch.nn.Module, dict]:
+    """The network an export (``ticket``, ``state-dict`` or ``torch-prune``) holds, in eval mode,
+    and its provenance. A ``mask`` export holds no weights and is refused."""
+    from .models import DENSE, InputSpec, create_model
+
+    path = Path(path)
+    provenance = read_provenance(path)
+    fmt = provenance.get("format", "ticket")
+    if fmt == "ticket":
+        return load_ticket(path), provenance
+    if fmt == "mask":
+        raise SupermaskError(f"{path}: a mask export holds no weights; export the run as state-dict or ticket")
+    try:
+        channels, size, _ = provenance["input_shape"]
+        spec = InputSpec(channels, size, provenance["num_classes"])
+        width = provenance.get("width", 1.0)
+        model = create_model(provenance["arch"], spec, DENSE, **({"width": width} if width != 1.0 else {}))
+        state = st_load(path.read_bytes())
+        if fmt == "torch-prune":
+            load_torch_prune(model, state)
+        else:
+            model.load_state_dict(state)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RunError(f"{path}: its provenance does not describe a loadable model ({type(exc).__name__}: {exc})") from None
+    except RuntimeError as exc:
+        raise RunError(f"{path}: the weights do not fit {provenance.get('arch')!r} "
+                       f"({str(exc).splitlines()[0]})") from None
+    return model.eval(), provenance
+
+
+def evaluate_export(path: Path, data_root: Optional[Path] = None, device: str = "cpu") -> dict:
+    """Re-evaluate an export on the test split of the data set it was found on (the batch and
+    loader of the run): the accuracy it reported, if the export is the reported network."""
+    from .data import fingerprint, load_dataset, make_loader
+    from .training import evaluate
+
+    model, provenance = load_export(path)
+    size = provenance.get("input_shape", [None, 224, 224])[-1]
+    data = load_dataset(provenance["dataset"], data_root, False, size)
+    expected = provenance.get("data_fingerprint")
+    if expected is not None and fingerprint(data) != expected:
+        raise SupermaskError(f"{provenance['dataset']}: not the data the ticket was found on (fingerprint "
+                             f"{fingerprint(data)}, the ticket's {expected})")
+    loader = make_loader(data.test, data.info, int(provenance.get("eval_batch_size", 256)), train=False,
+                         device=device)
+    loss, accuracy = evaluate(model.to(device), loader)
+    return {"dataset": provenance["dataset"], "examples": len(data.test), "test_loss": loss,
+            "test_accuracy": accuracy, "reported_test_accuracy": provenance.get("test_accuracy")}

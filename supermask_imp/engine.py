@@ -190,15 +190,16 @@ def _final_state(run: RunDir, device) -> dict[str, torch.Tensor]:
 def run_imp(config: IMPConfig, callbacks: Sequence[Callback] = ()) -> IMPResult:
     """Run (or resume, or skip) IMP: level 0 dense, then ``pruning_levels()`` prune-rewind-retrain levels."""
     config.validate()
+    data, spec = load_data(config)
     root = config.run_dir()
     if root.is_finished():
+        root.check_config(config_dict(config))
         log.info("finished IMP run found, skipping: %s", root.path)
         return IMPResult(root.path, root.read_result()["levels"], skipped=True)
     main: Optional[IMPResult] = None
     if config.control != "none":
         main = run_imp(dataclasses.replace(config, control="none"), callbacks)
     device = resolve_device(config.device)
-    data, spec = load_data(config)
     rewind_point = RewindPoint.parse(config.rewind)
     steps_per_epoch = -(-len(data.train) // config.train.batch_size)
     total_steps = config.train.iterations or config.train.epochs * steps_per_epoch
@@ -234,6 +235,7 @@ def _run_levels(config, data, spec, device, root, main, rewind_point, rewind_ste
         if level > 0:
             masks = _level_masks(config, level, masks, previous, main, names, conv_names, device)
         if run.is_finished():
+            run.check_config(config_dict(config) | {"level": level})
             rows.append(run.read_result())
             previous = run
             continue

@@ -123,6 +123,51 @@ def test_image_folder(tmp_path):
     assert images.shape == (4, 3, 8, 8) and labels.dtype == torch.int64
 
 
+def _image_folder(root, classes):
+    from PIL import Image
+
+    rng = np.random.default_rng(4)
+    for part, names in classes.items():
+        for i, cls in enumerate(names):
+            (root / part / cls).mkdir(parents=True)
+            for j in range(6 if part == "train" else 2):
+                colour = np.full((12, 12, 3), 40 * i + j, dtype=np.uint8) + rng.integers(0, 3, (12, 12, 3), dtype=np.uint8)
+                Image.fromarray(colour).save(root / part / cls / f"{j}.png")
+
+
+def test_image_folder_classes_come_from_train_alone(tmp_path):
+    _image_folder(tmp_path / "a", {"train": ["ant", "bee", "cat"], "val": ["bee", "cat"]})  # val lacks "ant"
+    d = load_dataset(f"imagefolder:{tmp_path / 'a'}", image_size=8)
+    assert d.info.num_classes == 3
+    assert sorted({label for _, label in d.test}) == [1, 2]  # bee and cat keep train's indices
+    _image_folder(tmp_path / "b", {"train": ["ant", "bee"], "val": ["bee", "cow"]})
+    with pytest.raises(DataError, match="val/ has classes that train/ lacks: cow"):
+        load_dataset(f"imagefolder:{tmp_path / 'b'}", image_size=8)
+
+
+def test_moving_an_image_folder_keeps_the_run_hash(tmp_path):
+    import shutil
+
+    from supermask import SearchConfig
+
+    _image_folder(tmp_path / "here", {"train": ["ant", "bee"], "val": ["ant", "bee"]})
+    first = SearchConfig(arch="lenet_300_100", dataset=f"imagefolder:{tmp_path / 'here'}", image_size=8,
+                         out=str(tmp_path / "runs")).validate()
+    first_path = first.run_dir().path
+    shutil.move(tmp_path / "here", tmp_path / "moved" / "elsewhere")
+    moved = SearchConfig(arch="lenet_300_100", dataset=f"imagefolder:{tmp_path / 'moved' / 'elsewhere'}",
+                         image_size=8, out=str(tmp_path / "runs")).validate()
+    assert moved.run_dir().path == first_path
+    assert "here" not in str(first_path) and first.data_fingerprint == moved.data_fingerprint
+    other = SearchConfig(arch="lenet_300_100", dataset=f"imagefolder:{tmp_path / 'moved' / 'elsewhere'}",
+                         image_size=10, out=str(tmp_path / "runs")).validate()
+    assert other.run_dir().path != first_path  # the crop size matters for image folders
+    (tmp_path / "moved" / "elsewhere" / "train" / "ant" / "0.png").unlink()  # other content, other data
+    changed = SearchConfig(arch="lenet_300_100", dataset=f"imagefolder:{tmp_path / 'moved' / 'elsewhere'}",
+                           image_size=8, out=str(tmp_path / "runs")).validate()
+    assert changed.run_dir().path != first_path
+
+
 def test_missing_and_unknown_data_are_clear_errors(tmp_path):
     with pytest.raises(DataError, match="pass --download"):
         load_dataset("cifar10", tmp_path)

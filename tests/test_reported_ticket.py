@@ -146,3 +146,51 @@ def test_layer_collapse_is_a_warning_and_a_result_field(tmp_path, caplog):
     healthy = search(SearchConfig(arch="lenet_300_100", out=str(tmp_path), device="cpu", density=0.0005,
                                   train=TrainConfig(iterations=2, batch_size=500))).result
     assert healthy["collapsed_layers"] == []  # edge-popup keeps at least one weight per layer
+
+
+def test_evaluate_command_reproduces_the_reported_accuracy(edge_popup, imp, tmp_path, capsys):
+    from supermask.cli import main
+
+    for run_dir, fmt in ((edge_popup.run_dir, "ticket"), (edge_popup.run_dir, "torch-prune"),
+                         (imp.run_dir / "level-1", "state-dict")):
+        out = tmp_path / f"{fmt}.safetensors"
+        assert main(["export", str(run_dir), "--format", fmt, "--out", str(out)]) == 0
+        capsys.readouterr()
+        assert main(["evaluate", str(out)]) == 0
+        reported = RunDir(run_dir).read_result()["test_accuracy"]
+        printed = capsys.readouterr().out
+        assert f"test accuracy {reported:.4f} on mnist-5k (500 examples)" in printed
+        assert f"the run reported {reported:.4f} (the same)" in printed, printed
+
+
+def _with_recipe(path, out, change):
+    """A copy of a compact ticket whose recipe is changed by ``change``."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as f:
+        metadata, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+    recipe = json.loads(metadata["supermask_ticket"])
+    change(recipe)
+    metadata["supermask_ticket"] = json.dumps(recipe)
+    save_file(tensors, out, metadata=metadata)
+
+
+def test_a_ticket_whose_weights_do_not_regenerate_is_refused_naming_the_versions(edge_popup, tmp_path, capsys):
+    from supermask.cli import main
+
+    export_run(edge_popup.run_dir, "ticket", tmp_path / "t.ticket")
+
+    def other_torch(recipe):
+        recipe["weights_checksum"] = "0" * 64  # what another torch's random stream would give
+        recipe["torch_version"] = "1.13.0"
+
+    _with_recipe(tmp_path / "t.ticket", tmp_path / "bad.ticket", other_torch)
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "bad.ticket")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("supermask: error:") and "Traceback" not in err
+    assert "torch 1.13.0" in err and "regenerates other weights" in err
+    _with_recipe(tmp_path / "t.ticket", tmp_path / "old.ticket", lambda r: r.pop("weights_checksum"))
+    with pytest.raises(Exception, match="records no checksum"):
+        load_ticket(tmp_path / "old.ticket")

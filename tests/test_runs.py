@@ -9,7 +9,17 @@ from supermask.runs import RunDir, config_dict, config_hash, find_runs
 
 def test_default_config_hash_is_pinned():
     # If this changes, every existing run directory is orphaned: change it only on purpose.
-    assert config_hash(SearchConfig()) == PINNED_DEFAULT_HASH
+    config = SearchConfig().validate()
+    run = config.run_dir()  # fingerprints the bundled data
+    assert config.data_fingerprint == MNIST_5K_FINGERPRINT
+    assert config_hash(config) == PINNED_DEFAULT_HASH == run.path.parent.name
+
+
+def test_image_size_does_not_change_the_hash_of_data_that_ignores_it(caplog):
+    base = SearchConfig().validate()
+    given = SearchConfig(image_size=64).validate()
+    assert "image folders only" in caplog.text and given.image_size is None
+    assert config_hash(given) == config_hash(base)
 
 
 def test_hash_ignores_paths_device_and_seed_but_not_results():
@@ -58,4 +68,5 @@ def test_find_runs_lists_finished_runs_only(tmp_path):
         find_runs(tmp_path / "missing")
 
 
-PINNED_DEFAULT_HASH = "2063795bd376"  # 0.2: train.selection joined the config
+PINNED_DEFAULT_HASH = "8228bd68f7fe"  # 0.2: train.selection and data_fingerprint joined the config
+MNIST_5K_FINGERPRINT = "5e1267f330e0ec89"

@@ -149,9 +149,9 @@ def test_default_precision_keeps_the_hash_of_runs_written_before_it_existed(tmp_
 
     config = _config(tmp_path)
     assert config_hash(config) != config_hash(_config(tmp_path, train=TrainConfig(precision="16")))
+    run = config.run_dir()
     old = config_dict(config)
     del old["train"]["precision"]  # a config.json written before the field existed
-    run = config.run_dir()
     run.path.mkdir(parents=True)
     import json
     run.config_path.write_text(json.dumps(old))

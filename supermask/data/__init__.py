@@ -6,6 +6,7 @@ from .datasets import (
     DatasetInfo,
     TensorSplit,
     default_data_root,
+    fingerprint,
     list_datasets,
     load_dataset,
     stratified_holdout,
@@ -13,4 +14,4 @@ from .datasets import (
 from .loader import FolderLoader, TensorLoader, make_loader
 
 __all__ = ["DATASETS", "Dataset", "DatasetInfo", "FolderLoader", "TensorLoader", "TensorSplit",
-           "default_data_root", "list_datasets", "load_dataset", "make_loader", "stratified_holdout"]
+           "default_data_root", "fingerprint", "list_datasets", "load_dataset", "make_loader", "stratified_holdout"]

@@ -13,6 +13,7 @@ test split is only ever reported.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -20,7 +21,7 @@ import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable, Iterator, Optional, Union
 
 import numpy as np
 import torch
@@ -219,8 +220,28 @@ def load_svhn(root: Path, download: bool) -> Dataset:
     return Dataset(DatasetInfo("svhn", 3, 32, 10, *SVHN_STATS, augment=False), train, val, test)
 
 
+class _ImageFolderOfClasses:
+    """Builds a torchvision ``ImageFolder`` whose class-to-index map is given (the train split's),
+    so that a ``val/`` lacking a class keeps every other label where ``train/`` put it."""
+
+    def __init__(self, classes: list[str]):
+        self.classes = classes
+
+    def __call__(self, root: str, transform):
+        from torchvision import datasets
+
+        classes = self.classes
+
+        class Folder(datasets.ImageFolder):
+            def find_classes(self, directory):
+                return list(classes), {name: i for i, name in enumerate(classes)}
+
+        return Folder(root, transform=transform, allow_empty=True)
+
+
 def load_imagefolder(path: Path, image_size: int = 224) -> Dataset:
-    """``PATH/train`` (10% held out, stratified, as validation) and ``PATH/val`` (reported as test)."""
+    """``PATH/train`` (10% held out, stratified, as validation) and ``PATH/val`` (reported as test).
+    Class indices come from ``train/`` alone; a ``val/`` class that ``train/`` lacks is an error."""
     from torchvision import datasets, transforms
 
     from .loader import IMAGENET_STATS
@@ -235,15 +256,52 @@ def load_imagefolder(path: Path, image_size: int = 224) -> Dataset:
                                   transforms.ToTensor(), normalize])
     try:
         full_train = datasets.ImageFolder(str(path / "train"), transform=train_tf)
-        full_eval = datasets.ImageFolder(str(path / "train"), transform=eval_tf)
-        test = datasets.ImageFolder(str(path / "val"), transform=eval_tf)
+        unknown = sorted({p.name for p in (path / "val").iterdir() if p.is_dir()} - set(full_train.classes))
+        if unknown:
+            raise DataError(f"image folder {path}: val/ has classes that train/ lacks: {', '.join(unknown[:5])}"
+                            f"{' ...' if len(unknown) > 5 else ''}")
+        same_classes = _ImageFolderOfClasses(full_train.classes)
+        full_eval = same_classes(str(path / "train"), eval_tf)
+        test = same_classes(str(path / "val"), eval_tf)
     except (FileNotFoundError, RuntimeError) as exc:
         raise DataError(f"image folder {path}: {exc}") from None
+    if len(test) == 0:
+        raise DataError(f"image folder {path}: val/ holds no images")
     labels = torch.tensor(full_train.targets)
     val_idx, train_idx = stratified_holdout(labels, max(1, len(labels) // 10), VAL_SPLIT_SEED)
     subset = torch.utils.data.Subset
     info = DatasetInfo(f"imagefolder:{path}", 3, image_size, len(full_train.classes), *IMAGENET_STATS, augment=False)
     return Dataset(info, subset(full_train, train_idx.tolist()), subset(full_eval, val_idx.tolist()), test)
+
+
+def fingerprint(data: Dataset) -> str:
+    """16 hex digits identifying a data set's content, wherever it lies: SHA-256 over every split's
+    images and labels (in-memory splits), or over the listing of an image folder (each file's path
+    relative to the folder, its size and its class index), with the shape the model sees."""
+    digest = hashlib.sha256(f"{data.info.in_channels}|{data.info.num_classes}|".encode())
+    for name in ("train", "val", "test"):
+        split = getattr(data, name)
+        digest.update(f"|{name}|{len(split)}|".encode())
+        if isinstance(split, TensorSplit):
+            for tensor in (split.images, split.labels):
+                t = tensor.contiguous()
+                digest.update(f"{t.dtype}{list(t.shape)}".encode())
+                digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            for line in _listing(split):
+                digest.update(line.encode())
+    return digest.hexdigest()[:16]
+
+
+def _listing(split) -> Iterator[str]:
+    """``relative path|size|class`` per example of a (subset of an) image folder, in order."""
+    indices = None
+    if isinstance(split, torch.utils.data.Subset):
+        split, indices = split.dataset, split.indices
+    root = Path(split.root)
+    samples = split.samples if indices is None else [split.samples[i] for i in indices]
+    for file, target in samples:
+        yield f"{Path(file).relative_to(root).as_posix()}|{os.path.getsize(file)}|{target}\n"
 
 
 def load_dataset(name: str, root: Optional[Path] = None, download: bool = False, image_size: int = 224) -> Dataset:

@@ -174,6 +174,11 @@ class _SelectedNetwork:
         self.model.load_state_dict(self.state)
 
 
+def eval_batch_size(cfg: TrainConfig) -> int:
+    """The batch the validation and test splits are evaluated in."""
+    return max(cfg.batch_size, 256)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` over ``loader`` (eval mode)."""
@@ -274,7 +279,7 @@ def train(
     world = distributed.world_size()
     train_loader = make_loader(data.train, data.info, cfg.batch_size, train=True, seed=seed, device=device,
                                num_workers=num_workers, rank=distributed.rank(), world_size=world)
-    eval_loaders = {split: make_loader(getattr(data, split), data.info, max(cfg.batch_size, 256), train=False,
+    eval_loaders = {split: make_loader(getattr(data, split), data.info, eval_batch_size(cfg), train=False,
                                        device=device, num_workers=num_workers) for split in ("val", "test")}
     steps_per_epoch = len(train_loader)
     total_steps = cfg.iterations or cfg.epochs * steps_per_epoch
