@@ -74,6 +74,9 @@ def train_options(defaults: Optional[TrainConfig]) -> Callable:
             click.option("--label-smoothing", type=float, **default("label_smoothing")),
             click.option("--precision", type=click.Choice(["32", "bf16", "16"]), **default("precision"),
                          help="CUDA autocast precision (16: with a grad scaler); the CPU trains in 32."),
+            click.option("--selection", type=click.Choice(["best-val", "last"]), **default("selection"),
+                         help="The evaluation whose network is reported and kept as the ticket: the best "
+                              "validation accuracy, or the last epoch." + ("" if d else " [default: best-val]")),
             click.option("--seed", default="0", show_default=True, help="A seed, or a list: 0,1,2."),
         ]):
             f = option(f)
@@ -83,7 +86,7 @@ def train_options(defaults: Optional[TrainConfig]) -> Callable:
 
 
 TRAIN_FIELDS = ("epochs", "iterations", "batch_size", "optimizer", "lr", "momentum", "nesterov", "weight_decay",
-                "schedule", "warmup_epochs", "milestones", "gamma", "label_smoothing", "precision")
+                "schedule", "warmup_epochs", "milestones", "gamma", "label_smoothing", "precision", "selection")
 
 
 def _train_overrides(kw: dict) -> dict:
@@ -179,8 +182,9 @@ def _echo_result(result) -> None:
         return
     r = result.result
     click.echo(f"{'already finished' if result.skipped else 'finished'}: {result.run_dir}")
-    click.echo(f"test accuracy {r['test_accuracy']:.4f} (epoch {r['best_epoch']}, best val {r['best_val_accuracy']:.4f}); "
-               f"before training {r['initial_test_accuracy']:.4f}; density {r['density']:.4f}")
+    click.echo(f"test accuracy {r['test_accuracy']:.4f} (epoch {r['selected_epoch']}, {r['selection']}, val "
+               f"{r['val_accuracy']:.4f}); last epoch {r['last_test_accuracy']:.4f}; before training "
+               f"{r['initial_test_accuracy']:.4f}; density {r['density']:.4f}")
 
 
 @cli.command()
