@@ -33,7 +33,8 @@ from .training import Callback, MaskAfterStep, TrainConfig
 class DenseConfig(ExperimentConfig):
     init: str = "kaiming-normal"
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=0.01))
-    ticket: Optional[str] = None  # a finished search run whose ticket is fine-tuned
+    ticket: Optional[str] = None  # a finished search run whose ticket is fine-tuned (its path: not hashed)
+    ticket_checksum: Optional[str] = None  # what identifies that ticket's network (its state checksum)
 
     ENGINE = "train"
 
@@ -46,6 +47,12 @@ class DenseConfig(ExperimentConfig):
                 if getattr(self, name) != getattr(search, name):
                     raise SupermaskError(f"--ticket {self.ticket} is a {name} {getattr(search, name)!r} run, "
                                          f"not {getattr(self, name)!r}")
+            found = read_json(Path(self.ticket) / "ticket" / "ticket.json").get("state_checksum")
+            if found is None:
+                raise SupermaskError(f"{self.ticket}: its ticket records no checksum (supermask < 0.2): rerun it")
+            if self.ticket_checksum is not None and self.ticket_checksum != found:
+                raise SupermaskError(f"{self.ticket}: not the ticket this config fine-tunes (checksum differs)")
+            self.ticket_checksum = found
         return super().validate()
 
 

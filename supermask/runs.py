@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 
 #: Fields that never change a result: where files go, how much is printed, how data is read.
 NON_RESULT_FIELDS = frozenset({"out", "device", "data_root", "download", "quiet", "num_workers", "seed",
-                               "checkpoint_every", "channels_last", "compile", "tensorboard"})
+                               "checkpoint_every", "channels_last", "compile", "tensorboard",
+                               "ticket"})  # a fine-tuned ticket's path: its content is in ticket_checksum
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"

@@ -209,6 +209,11 @@ def test_a_strong_ticket_fine_tuned_trains_its_kept_weights_only(tmp_path, capsy
     capsys.readouterr()
     assert main(["train", "--ticket", str(tmp_path / "nothing"), *common]) == 2
     assert "not a finished search run with a ticket" in capsys.readouterr().err
+    moved = tmp_path / "elsewhere" / "strong"
+    moved.parent.mkdir()
+    strong.path.rename(moved)  # the ticket's content, not its path, identifies the fine-tuning run
+    assert main(["train", "--ticket", str(moved), *common]) == 0
+    assert f"already finished: {tuned.path}" in capsys.readouterr().out
 
 
 def test_exports_compute_what_the_method_computes(tmp_path):
