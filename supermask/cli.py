@@ -192,22 +192,30 @@ def _echo_result(result) -> None:
 @click.option("--method", default="edge-popup", show_default=True, help="Ticket finder (see `supermask list methods`).")
 @click.option("--density", default=None, help="Fraction of weights kept, in (0, 1], or a list. [default: 0.5]")
 @click.option("--sparsity", default=None, help="Fraction of weights removed (1 - density), or a list.")
-@click.option("--scope", default="layerwise", show_default=True, type=click.Choice(["layerwise", "global"]))
-@click.option("--init", "init", default="signed-constant", show_default=True,
-              help="Weight init, or a list (see `supermask list inits`).")
-@click.option("--score-init", default="kaiming-uniform", show_default=True)
-@click.option("--scaled-fan", is_flag=True, help="Scale the init's fan by the density (Ramanujan et al. 2020).")
+@click.option("--scope", default=None, type=click.Choice(["layerwise", "global"]),
+              help="One threshold per layer, or one over all layers. [default: the method's; layerwise]")
+@click.option("--init", "init", default=None,
+              help="Weight init, or a list (see `supermask list inits`). [default: the method's; signed-constant]")
+@click.option("--score-init", default=None, help="Score init. [default: the method's; kaiming-uniform]")
+@click.option("--scaled-fan/--no-scaled-fan", default=None,
+              help="Scale the init's fan by the density (Ramanujan et al. 2020). [default: the method's; off]")
 @click.option("--learned-bn", is_flag=True, help="Train BatchNorm's affine parameters with the scores.")
-@click.option("--rerandomize-every", default=None, type=int, help="IteRand: re-draw period K in steps [one epoch].")
+@click.option("--rerandomize-every", default=None, type=int, help="IteRand: re-draw period K in steps [300].")
 @click.option("--rerandomize-rate", default=None, type=float, help="IteRand: re-draw probability r [0.1].")
-@click.option("--score-l2", default=None, type=float, help="Gem-Miner: L2 penalty on the scores [1e-5].")
+@click.option("--score-l2", default=None, type=float,
+              help="Gem-Miner: lambda of the penalty lambda * sum(scores^2) in the loss [1e-4].")
+@click.option("--freeze-every", default=None, type=int, help="Gem-Miner: epochs between freezing rounds [5].")
+@click.option("--bernoulli-eval", default=None, type=click.Choice(["sample", "threshold"]),
+              help="Bernoulli: evaluate and keep a seeded sample of the mask, or sigmoid(s) > 0.5 [sample].")
+@click.option("--rescale-weights/--no-rescale-weights", default=None,
+              help="Bernoulli: Zhou et al.'s dynamic weight rescaling (weights x n / kept) [off].")
 @train_options(None)
 @output_options
 def search(**kw) -> None:
     """Find a strong ticket: train a mask over a frozen random network (edge-popup and others).
 
-    Training defaults: 10 epochs, batch 128, SGD lr 0.1 momentum 0.9, weight decay 1e-4, cosine
-    (bernoulli: lr 30; gem-miner: lr 3)."""
+    Training defaults: 10 epochs, batch 128, SGD lr 0.1 momentum 0.9, weight decay 1e-4, cosine;
+    each method's own defaults (`supermask list methods --verbose`) take precedence."""
     from .search import SearchConfig, search as run_search
 
     from .sweep import expand_grid, parse_list
@@ -215,9 +223,7 @@ def search(**kw) -> None:
     quiet = kw.pop("quiet")
     _configure_logging(kw.pop("verbose"), quiet)
     _refuse_pruner(kw["method"])
-    from .methods import METHODS
-
-    train_cfg = _train_config(kw, TrainConfig(**METHODS.get(kw["method"]).train_defaults))
+    train_cfg = _train_config(kw)  # what is not given stays None: the method's defaults fill it
     densities = resolve_densities(kw.pop("density"), kw.pop("sparsity"), 0.5)
     seeds, inits = _seeds(kw), parse_list(kw.pop("init"), str, "--init")
     configs = expand_grid(SearchConfig(train=train_cfg, **kw), init=inits, density=densities, seed=seeds)

@@ -94,7 +94,9 @@ class ExperimentConfig:
                 "channels_last": self.channels_last, "compile": self.compile}
 
     def run_dir(self) -> RunDir:
-        """This config's run directory (the data is loaded once to fingerprint it, if not yet)."""
+        """This config's run directory: validated (defaults resolved) first, and the data loaded
+        once to fingerprint it, if not yet."""
+        self.validate()
         if self.data_fingerprint is None:
             load_data(self)
         return RunDir(run_path(Path(self.out), self.ENGINE, self.arch, self.dataset, config_hash(self), self.seed))
@@ -242,6 +244,7 @@ def result_record(config: ExperimentConfig, summary, masks: dict, started: float
         "best_test_accuracy": summary.best_test_accuracy, "last_val_accuracy": summary.last_val_accuracy,
         "last_test_accuracy": summary.last_test_accuracy, "initial_test_accuracy": summary.initial_test_accuracy,
         "min_val_loss_step": summary.min_val_loss_step, "epochs": summary.epochs, "steps": summary.steps,
+        "start_step": summary.start_step, "trained_steps": summary.steps - summary.start_step,
         "train_seconds": round(summary.seconds, 3), "wall_seconds": round(time.time() - started, 3),
         "device": str(device),
     }

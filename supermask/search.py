@@ -32,26 +32,50 @@ from .training import Callback, TrainConfig
 SearchResult = ExperimentResult
 
 
+#: The search's defaults where a method sets none (edge-popup's: Ramanujan et al. 2020).
+GENERIC_DEFAULTS = {"scope": "layerwise", "init": "signed-constant", "scaled_fan": False,
+                    "score_init": "kaiming-uniform"}
+#: Fields that only some methods read: None unless the chosen method uses them.
+METHOD_OPTIONS = ("rerandomize_every", "rerandomize_rate", "score_l2", "freeze_every", "bernoulli_eval",
+                  "rescale_weights")
+
+
 @dataclass
 class SearchConfig(ExperimentConfig):
+    """A strong-ticket search. Fields left None take the method's default (see
+    ``supermask list methods --verbose``), then :data:`GENERIC_DEFAULTS`; ``validate`` writes
+    the resolved values into the config, so they are in ``config.json`` and the hash."""
+
     method: str = "edge-popup"
     density: float = 0.5
-    scope: str = "layerwise"
-    init: str = "signed-constant"
-    scaled_fan: bool = False
-    score_init: str = "kaiming-uniform"
+    scope: Optional[str] = None  # layerwise | global
+    init: Optional[str] = None  # weight initialiser (supermask list inits)
+    scaled_fan: Optional[bool] = None  # scale the init's fan by the density (Ramanujan et al. 2020)
+    score_init: Optional[str] = None
     learned_bn: bool = False
-    # Method options (None: the method's default; see supermask.methods.<method>).
-    rerandomize_every: Optional[int] = None  # IteRand: K, in steps [one epoch]
-    rerandomize_rate: Optional[float] = None  # IteRand: r [0.1]
-    score_l2: Optional[float] = None  # Gem-Miner: lambda of the L2 penalty on the scores [1e-5]
+    # Method options (None: the method's default; refused for a method that does not read them).
+    rerandomize_every: Optional[int] = None  # IteRand: K, in steps
+    rerandomize_rate: Optional[float] = None  # IteRand: r
+    score_l2: Optional[float] = None  # Gem-Miner: lambda of the penalty lambda * sum(s^2) in the loss
+    freeze_every: Optional[int] = None  # Gem-Miner: epochs between two freezing rounds
+    bernoulli_eval: Optional[str] = None  # Bernoulli: "sample" (a seeded sample of the mask) or "threshold"
+    rescale_weights: Optional[bool] = None  # Bernoulli: Zhou et al.'s dynamic weight rescaling
 
     ENGINE = "search"
 
     def validate(self) -> "SearchConfig":
         self.density = check_density(self.density)
+        method = METHODS.get(self.method)
+        for name in METHOD_OPTIONS:
+            if getattr(self, name) is not None and name not in method.options:
+                owners = [m for m in METHODS if name in METHODS.get(m).options]
+                raise SupermaskError(f"--{name.replace('_', '-')} applies to {' and '.join(owners)} only, "
+                                     f"not {self.method}")
+        for name, value in {**GENERIC_DEFAULTS, **method.defaults}.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        self.train.with_defaults(**method.train_defaults)
         check_scope(self.scope)
-        METHODS.get(self.method)
         if self.rerandomize_every is not None and (not isinstance(self.rerandomize_every, int)
                                                    or self.rerandomize_every <= 0):
             raise SupermaskError(f"rerandomize every must be a positive number of steps, got {self.rerandomize_every!r}")
@@ -59,16 +83,10 @@ class SearchConfig(ExperimentConfig):
             raise SupermaskError(f"rerandomize rate must be in (0, 1], got {self.rerandomize_rate!r}")
         if self.score_l2 is not None and not (math.isfinite(self.score_l2) and self.score_l2 >= 0):
             raise SupermaskError(f"score L2 must be >= 0, got {self.score_l2!r}")
-        # A method's numeric defaults are written into the config (and its hash), so changing a
-        # default later never leaves old run directories looking like runs of the new one.
-        if self.method == "gem-miner" and self.score_l2 is None:
-            from .methods.gem_miner import DEFAULT_L2
-
-            self.score_l2 = DEFAULT_L2
-        if self.method == "iterand" and self.rerandomize_rate is None:
-            from .methods.iterand import DEFAULT_RATE
-
-            self.rerandomize_rate = DEFAULT_RATE
+        if self.freeze_every is not None and (not isinstance(self.freeze_every, int) or self.freeze_every <= 0):
+            raise SupermaskError(f"freeze every must be a positive number of epochs, got {self.freeze_every!r}")
+        if self.bernoulli_eval is not None and self.bernoulli_eval not in ("sample", "threshold"):
+            raise SupermaskError(f"bernoulli eval must be sample or threshold, got {self.bernoulli_eval!r}")
         self.init = canonical(self.init)
         WEIGHT_INITS.get(self.init)
         self.score_init = canonical(self.score_init)

@@ -1,9 +1,11 @@
 """The IMP level loop (Frankle & Carbin 2019; Frankle et al. 2020).
 
 Level 0 trains the dense network. Each later level prunes the previous level's final
-weights by magnitude, rewinds the survivors to θ0 (or θk) and retrains with the same
-schedule, from its first step and with a fresh optimiser. Pruned weights are zeroed after
-every optimiser step, so they stay exactly zero.
+weights by magnitude, rewinds the survivors to θ0 (or θk) and retrains them with a fresh
+optimiser from step 0 (or, rewound to θk, from step k to the end: T − k steps, the schedule's
+learning rate and the data order continuing from step k, as open_lth's ``start_step``; every
+control does the same). Pruned weights are zeroed after every optimiser step, so they stay
+exactly zero.
 
 Controls run beside a finished IMP run of the same config and reuse its masks:
 
@@ -204,9 +206,9 @@ def run_imp(config: IMPConfig, callbacks: Sequence[Callback] = ()) -> IMPResult:
     steps_per_epoch = -(-len(data.train) // config.train.batch_size)
     total_steps = config.train.iterations or config.train.epochs * steps_per_epoch
     rewind_step = rewind_point.step(steps_per_epoch)
-    if rewind_step > total_steps:
-        raise SupermaskError(f"rewind point {rewind_point} (step {rewind_step}) is beyond the training length "
-                             f"({total_steps} steps)")
+    if rewind_step >= total_steps:
+        raise SupermaskError(f"rewind point {rewind_point} (step {rewind_step}) is not before the end of training "
+                             f"({total_steps} steps): a rewound level would train no step")
     writer = distributed.is_main()
     with writing(root, config):
         rows = _run_levels(config, data, spec, device, root, main, rewind_point, rewind_step, callbacks)
@@ -263,7 +265,8 @@ def _run_levels(config, data, spec, device, root, main, rewind_point, rewind_ste
             summary = train(model, [p for p in model.parameters() if p.requires_grad], data, config.train,
                             seed=config.seed, device=device, run=run,
                             callbacks=[*extra, *callbacks, *tracking(config, run)],
-                            describe=describe_density, **config.execution())
+                            describe=describe_density, start_step=rewind_step if level > 0 else 0,
+                            **config.execution())
             fields = {"method": "imp-early-bird" if config.early_bird else "imp", "level": level,
                       "control": config.control, "rewind": str(rewind_point), "scope": config.scope}
             if early_bird is not None:

@@ -13,12 +13,18 @@ Pruners (scores: higher is kept):
 - ``snip`` (Lee, Ajanthan & Torr 2019): |dL/dw * w| on one batch of training data;
 - ``grasp`` (Wang, Zhang & Grosse 2020): ``-w * (H g)`` is the score GraSP *removes* highest, so
   the kept score is ``w * (H g)``; ``H g`` by double back-propagation, with the logits divided
-  by a temperature of 200 as in the reference code, over a batch of ten examples per class
-  (the paper's sample);
-- ``synflow`` (Tanaka, Kunin, Yamins & Ganguli 2020): data-free and iterative: on |w|, with an
-  all-ones input, the score is ``|dR/dw * w|`` of ``R = sum(f(1))``, re-computed over 100
-  rounds that prune to ``density**(r/100)`` (exponential schedule), in float64 with
-  BatchNorm in eval mode; it avoids layer collapse (every layer keeps weights).
+  by a temperature of 200, over ``10 x classes`` training examples drawn at random with the
+  training augmentation (Synaptic-Flow's prune loader, ``prune_dataset_ratio`` 10; the GraSP
+  paper's own code draws ten per class);
+- ``synflow`` (Tanaka, Kunin, Yamins & Ganguli 2020): data-free and iterative: on the network
+  with every parameter and buffer replaced by its absolute value (biases and BatchNorm
+  included, as the reference's ``linearize``) and an all-ones input, the score is ``|dR/dw * w|``
+  of ``R = sum(f(1))``, re-computed over 100 rounds that prune to ``density**(r/100)``
+  (exponential schedule), in float64 (the reference computes in float32). It avoids layer
+  collapse (every layer keeps weights).
+
+Every pruner scores the network in eval mode (BatchNorm uses its running statistics), as
+Synaptic-Flow's ``prune_loop`` does by default.
 """
 
 from __future__ import annotations
@@ -156,11 +162,12 @@ def prune_grasp(model, batches, seed, density, scope, spec):
 
 @PRUNERS.register("synflow")
 def prune_synflow(model, batches, seed, density, scope, spec, rounds: int = SYNFLOW_ROUNDS):
-    model = copy.deepcopy(model).double().eval()  # the linearised copy: |w|, float64
+    model = copy.deepcopy(model).double().eval()  # the linearised copy, float64
     weights = _weights(model)
-    with torch.no_grad():
-        for w in weights.values():
-            w.abs_()
+    with torch.no_grad():  # |.| of every parameter and buffer, biases and BatchNorm included (the reference's linearize)
+        for value in model.state_dict().values():
+            if value.is_floating_point():
+                value.abs_()
     masks = {n: torch.ones_like(w) for n, w in weights.items()}
     shape = (1, spec.in_channels, spec.image_size, spec.image_size)
     ones = torch.ones(shape, dtype=torch.float64, device=next(model.parameters()).device)
@@ -178,7 +185,8 @@ def prune_synflow(model, batches, seed, density, scope, spec, rounds: int = SYNF
 
 
 def calibration_batches(data, info, num_classes: int, seed: int, device, per_class: int = 10) -> list:
-    """Batches of ``per_class`` training examples of every class (GraSP's sample; SNIP uses the first)."""
+    """One batch of ``per_class * num_classes`` training examples drawn at random, augmented (GraSP's
+    sample as Synaptic-Flow draws it; SNIP uses it too)."""
     loader = make_loader(data.train, info, batch_size=per_class * num_classes, train=True, seed=seed, device=device)
     loader.set_epoch(0)
     return [next(iter(loader))]
@@ -192,7 +200,9 @@ def build_pruned(config: PruneConfig, spec: InputSpec, data, device) -> nn.Modul
     if config.method not in DATA_FREE:
         batches = calibration_batches(data, data.info, spec.num_classes, config.seed, device)
     start = snapshot(model)
+    model.eval()  # scored with BatchNorm's running statistics (Synaptic-Flow's prune_loop default)
     masks = PRUNERS.get(config.method)(model, batches, config.seed, config.density, config.scope, spec)
+    model.train()
     model.load_state_dict(start)  # the drawn weights, whatever a pruner did to them
     set_masks(model, masks)
     with torch.no_grad():

@@ -39,7 +39,7 @@ def run_cli(args, capsys):
     (["imp", "--control", "other"], "control must be one of"),
     (["search", "--density", "0.5,x"], "--density must be a comma-separated list"),
     (["search", "--seed", "0,-1"], "seed must be a non-negative integer"),
-    (["imp", "--arch", "lenet_300_100", "--rewind", "1000ep", "--epochs", "1"], "beyond the training length"),
+    (["imp", "--arch", "lenet_300_100", "--rewind", "1000ep", "--epochs", "1"], "is not before the end of training"),
     (["imp", "--target-density", "2"], "target density must be in (0, 1]"),
     (["train", "--init", "ones"], "unknown init"),
     (["search", "--checkpoint-every", "0"], "checkpoint every must be a positive number of steps"),

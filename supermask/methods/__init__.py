@@ -35,12 +35,20 @@ def _no_callbacks(config: "SearchConfig") -> list["Callback"]:
 
 @dataclass(frozen=True)
 class Method:
+    """A strong-ticket method. Its defaults live here, not in the CLI: ``SearchConfig.validate``
+    fills every field left None from ``defaults`` (search fields) and ``train_defaults``
+    (training fields), then from the search's generic defaults, so a library call and the
+    command line resolve to the same config and hash."""
+
     name: str
     summary: str
     build: Callable[["SearchConfig", InputSpec], nn.Module]
     callbacks: Callable[["SearchConfig"], list["Callback"]] = field(default=_no_callbacks)
     density_is_outcome: bool = False  # the mask's density is learned, not imposed (Bernoulli)
-    train_defaults: dict = field(default_factory=dict)  # TrainConfig fields the CLI uses unless given
+    defaults: dict = field(default_factory=dict)  # SearchConfig fields, e.g. {"init": "kaiming-normal"}
+    train_defaults: dict = field(default_factory=dict)  # TrainConfig fields, e.g. {"lr": 100.0}
+    reference: str = ""  # the paper and the reference code the defaults come from
+    options: tuple[str, ...] = ()  # the SearchConfig fields that only this method reads
 
 
 METHODS: Registry[Method] = Registry("method")

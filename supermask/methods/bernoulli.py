@@ -1,20 +1,31 @@
-"""Bernoulli supermasks (Zhou, Lan, Liu & Yosinski 2019, "Deconstructing Lottery Tickets").
+"""Bernoulli supermasks (Zhou, Lan, Liu & Yosinski 2019, "Deconstructing Lottery Tickets"), as
+the reference code computes them (uber-research/deconstructing-lottery-tickets,
+``masked_networks.py``: ``get_effective_mask``, ``make_signed_consts``, ``MaskedDense``).
 
 Each weight's score ``s`` gives a keep probability ``sigmoid(s)``. Every training forward pass
 samples the mask ``m ~ Bernoulli(sigmoid(s))`` and the gradient reaches ``s`` straight through
-the sample (``m + p - p.detach()``). Evaluation and the saved ticket use the thresholded mask
-``sigmoid(s) > 0.5`` (i.e. ``s > 0``). Nothing imposes a density: it is an outcome, reported per
-layer like every method's. ``--density`` sets where the search starts: scores begin at
-``logit(density)`` plus the score initialiser's small noise, so the first sampled masks have
-that density in expectation.
+the sample (``m + p - p.detach()``). Nothing imposes a density: it is an outcome, reported per
+layer like every method's. ``--density`` sets where the search starts: every score begins at
+``logit(density)`` exactly (the reference's ``sigmoid_bias``, 0 by default: density 0.5).
 
-Defaults: the frozen weights are signed constants (the paper's best "signed Kaiming constant"
-init); SGD with momentum and cosine decay as every search, but lr 30 (the CLI's default for this
-method): the scores move through a sigmoid, and Zhou et al. train them with learning rates of
-this order (lr 100 in their code). Measured on LeNet-300-100 / mnist-5k at density 0.2, 5 epochs:
-lr 0.1 never lifts a score past 0 (an empty thresholded mask), lr 30 gives 70.6% at density
-0.153, lr 100 67.0% at density 0.485.
-The mask samples use the torch RNG, whose state every checkpoint holds: resume stays exact.
+Evaluation samples too, as the reference's does. A ticket must be one network, so the sample
+evaluated and kept is a *seeded* one: ``m = (u < sigmoid(s))`` with ``u`` uniform noise drawn
+once per layer from (seed, layer name). It is a sample of the learned distribution (its density is
+the learned expectation, within sampling noise), the same every time for the same scores, and it
+is exactly the mask of the saved ticket and of every export, so the reported accuracy is the
+ticket's. (The reference draws fresh noise for every test batch: its accuracy is an average over
+masks, none of which it can save.) ``--bernoulli-eval threshold`` evaluates and keeps
+``sigmoid(s) > 0.5`` instead.
+
+Weights: signed constants with the Glorot std, sign(w) · sqrt(2 / (fan_in + fan_out))
+(``signed-constant-glorot``: the reference's ``make_signed_consts`` of a Glorot-normal kernel).
+``--rescale-weights`` is the reference's optional dynamic weight rescaling: each layer's
+effective weights are multiplied by n / (kept weights of the current mask). Off by default, as there.
+
+Optimiser: SGD with momentum 0.9 and cosine decay as every search, weight decay 0 (the reference
+regularises only the weights, which are frozen here), lr 100 (the reference's command for the FC
+network; scores move through a sigmoid). The mask samples use the torch RNG, whose state every
+checkpoint holds: resume stays exact.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from ..models import InputSpec
+from ..nn.init import derived_seed
 from ..nn.layers import SupermaskConv2d, SupermaskLinear, supermask_layers
 from . import METHODS, Method
 from .edge_popup import build_edge_popup, retype
@@ -36,27 +48,36 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 class BernoulliMaskMixin:
-    """A supermask layer whose mask is sampled from sigmoid(scores) while training."""
+    """A supermask layer whose mask is sampled from sigmoid(scores): freshly at every training
+    forward pass, from the layer's fixed noise (or by threshold) at evaluation and for the ticket."""
+
+    bernoulli_eval = "sample"
+    rescale_weights = False
 
     @torch.compiler.disable
     def forward_mask(self) -> Tensor:
         if self._use_cached_mask():
             key = ("bernoulli", self.scores._version, self.scores.data_ptr())
             if self._mask_cache is None or self._mask_cache_key != key:
-                self._mask_cache = (self.scores > 0).to(self.scores.dtype)
+                self._mask_cache = self.mask()
                 self._mask_cache_key = key
             return self._mask_cache
         p = torch.sigmoid(self.scores)
-        if self.training:
-            sample = torch.bernoulli(p.detach())
-        else:
-            sample = (self.scores > 0).to(p.dtype)
+        sample = torch.bernoulli(p.detach()) if self.training else self.mask()
         return sample + (p - p.detach())  # exactly the sample; the gradient reaches p
 
     @torch.no_grad()
     def mask(self) -> Tensor:
-        """The deterministic mask: keep where the keep probability exceeds 0.5."""
-        return (self.scores > 0).to(self.scores.dtype)
+        """The evaluated (and saved) mask: the seeded sample, or sigmoid(s) > 0.5."""
+        if self.bernoulli_eval == "threshold":
+            return (self.scores > 0).to(self.scores.dtype)
+        return (self.eval_noise < torch.sigmoid(self.scores)).to(self.scores.dtype)
+
+    def effective_weight(self, mask: Tensor) -> Tensor:
+        weight = self.weight * mask
+        if self.rescale_weights:  # Zhou et al.'s dynamic weight rescaling
+            weight = weight * (mask.numel() / mask.detach().sum().clamp_min(1))
+        return weight
 
 
 class BernoulliConv2d(BernoulliMaskMixin, SupermaskConv2d):
@@ -71,15 +92,24 @@ def build_bernoulli(config: "SearchConfig", spec: InputSpec) -> nn.Module:
     model = retype(build_edge_popup(dataclasses.replace(config, scope="layerwise"), spec), BernoulliConv2d, BernoulliLinear)
     start = math.log(config.density / (1 - config.density)) if config.density < 1 else 6.0
     with torch.no_grad():
-        for _, layer in supermask_layers(model):
-            layer.scores.add_(start)
+        for name, layer in supermask_layers(model):
+            layer.scores.fill_(start)
+            gen = torch.Generator().manual_seed(derived_seed(config.seed, f"bernoulli-eval-{name}"))
+            layer.register_buffer("eval_noise", torch.rand(layer.scores.shape, generator=gen).to(layer.scores.device),
+                                  persistent=False)
+            layer.bernoulli_eval = config.bernoulli_eval or "sample"
+            layer.rescale_weights = bool(config.rescale_weights)
     return model
 
 
 METHODS.add("bernoulli", Method(
     "bernoulli",
-    "Zhou et al. 2019: Bernoulli(sigmoid(scores)) masks sampled each step; the density is an outcome",
+    "Zhou et al. 2019: Bernoulli(sigmoid(scores)) masks sampled each step and at evaluation; the density is an outcome",
     build_bernoulli,
     density_is_outcome=True,
-    train_defaults={"lr": 30.0},
+    defaults={"init": "signed-constant-glorot", "bernoulli_eval": "sample", "rescale_weights": False},
+    train_defaults={"lr": 100.0, "weight_decay": 0.0},
+    options=("bernoulli_eval", "rescale_weights"),
+    reference="Zhou et al. 2019, 'Deconstructing Lottery Tickets: Zeros, Signs, and the Supermask'; "
+              "uber-research/deconstructing-lottery-tickets (train_supermask.py: SGD lr 100, l2 on weights only)",
 ))

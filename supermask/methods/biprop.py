@@ -7,10 +7,16 @@ the current mask, without a gradient of its own); the scores get the straight-th
 of the binarised product. ``--scope global`` uses one score threshold over all layers (the
 paper's global variant).
 
-Init: the paper draws Kaiming-normal weights with the fan scaled by the density; pass
-``--init kaiming-normal --scaled-fan``. (With the search default, signed constants, every |w| is
-equal, alpha is that constant and biprop computes exactly what edge-popup does.) The optimiser
-is the search default (SGD lr 0.1, cosine).
+The score gradient is the reference's (chrundle/biprop ``utils/conv_type.py``,
+``GetQuantnet_binary``): the incoming gradient times |w| through the quantised net, times sign(w)
+from ``w = sign(w) * quantnet``: ``g * w``, not the ``g * sign(w) * alpha`` of differentiating
+the product. alpha counts the kept weights exactly (the reference divides by ``int(k * n)``,
+which can differ from the number of ones by one).
+
+Defaults, the reference's small-scale configs (``configs/smallscale/conv4/conv4_kn_unsigned.yml``):
+Kaiming-normal weights with the fan scaled by the density (``--init kaiming-normal --scaled-fan``;
+with signed constants every |w| is equal and biprop's forward is edge-popup's), SGD lr 0.1,
+momentum 0.9, weight decay 1e-4, cosine.
 """
 
 from __future__ import annotations
@@ -30,12 +36,14 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 class BinarisedMixin:
-    """Kept weights become sign(w) * alpha, alpha = mean |w| over the layer's kept weights."""
+    """Kept weights become sign(w) * alpha, alpha = mean |w| over the layer's kept weights; the
+    mask's gradient is the reference's: g * |w| through the quantised net, i.e. g * w in all."""
 
     def effective_weight(self, mask: Tensor) -> Tensor:
         kept = mask.detach()
         alpha = (self.weight.abs() * kept).sum() / kept.sum().clamp_min(1)
-        return torch.sign(self.weight) * alpha * mask
+        # value sign(w) * alpha * mask; gradient to the mask w (not sign(w) * alpha): biprop's GetQuantnet_binary
+        return torch.sign(self.weight) * alpha * kept + self.weight * (mask - kept)
 
 
 class BinarisedConv2d(BinarisedMixin, SupermaskConv2d):
@@ -54,4 +62,7 @@ METHODS.add("biprop", Method(
     "biprop",
     "Diffenderfer & Kailkhura 2021: edge-popup mask over binarised weights sign(w)*alpha per layer",
     build_biprop,
+    defaults={"init": "kaiming-normal", "scaled_fan": True},
+    reference="Diffenderfer & Kailkhura 2021, 'Multi-Prize Lottery Ticket Hypothesis'; chrundle/biprop "
+              "(smallscale configs: kaiming_normal, scale_fan, SGD lr 0.1, wd 1e-4, cosine)",
 ))

@@ -39,15 +39,42 @@ class LinearAttention(nn.Module):
         b, n, _ = query.shape
         heads = lambda x: x.view(b, -1, self.num_heads, self.embed_dim // self.num_heads).transpose(1, 2)  # noqa: E731
         q, k, v = heads(self.q_proj(query)), heads(self.k_proj(key)), heads(self.v_proj(value))
-        mask = attn_mask
-        if key_padding_mask is not None:
-            pad = key_padding_mask.view(b, 1, 1, -1)
-            pad = pad if pad.dtype == torch.bool else pad.bool()
-            mask = ~pad if mask is None else (mask.bool() if mask.dtype == torch.bool else mask) & ~pad
+        mask = sdpa_mask(attn_mask, key_padding_mask, b, self.num_heads, q.dtype)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
                                              dropout_p=self.dropout if self.training else 0.0)
         out = self.out_proj(out.transpose(1, 2).reshape(b, n, self.embed_dim))
         return (out if self.batch_first else out.transpose(0, 1)), None
+
+
+def _additive(mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """``nn.MultiheadAttention``'s mask as a float to add: a boolean True (blocked) becomes -inf."""
+    if mask.dtype == torch.bool:
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(mask, float("-inf"))
+    return mask.to(dtype)
+
+
+def sdpa_mask(attn_mask: Optional[Tensor], key_padding_mask: Optional[Tensor], batch: int, heads: int,
+              dtype: torch.dtype) -> Optional[Tensor]:
+    """``nn.MultiheadAttention``'s masks in ``scaled_dot_product_attention``'s convention.
+
+    MultiheadAttention reads a boolean True as "may not attend" (for ``attn_mask`` and
+    ``key_padding_mask`` alike); SDPA reads True as "may attend". Boolean masks are inverted,
+    float masks are added; a 3-d ``attn_mask`` of shape (batch * heads, L, S) becomes
+    (batch, heads, L, S), a ``key_padding_mask`` (batch, S) is broadcast over heads and queries."""
+    masks = []
+    if attn_mask is not None:
+        if attn_mask.dim() == 3:
+            attn_mask = attn_mask.view(batch, heads, *attn_mask.shape[-2:])
+        masks.append(attn_mask)
+    if key_padding_mask is not None:
+        masks.append(key_padding_mask.view(batch, 1, 1, -1))
+    if not masks:
+        return None
+    if all(m.dtype == torch.bool for m in masks):
+        blocked = masks[0] if len(masks) == 1 else masks[0] | masks[1]
+        return ~blocked
+    total = _additive(masks[0], dtype)
+    return total if len(masks) == 1 else total + _additive(masks[1], dtype)
 
 
 @torch.no_grad()

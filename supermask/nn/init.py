@@ -12,6 +12,8 @@ multiplied by the layer's density, as in Ramanujan et al. 2020, Sec. 4;
 - ``kaiming-normal``:   N(0, std²), std = gain / sqrt(fan)
 - ``kaiming-uniform``:  U(-sqrt(3)·std, sqrt(3)·std)
 - ``signed-constant``:  sign(N(0, 1)) · std  (each weight ±std, the edge-popup paper's best)
+- ``signed-constant-glorot``: sign(N(0, 1)) · sqrt(2 / (fan_in + fan_out)) (Zhou et al. 2019: the
+  std of the Glorot-normal init their signed constants take)
 - ``unsigned-constant``: +std everywhere
 - ``xavier-normal``:    N(0, 2 / (fan_in + fan_out)) (gain 1; both fans scaled with ``scaled_fan``)
 
@@ -60,6 +62,13 @@ def _kaiming_uniform(shape, fan_in, fan_out, scale, gen):
 @WEIGHT_INITS.register("signed-constant")
 def _signed_constant(shape, fan_in, fan_out, scale, gen):
     std = RELU_GAIN / math.sqrt(fan_in * scale)
+    signs = torch.where(torch.randn(shape, generator=gen) >= 0, 1.0, -1.0)
+    return signs * std
+
+
+@WEIGHT_INITS.register("signed-constant-glorot")
+def _signed_constant_glorot(shape, fan_in, fan_out, scale, gen):
+    std = math.sqrt(2.0 / ((fan_in + fan_out) * scale))
     signs = torch.where(torch.randn(shape, generator=gen) >= 0, 1.0, -1.0)
     return signs * std
 

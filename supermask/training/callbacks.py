@@ -1,6 +1,7 @@
 """Callbacks: everything the training loop does besides training.
 
-The loop calls, in order: ``on_train_start`` once; per step ``after_step`` (after the
+The loop calls, in order: ``on_train_start`` once; per step ``loss_penalty`` (a term added to
+the loss before the backward pass: Gem-Miner's penalty on the scores) and ``after_step`` (after the
 optimiser step: IMP re-applies its masks here); per evaluation ``on_eval`` (which may end
 training early by setting ``state.stopped``); ``on_train_end`` once. The progress bar is a
 callback the CLI installs. A callback with state that shapes the rest of the run returns it
@@ -13,6 +14,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:  # pragma: no cover
+    from torch import Tensor
+
     from .loop import TrainState
 
 
@@ -24,6 +27,10 @@ class Callback:
     def on_eval(self, state: "TrainState", records: list[dict]) -> None: ...
 
     def on_train_end(self, state: "TrainState") -> None: ...
+
+    def loss_penalty(self, state: "TrainState") -> Optional["Tensor"]:
+        """A term added to the training loss of every step (a method's regulariser), or None."""
+        return None
 
     def state_dict(self) -> Optional[dict]:
         return None

@@ -14,6 +14,8 @@ PRECISIONS = ("32", "bf16", "16")
 #: Which evaluation's network a run reports and keeps as its ticket: the best validation
 #: accuracy at the final density (ties: the earliest), or the last one.
 SELECTIONS = ("best-val", "last")
+DEFAULT_LR = 0.1
+DEFAULT_WEIGHT_DECAY = 1e-4
 
 
 @dataclass
@@ -26,10 +28,10 @@ class TrainConfig:
     iterations: Optional[int] = None  # when set, train this many steps instead of whole epochs
     batch_size: int = 128
     optimizer: str = "sgd"
-    lr: float = 0.1
+    lr: Optional[float] = None  # None: the engine's or method's default, else DEFAULT_LR
     momentum: float = 0.9
     nesterov: bool = False
-    weight_decay: float = 1e-4
+    weight_decay: Optional[float] = None  # None: the engine's or method's default, else DEFAULT_WEIGHT_DECAY
     schedule: str = "cosine"
     warmup_epochs: float = 0.0
     milestones: tuple[float, ...] = field(default_factory=tuple)  # epochs where "step" multiplies lr by gamma
@@ -38,7 +40,15 @@ class TrainConfig:
     precision: str = "32"  # CUDA autocast: "bf16", or "16" with a grad scaler; the CPU always trains in float32
     selection: str = "best-val"  # the evaluation whose network is reported and kept as the ticket (SELECTIONS)
 
+    def with_defaults(self, **defaults) -> "TrainConfig":
+        """Fill the fields left None (not given) from ``defaults`` (a method's or engine's)."""
+        for name, value in defaults.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        return self
+
     def validate(self) -> "TrainConfig":
+        self.with_defaults(lr=DEFAULT_LR, weight_decay=DEFAULT_WEIGHT_DECAY)
         if self.optimizer not in OPTIMIZERS:
             raise SupermaskError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:

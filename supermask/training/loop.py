@@ -79,7 +79,7 @@ def final_density_evaluations(history: list[dict]) -> list[dict]:
     final = history[-1].get("density")
     trailing = []
     for h in reversed(history):
-        if h["epoch"] == 0 or h.get("density") != final:
+        if h.get("initial", h["epoch"] == 0) or h.get("density") != final:
             break
         trailing.append(h)
     return trailing[::-1] or history[-1:]
@@ -114,6 +114,7 @@ class TrainSummary:
     min_val_loss_step: int  # the early-stopping iteration (Frankle & Carbin 2019)
     seconds: float
     history: list[dict]
+    start_step: int = 0  # the step training started from (late rewinding: the rewind step)
 
     @classmethod
     def from_history(cls, history: list[dict], elapsed: float, selection: str = "best-val") -> "TrainSummary":
@@ -127,7 +128,7 @@ class TrainSummary:
             best_epoch=best["epoch"], best_val_accuracy=best["val_accuracy"], best_test_accuracy=best["test_accuracy"],
             last_val_accuracy=last["val_accuracy"], last_test_accuracy=last["test_accuracy"],
             initial_val_accuracy=first["val_accuracy"], initial_test_accuracy=first["test_accuracy"],
-            min_val_loss_step=min_loss["step"], seconds=elapsed, history=history,
+            min_val_loss_step=min_loss["step"], seconds=elapsed, history=history, start_step=first["step"],
         )
 
 
@@ -150,14 +151,14 @@ class _SelectedNetwork:
             raise RunError(f"internal: the selected evaluation (step {chosen['step']}) was not kept")
         self.state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
         self.step = chosen["step"]
-        if self.run is not None and self.writer and chosen["epoch"] > 0:
+        if self.run is not None and self.writer and not chosen.get("initial", chosen["epoch"] == 0):
             self.run.save_selected(self.state, self.step)
 
     def resumed(self, history: list[dict]) -> None:
         if self.selection == "last":
             return
         chosen = selected_evaluation(history, self.selection)
-        if chosen["epoch"] > 0 and self.run is not None:
+        if not chosen.get("initial", chosen["epoch"] == 0) and self.run is not None:
             self.state, self.step = self.run.load_selected(chosen["step"]), chosen["step"]
         self.discard_others()
 
@@ -263,11 +264,14 @@ def train(
     checkpoint_every: Optional[int] = None,
     channels_last: bool = False,
     compile: bool = False,
+    start_step: int = 0,
 ) -> TrainSummary:
     """Train ``params`` of ``model`` on ``data``; log to and checkpoint in ``run`` if given.
 
-    ``describe(model)`` adds fields (e.g. density) to every metrics record. Under
-    ``torchrun`` every rank calls this; only rank 0 writes to ``run``.
+    ``describe(model)`` adds fields (e.g. density) to every metrics record. ``start_step`` k
+    starts a fresh run at step k of the schedule (open_lth's ``start_step``: the data order and
+    learning rate of step k, a fresh optimiser) and trains the remaining steps; late rewinding
+    uses it. Under ``torchrun`` every rank calls this; only rank 0 writes to ``run``.
     """
     cfg.validate()
     device = torch.device(device)
@@ -283,6 +287,8 @@ def train(
                                        device=device, num_workers=num_workers) for split in ("val", "test")}
     steps_per_epoch = len(train_loader)
     total_steps = cfg.iterations or cfg.epochs * steps_per_epoch
+    if not 0 <= start_step < total_steps:
+        raise RunError(f"start step {start_step} is outside the training length ({total_steps} steps)")
     state = TrainState(model, optimizer, steps_per_epoch, total_steps)
     selected = _SelectedNetwork(model, cfg.selection, run, writer)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
@@ -294,9 +300,9 @@ def train(
         total = nn.functional.cross_entropy(logits, labels, reduction="sum", label_smoothing=cfg.label_smoothing)
         return total * (world / train_loader.global_batch_size(state.batch_in_epoch))
 
-    def log_eval() -> None:
+    def log_eval(initial: bool = False) -> None:
         extra = describe(model) if describe else {}
-        entry = {"epoch": state.epoch, "step": state.step, **extra}
+        entry = {"epoch": state.epoch, "step": state.step, **extra, **({"initial": True} if initial else {})}
         records = []
         for split, loader in eval_loaders.items():
             loss, acc = evaluate(model, loader)
@@ -350,11 +356,14 @@ def train(
     else:
         if run is not None and writer:
             run.truncate_metrics(-1)
-        set_lr(optimizer, cfg.lr * lr_factor(0, total_steps, steps_per_epoch, cfg))
-        log_eval()
+        state.step = start_step
+        state.epoch, state.batch_in_epoch = divmod(start_step, steps_per_epoch)
+        set_lr(optimizer, cfg.lr * lr_factor(state.step, total_steps, steps_per_epoch, cfg))
+        log_eval(initial=True)
 
     for cb in callbacks:
         cb.on_train_start(state)
+    penalised = [cb for cb in callbacks if type(cb).loss_penalty is not Callback.loss_penalty]
     model.train()
     while state.step < total_steps and not state.stopped:
         started = time.perf_counter()
@@ -364,6 +373,10 @@ def train(
             with execution.autocast():
                 logits = step_model(execution.inputs(images))
                 loss = loss_of(logits, labels)
+                for cb in penalised:
+                    term = cb.loss_penalty(state)
+                    if term is not None:
+                        loss = loss + term
             loss_value = loss.item()  # the one host sync of the loss: the finiteness check and the callbacks
             if not distributed.all_finite(loss_value):
                 _diverged(run, state, loss_value)

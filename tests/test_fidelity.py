@@ -1,0 +1,364 @@
+"""Each method's defining computation against a reference computation written here in plain torch
+(never by calling the code under test), following the reference repositories named in each test."""
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from supermask import SearchConfig, TrainConfig, search
+from supermask.cli import main
+from supermask.models import InputSpec, create_model, masked_layer_types
+from supermask.nn.init import derived_seed
+
+SPEC = InputSpec(1, 28, 10)
+
+
+def _keep_count(n: int, density: float) -> int:
+    """The documented kept-count rule: max(1, floor(d * n + 0.5))."""
+    return max(1, math.floor(density * n + 0.5))
+
+
+# -- biprop (chrundle/biprop utils/conv_type.py: GetQuantnet_binary, SubnetConv.forward) -----------
+
+def test_biprop_forward_and_score_gradient_on_a_3x3_layer():
+    from supermask.methods.biprop import BinarisedLinear
+    from supermask.methods.edge_popup import retype
+    from supermask.nn import SupermaskLinear
+
+    layer = retype(nn.Sequential(SupermaskLinear(3, 3, density=5 / 9, bias=False)), BinarisedLinear, BinarisedLinear)[0]
+    w = torch.tensor([[0.5, -1.0, 2.0], [-0.25, 1.5, -3.0], [0.75, -0.5, 1.0]])
+    s = torch.tensor([[0.9, -0.1, 0.3], [-0.8, 0.05, 0.6], [-0.2, 0.7, -0.4]])
+    with torch.no_grad():
+        layer.weight.copy_(w)
+        layer.scores.copy_(s)
+    x = torch.tensor([[1.0, 2.0, -1.0], [0.5, -1.5, 2.0]])
+    out = layer(x)
+    out.sum().backward()
+
+    # reference: keep the top 5 of |s|; alpha = sum |w| over kept / kept; w_eff = sign(w) * alpha * mask
+    k = 5
+    mask = torch.zeros(9)
+    mask[s.abs().flatten().argsort(descending=True)[:k]] = 1
+    mask = mask.view(3, 3)
+    alpha = (w.abs() * mask).sum() / k
+    w_eff = torch.sign(w) * alpha * mask
+    assert torch.allclose(out, x @ w_eff.T)
+    # backward: d sum(out) / d w_eff = column sums of x, broadcast per row; quantnet passes g * |w|, and
+    # w = sign(w) * quantnet multiplies by sign(w): g * w; the scores enter as |s|: times sign(s)
+    g_eff = x.sum(0).expand(3, 3)
+    assert torch.allclose(layer.scores.grad, g_eff * w * torch.sign(s))
+
+
+def test_biprop_defaults_are_the_references():
+    config = SearchConfig(method="biprop").validate()
+    assert (config.init, config.scaled_fan, config.train.lr, config.train.weight_decay) == ("kaiming-normal", True, 0.1, 1e-4)
+
+
+# -- Bernoulli (uber-research/deconstructing-lottery-tickets masked_networks.py) --------------------
+
+def _bernoulli_model(density=0.5, seed=0, **kw):
+    from supermask.methods.bernoulli import build_bernoulli
+
+    config = SearchConfig(arch="lenet_300_100", method="bernoulli", density=density, seed=seed, **kw).validate()
+    return build_bernoulli(config, SPEC), config
+
+
+def test_bernoulli_evaluates_a_seeded_sample_of_sigmoid_scores():
+    model, config = _bernoulli_model()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for m in model.modules():
+            if hasattr(m, "scores"):
+                m.scores.copy_(torch.randn_like(m.scores))
+    model.eval()
+    x = torch.randn(5, 1, 28, 28)
+    # reference forward of the evaluated network: u ~ U(0, 1) per weight, fixed by (seed, layer); m = u < sigmoid(s)
+    h = x.flatten(1)
+    layers = [(n, m) for n, m in model.named_modules() if hasattr(m, "scores")]
+    for i, (name, m) in enumerate(layers):
+        u = torch.rand(m.scores.shape, generator=torch.Generator().manual_seed(derived_seed(0, f"bernoulli-eval-{name}")))
+        mask = (u < torch.sigmoid(m.scores.detach())).float()
+        assert torch.equal(m.mask(), mask)
+        h = h @ (m.weight * mask).T + m.bias
+        h = torch.relu(h) if i < len(layers) - 1 else h
+        # a sample of Bernoulli(sigmoid(s)): its density is the expectation within sampling noise
+        p = torch.sigmoid(m.scores).mean().item()
+        assert abs(mask.mean().item() - p) < 4 * math.sqrt(p * (1 - p) / mask.numel()) + 1e-9
+    with torch.no_grad():
+        assert torch.allclose(model(x), h.detach(), atol=1e-5)
+        assert torch.equal(model(x), model(x))  # the same network every time
+    model.train()
+    first, second = layers[0][1].forward_mask().detach(), layers[0][1].forward_mask().detach()
+    assert not torch.equal(first, second)  # training samples afresh
+
+
+def test_bernoulli_weights_are_signed_glorot_constants_and_scores_start_at_the_logit():
+    model, config = _bernoulli_model(density=0.2)
+    assert config.init == "signed-constant-glorot" and config.train.weight_decay == 0.0
+    for m in model.modules():
+        if hasattr(m, "scores"):
+            fan_out, fan_in = m.weight.shape
+            assert torch.allclose(m.weight.abs(), torch.full_like(m.weight, math.sqrt(2 / (fan_in + fan_out))))
+            assert torch.allclose(m.scores, torch.full_like(m.scores, math.log(0.2 / 0.8)))
+
+
+def test_bernoulli_dynamic_weight_rescaling_is_an_option():
+    model, _ = _bernoulli_model(rescale_weights=True)
+    layer = next(m for m in model.modules() if hasattr(m, "scores"))
+    mask = layer.mask()
+    assert torch.allclose(layer.effective_weight(mask), layer.weight * mask * mask.numel() / mask.sum())
+
+
+def test_bernoulli_end_to_end_reports_its_learned_density_and_its_ticket(tmp_path):
+    from safetensors.torch import load_file
+
+    from supermask.data import load_dataset, make_loader
+    from supermask.models import DENSE
+    from supermask.tickets import export_run, ticket_state
+    from supermask.training import evaluate
+
+    result = search(SearchConfig(arch="lenet_300_100", method="bernoulli", out=str(tmp_path), device="cpu",
+                                 train=TrainConfig(epochs=3)))
+    r = result.result
+    state = ticket_state(result.run_dir)
+    expected = torch.cat([torch.sigmoid(v).flatten() for k, v in state.items() if k.endswith(".scores")]).mean()
+    assert abs(r["density"] - expected.item()) < 0.01
+    export_run(result.run_dir, "state-dict", tmp_path / "sd.safetensors")
+    plain = create_model("lenet_300_100", SPEC, DENSE)
+    plain.load_state_dict(load_file(tmp_path / "sd.safetensors"))
+    data = load_dataset("mnist-5k")
+    assert evaluate(plain, make_loader(data.test, data.info, 256, train=False))[1] == r["test_accuracy"]
+    assert r["test_accuracy"] > 0.8
+
+
+# -- Gem-Miner (ksreenivasan/pruning_is_enough: net_utils.get_regularization_loss, prune, GetSubnet) ---
+
+def test_gem_miner_penalty_rounding_and_global_freezing():
+    from supermask.methods.gem_miner import GemMiner, build_gem_miner
+
+    config = SearchConfig(arch="lenet_300_100", method="gem-miner", density=0.2).validate()
+    assert (config.scope, config.score_l2, config.freeze_every, config.train.weight_decay) == ("global", 1e-4, 5, 0.0)
+    model = build_gem_miner(config, SPEC)
+    layers = [m for m in model.modules() if hasattr(m, "scores")]
+    with torch.no_grad():
+        layers[0].scores[0, 0] = 0.5  # exactly at the threshold: not kept (the reference keeps s > 0.5)
+    for m in layers:
+        assert torch.equal(m.mask(), (m.scores.detach() > 0.5).float())
+    callback = GemMiner(config)
+
+    class State:
+        pass
+
+    state = State()
+    state.model = model
+    penalty = callback.loss_penalty(state)
+    assert torch.allclose(penalty, 1e-4 * sum((m.scores.detach() ** 2).sum() for m in layers))
+    # one freezing round of fraction f: the lowest |s| of all layers together are frozen out
+    scores = torch.cat([m.scores.detach().abs().flatten() for m in layers])
+    f = 0.5
+    kept = _keep_count(scores.numel(), 1 - f)
+    threshold = scores.sort(descending=True).values[kept - 1]
+    callback.freeze(layers, f)
+    active = torch.cat([(~m.frozen).flatten() for m in layers])
+    assert active.sum().item() == kept
+    assert torch.equal(active, scores >= threshold)
+    assert all((m.scores[m.frozen] == 0).all() for m in layers)
+
+
+def test_gem_miner_freezes_every_fifth_epoch_and_trains_on():
+    from supermask.methods.gem_miner import freeze_schedule, round_fraction
+
+    # the reference prunes after epoch indices 5, 10, 15 (counted from 0) of 20: floor(19 / 5) rounds
+    assert freeze_schedule(20, 5) == [6, 11, 16] and freeze_schedule(10, 5) == [6] and freeze_schedule(5, 5) == []
+    assert (1 - round_fraction(0.2, 3)) ** 3 == pytest.approx(0.2)
+
+
+def test_gem_miner_reaches_its_target_density_with_its_defaults(tmp_path):
+    r = search(SearchConfig(arch="lenet_300_100", method="gem-miner", density=0.2, out=str(tmp_path),
+                            device="cpu")).result
+    assert abs(r["density"] - 0.2) <= 0.01 and r["test_accuracy"] > 0.85
+
+
+# -- SynFlow, SNIP, GraSP (ganguli-lab/Synaptic-Flow Pruners/pruners.py, prune.py) -------------------
+
+def _masked_lenet(seed=0):
+    from supermask.nn import init_model
+
+    return init_model(create_model("lenet_300_100", SPEC, masked_layer_types()), "kaiming-normal", seed)
+
+
+def test_synflow_mask_on_lenet_at_density_001_equals_a_reference_synflow_with_biases():
+    from supermask_imp import PRUNERS
+
+    model = _masked_lenet()
+    got = PRUNERS.get("synflow")(model, None, 0, 0.01, "global", SPEC)
+    # reference: |.| of every parameter (biases included), all-ones input, R = sum f(1), score |dR/dw * w|,
+    # 100 rounds to density**(r/100), global top-k; here on plain tensors in float64
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    ws = [m.weight.detach().double().abs() for m in linears]
+    bs = [m.bias.detach().double().abs() for m in linears]
+    masks = [torch.ones_like(w) for w in ws]
+    n = sum(w.numel() for w in ws)
+    for r in range(1, 101):
+        params = [(w * m).requires_grad_() for w, m in zip(ws, masks)]
+        h = torch.ones(1, 784, dtype=torch.float64)
+        for i, (w, b) in enumerate(zip(params, bs)):
+            h = h @ w.T + b
+            h = torch.relu(h) if i < len(params) - 1 else h
+        grads = torch.autograd.grad(h.sum(), params)
+        scores = torch.cat([(g * w).abs().flatten() for g, w in zip(grads, params)])
+        keep = _keep_count(n, 0.01 ** (r / 100))
+        flat = torch.zeros(n)
+        flat[scores.argsort(descending=True, stable=True)[:keep]] = 1
+        masks = list(flat.split([w.numel() for w in ws]))
+        masks = [m.view_as(w).double() for m, w in zip(masks, ws)]
+    for (name, mask), ref in zip(got.items(), masks):
+        assert torch.equal(mask.bool(), ref.bool()), name
+
+
+def _tiny_masked(seed=0):
+    torch.manual_seed(seed)
+    layers = masked_layer_types()
+    model = nn.Sequential(nn.Flatten(), layers.linear(4, 3), nn.ReLU(), layers.linear(3, 2))
+    return model
+
+
+def _batch():
+    g = torch.Generator().manual_seed(3)
+    return [(torch.randn(6, 1, 2, 2, generator=g), torch.tensor([0, 1, 0, 1, 1, 0]))]
+
+
+def _plain_loss(params, images, temperature=1.0):
+    w1, b1, w2, b2 = params
+    h = torch.relu(images.flatten(1) @ w1.T + b1)
+    return nn.functional.cross_entropy((h @ w2.T + b2) / temperature, torch.tensor([0, 1, 0, 1, 1, 0]))
+
+
+def test_snip_scores_are_abs_gradient_times_weight():
+    from supermask_imp import PRUNERS
+
+    model = _tiny_masked()
+    batches = _batch()
+    got = PRUNERS.get("snip")(model, batches, 0, 0.5, "global", SPEC)
+    params = [p.detach().clone().requires_grad_() for p in (model[1].weight, model[1].bias, model[3].weight, model[3].bias)]
+    g1, _, g2, _ = torch.autograd.grad(_plain_loss(params, batches[0][0]), params)
+    scores = torch.cat([(g1 * params[0]).abs().flatten(), (g2 * params[2]).abs().flatten()]).detach()
+    keep = torch.zeros(18)
+    keep[scores.argsort(descending=True)[:_keep_count(18, 0.5)]] = 1
+    assert torch.equal(torch.cat([m.flatten() for m in got.values()]).bool(), keep.bool())
+
+
+def test_grasp_keeps_the_highest_weight_times_hessian_gradient():
+    from supermask_imp import PRUNERS
+
+    model = _tiny_masked()
+    batches = _batch()
+    got = PRUNERS.get("grasp")(model, batches, 0, 0.5, "global", SPEC)
+    params = [p.detach().clone() for p in (model[1].weight, model[1].bias, model[3].weight, model[3].bias)]
+    flat = torch.cat([params[0].flatten(), params[2].flatten()])
+
+    def loss_of_weights(v):
+        w1, w2 = v[:12].view(3, 4), v[12:].view(2, 3)
+        return _plain_loss([w1, params[1], w2, params[3]], batches[0][0], temperature=200.0)
+
+    g = torch.autograd.functional.jacobian(loss_of_weights, flat)
+    hessian = torch.autograd.functional.hessian(loss_of_weights, flat)
+    scores = flat * (hessian @ g)  # GraSP removes the highest -w*Hg: it keeps the highest w*Hg
+    keep = torch.zeros(18)
+    keep[scores.argsort(descending=True)[:_keep_count(18, 0.5)]] = 1
+    assert torch.equal(torch.cat([m.flatten() for m in got.values()]).bool(), keep.bool())
+
+
+# -- IteRand (dchiji-ntt/iterand: rerandomize every rerand_freq iterations, pruned weights only) -----
+
+def test_iterand_redraws_only_pruned_weights_at_its_period():
+    from supermask.methods.edge_popup import build_edge_popup
+    from supermask.methods.iterand import Rerandomize
+
+    config = SearchConfig(arch="lenet_300_100", method="iterand", rerandomize_every=3).validate()
+    assert config.rerandomize_rate == 0.1
+    assert SearchConfig(method="iterand").validate().rerandomize_every == 300  # the reference's rerand_freq
+    model = build_edge_popup(config, SPEC)
+    callback = Rerandomize(config)
+    layers = [m for m in model.modules() if hasattr(m, "scores")]
+
+    class State:
+        pass
+
+    for step in range(1, 7):
+        before = [m.weight.detach().clone() for m in layers]
+        masks = [m.mask().bool() for m in layers]
+        state = State()
+        state.model, state.step = model, step
+        callback.after_step(state, 0.0, 0, 0)
+        moved = [(m.weight != b) for m, b in zip(layers, before)]
+        if step % 3:
+            assert not any(x.any() for x in moved), step
+        else:
+            assert any(x.any() for x in moved) and not any((x & k).any() for x, k in zip(moved, masks))
+
+
+# -- late rewinding (facebookresearch/open_lth training/train.py: start_step) ----------------------
+
+def test_late_rewinding_continues_the_schedule_from_the_rewind_step(tmp_path):
+    args = ["imp", "--arch", "lenet_300_100", "--levels", "1", "--rewind", "100it", "--epochs", "4",
+            "--batch-size", "100", "--optimizer", "sgd", "--lr", "0.1", "--schedule", "cosine",
+            "--warmup-epochs", "1", "--device", "cpu", "-q", "--out", str(tmp_path)]
+    assert main(args) == 0
+    (level1,) = tmp_path.rglob("level-1")
+    records = [json.loads(line) for line in (level1 / "metrics.jsonl").read_text().splitlines()]
+    # 4,000 training images / 100 = 40 steps an epoch, T = 160; warmup 40 steps, then cosine
+    total, warmup, k = 160, 40, 100
+    expected = 0.1 * 0.5 * (1 + math.cos(math.pi * (k - warmup) / (total - warmup)))
+    assert records[0]["step"] == k and records[0]["lr"] == pytest.approx(expected)
+    result = json.loads((level1 / "result.json").read_text())
+    assert result["start_step"] == k and result["trained_steps"] == total - k and result["steps"] == total
+    level0 = json.loads(next(tmp_path.rglob("level-0/result.json")).read_text())
+    assert level0["start_step"] == 0 and level0["trained_steps"] == total
+
+
+# -- attention masks (torch.nn.MultiheadAttention's convention) ------------------------------------
+
+def test_boolean_and_float_attention_masks_match_multihead_attention():
+    import warnings
+
+    from supermask.nn.attention import from_multihead
+
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(16, 4, batch_first=True).eval()
+    converted = from_multihead(mha).eval()
+    x = torch.randn(2, 5, 16)
+    causal = torch.triu(torch.ones(5, 5, dtype=torch.bool), 1)  # True: may not attend
+    pad = torch.tensor([[False] * 4 + [True], [False] * 5])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for attn_mask, padding in ((causal, None), (None, pad), (causal, pad), (torch.randn(5, 5), None),
+                                   (torch.randn(8, 5, 5), pad)):
+            want = mha(x, x, x, attn_mask=attn_mask, key_padding_mask=padding, need_weights=False)[0]
+            got = converted(x, x, x, attn_mask=attn_mask, key_padding_mask=padding)[0]
+            assert torch.allclose(got, want, atol=1e-6)
+
+
+# -- defaults live in the library ------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["bernoulli", "gem-miner", "biprop", "iterand", "edge-popup"])
+def test_the_library_and_the_cli_resolve_the_same_config(method, tmp_path):
+    common = ["--arch", "lenet_300_100", "--iterations", "1", "--batch-size", "500", "--device", "cpu", "-q"]
+    assert main(["search", "--method", method, *common, "--out", str(tmp_path / "cli")]) == 0
+    search(SearchConfig(arch="lenet_300_100", method=method, device="cpu", out=str(tmp_path / "lib"),
+                        train=TrainConfig(iterations=1, batch_size=500)))
+    (cli,) = (tmp_path / "cli").rglob("config.json")
+    (lib,) = (tmp_path / "lib").rglob("config.json")
+    strip = lambda c: {k: v for k, v in json.loads(c.read_text()).items() if k != "out"}  # noqa: E731
+    assert strip(cli) == strip(lib)
+    assert cli.parent.relative_to(tmp_path / "cli") == lib.parent.relative_to(tmp_path / "lib")  # same hash
+
+
+def test_an_option_of_another_method_is_refused():
+    from supermask.errors import SupermaskError
+
+    with pytest.raises(SupermaskError, match="--score-l2 applies to gem-miner only"):
+        SearchConfig(method="edge-popup", score_l2=0.1).validate()
