@@ -170,6 +170,9 @@ def model_options(f: Callable) -> Callable:
         click.option("--arch", default="conv6", show_default=True, help="Architecture (see `supermask list archs`)."),
         click.option("--dataset", default="mnist-5k", show_default=True, help="Data set (see `supermask list datasets`)."),
         click.option("--width", default=1.0, show_default=True, type=float, help="Width multiplier of the architecture."),
+        click.option("--dropout", default=0.0, show_default=True, type=float,
+                     help="Dropout rate before the fully connected layers (LeNet, Conv-N, VGG's classifier); "
+                          "0.5 in Zhou et al.'s replication of Frankle & Carbin's Conv-N."),
         click.option("--image-size", default=None, type=int,
                      help="Crop size for image folders (ignored, with a warning, for other data). [default: 224]"),
     ]):
@@ -270,7 +273,10 @@ def train_cmd(**kw) -> None:
               help="Fraction of the survivors removed per level (global; layerwise: FC layers). [default: 0.2]")
 @click.option("--conv-prune-fraction", default=None, type=float, help="Layerwise: for convolutions.")
 @click.option("--output-prune-fraction", default=None, type=float, help="Layerwise: for the output layer.")
-@click.option("--keep-unpruned", default="", help="Comma-separated weight names never pruned.")
+@click.option("--keep-unpruned", default=None,
+              help="Comma-separated weight names never pruned. [default: the family's; VGG: classifier.weight]")
+@click.option("--bn-init", default=None, type=click.Choice(["ones", "uniform"]),
+              help="BatchNorm γ at initialisation. [default: the family's; ResNet/VGG: uniform, as open_lth]")
 @click.option("--rewind", default="0", show_default=True, help="Rewind to step 0, <N>it or <N>ep (late rewinding).")
 @click.option("--control", default="none", show_default=True,
               help="none, reinit or random-prune, or a list (controls run after the IMP run they use).")
@@ -291,7 +297,8 @@ def imp_cmd(**kw) -> None:
     _configure_logging(kw.pop("verbose"), quiet)
     overrides = _train_overrides(kw)
     seeds, controls = _seeds(kw), parse_list(kw.pop("control"), str, "--control")
-    kw["keep_unpruned"] = tuple(x for x in kw.pop("keep_unpruned").split(",") if x)
+    keep = kw.pop("keep_unpruned")
+    kw["keep_unpruned"] = None if keep is None else tuple(x for x in keep.split(",") if x)
     config = IMPConfig.for_arch(kw.pop("arch"), epochs=overrides.pop("epochs", None), **kw)
     config.train = dataclasses.replace(config.train, **overrides)
     configs = expand_grid(config, control=controls, seed=seeds)
@@ -395,7 +402,8 @@ def evaluate_cmd(path: str, data_root: Optional[str], device: str) -> None:
 
 @cli.command(name="list")
 @click.argument("what", type=click.Choice(["archs", "datasets", "methods", "inits"]))
-def list_(what: str) -> None:
+@click.option("--verbose", "-v", is_flag=True, help="methods: also each search method's defaults and reference.")
+def list_(what: str, verbose: bool) -> None:
     """List the registered architectures, data sets, methods or initialisers."""
     if what == "archs":
         from .models import list_models
@@ -411,7 +419,14 @@ def list_(what: str) -> None:
 
         from .methods import METHODS
 
-        items = [f"{name} (search): {METHODS.get(name).summary}" for name in METHODS]
+        items = []
+        for name in METHODS:
+            items.append(f"{name} (search): {METHODS.get(name).summary}")
+            if verbose:
+                from .search import resolved_defaults
+
+                defaults = ", ".join(f"{k} {v}" for k, v in resolved_defaults(name).items())
+                items += [f"    defaults: {defaults}", f"    reference: {METHODS.get(name).reference}"]
         items += [f"{name} (prune): {PRUNER_SUMMARIES[name]}" for name in PRUNERS]
         items += ["imp (imp): Frankle & Carbin 2019: iterative magnitude pruning with rewinding",
                   "imp-early-bird (imp --early-bird): You et al. 2020: dense training stops once the mask settles",

@@ -74,7 +74,7 @@ def build_finetune(config: DenseConfig, spec: InputSpec):
 
     strong = load_search_model(Path(config.ticket))
     masks = model_masks(strong)
-    model = create_model(config.arch, spec, masked_layer_types(), **config.model_kwargs())
+    model = create_model(config.arch, spec, config.layer_types(masked_layer_types()), **config.model_kwargs())
     own = model.state_dict()
     missing = set(masks) - set(own)
     if missing:
@@ -90,7 +90,7 @@ def build_finetune(config: DenseConfig, spec: InputSpec):
 
 
 def build_dense(config: DenseConfig, spec: InputSpec):
-    model = create_model(config.arch, spec, DENSE, **config.model_kwargs())
+    model = create_model(config.arch, spec, config.layer_types(DENSE), **config.model_kwargs())
     return init_model(model, config.init, config.seed)
 
 

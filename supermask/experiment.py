@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from torch import nn
 from .data import DATASETS, Dataset, DatasetInfo, fingerprint, load_dataset
 from .data.datasets import IMAGEFOLDER_PREFIX
 from .errors import SupermaskError
-from .models import MODELS, InputSpec
+from .models import MODELS, InputSpec, Layers
 from .models.registry import TORCHVISION_PREFIX
 from .models.torchvision_models import check_torchvision_name
 from .nn import density_report, model_masks
@@ -32,6 +33,8 @@ from .training import Callback, TrainConfig, distributed, eval_batch_size, resol
 log = logging.getLogger(__name__)
 
 DEFAULT_IMAGE_SIZE = 224
+#: The architectures with fully connected layers to put dropout before.
+DROPOUT_ARCHS = ("lenet_300_100", "conv2", "conv4", "conv6", "conv8", "vgg11", "vgg16", "vgg19")
 
 
 @dataclass
@@ -41,6 +44,7 @@ class ExperimentConfig:
     arch: str = "conv6"
     dataset: str = "mnist-5k"
     width: float = 1.0
+    dropout: float = 0.0  # before the fully connected layers (LeNet, Conv-N, VGG's classifier); 0: none
     image_size: Optional[int] = None  # image folders only: the crop size [224]; ignored (None) for other data
     seed: int = 0
     # What identifies the data's content (set when the data is first loaded; see data.fingerprint):
@@ -75,8 +79,12 @@ class ExperimentConfig:
             if self.image_size is not None:
                 log.warning("--image-size applies to image folders only; ignored for %s", self.dataset)
                 self.image_size = None
-        if not (self.width > 0):
+        if not (self.width > 0 and math.isfinite(self.width)):
             raise SupermaskError(f"width must be positive, got {self.width!r}")
+        if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
+            raise SupermaskError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if self.dropout > 0 and self.arch not in DROPOUT_ARCHS:
+            raise SupermaskError(f"--dropout applies to {', '.join(DROPOUT_ARCHS)}, not {self.arch}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise SupermaskError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.checkpoint_every is not None and (not isinstance(self.checkpoint_every, int)
@@ -87,6 +95,10 @@ class ExperimentConfig:
 
     def model_kwargs(self) -> dict:
         return {"width": self.width} if self.width != 1.0 else {}
+
+    def layer_types(self, layers: Layers) -> Layers:
+        """``layers`` (an engine's variant) with this config's dropout."""
+        return layers.with_dropout(self.dropout)
 
     def execution(self) -> dict:
         """The keyword arguments of :func:`~supermask.training.train` that say how, not what."""
@@ -154,7 +166,8 @@ def provenance(config: ExperimentConfig, info: DatasetInfo, summary, state: dict
     """What every ticket records about where it came from and what it expects as input."""
     return {
         **library_versions(), "engine": config.ENGINE, "config_hash": config_hash(config), "arch": config.arch,
-        "width": config.width, "dataset": config.dataset, "data_fingerprint": config.data_fingerprint,
+        "width": config.width, "dropout": config.dropout, "dataset": config.dataset,
+        "data_fingerprint": config.data_fingerprint,
         "input_shape": [info.in_channels, info.image_size, info.image_size],
         "num_classes": info.num_classes, "normalization": {"mean": list(info.mean), "std": list(info.std)},
         "selection": summary.selection, "selected_epoch": summary.selected_epoch,

@@ -94,11 +94,22 @@ class SearchConfig(ExperimentConfig):
         return super().validate()
 
 
+def resolved_defaults(method: str) -> dict:
+    """The settings a search with ``method`` runs at when nothing else is given (as ``validate``
+    resolves them: the method's defaults, then the generic ones)."""
+    config = SearchConfig(method=method).validate()
+    fields = {name: getattr(config, name) for name in (*GENERIC_DEFAULTS, *METHODS.get(method).options)}
+    train = config.train
+    fields.update(optimizer=train.optimizer, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay,
+                  schedule=train.schedule, batch_size=train.batch_size, epochs=train.epochs)
+    return fields
+
+
 def ticket_meta(config: SearchConfig, spec: InputSpec) -> dict:
     """What rebuilds the frozen network a strong ticket's mask applies to."""
     return {
         "kind": "strong", "engine": config.ENGINE, "method": config.method, "arch": config.arch,
-        "width": config.width, "in_channels": spec.in_channels, "image_size": spec.image_size,
+        "width": config.width, "dropout": config.dropout, "in_channels": spec.in_channels, "image_size": spec.image_size,
         "num_classes": spec.num_classes, "init": config.init, "scaled_fan": config.scaled_fan,
         "seed": config.seed, "density": config.density, "scope": config.scope, "learned_bn": config.learned_bn,
     }

@@ -327,7 +327,8 @@ def load_ticket(path: Path) -> torch.nn.Module:
         raise RunError(f"{path}: not a supermask ticket ({type(exc).__name__})") from None
     spec = InputSpec(recipe["in_channels"], recipe["image_size"], recipe["num_classes"])
     kwargs = {"width": recipe["width"]} if recipe.get("width", 1.0) != 1.0 else {}
-    model = create_model(recipe["arch"], spec, supermask_layer_types(recipe["density"], recipe["learned_bn"]), **kwargs)
+    layers = supermask_layer_types(recipe["density"], recipe["learned_bn"]).with_dropout(recipe.get("dropout", 0.0))
+    model = create_model(recipe["arch"], spec, layers, **kwargs)
     init_model(model, recipe["init"], recipe["seed"], scaled_fan=recipe["scaled_fan"])
     _check_regenerated(path, recipe, model.state_dict())
     masks = {name: unpack_mask(tensors[name + PACKED_SUFFIX], shape) for name, shape in recipe["shapes"].items()}
@@ -377,7 +378,8 @@ def load_export(path: Path) -> tuple[torch.nn.Module, dict]:
         channels, size, _ = provenance["input_shape"]
         spec = InputSpec(channels, size, provenance["num_classes"])
         width = provenance.get("width", 1.0)
-        model = create_model(provenance["arch"], spec, DENSE, **({"width": width} if width != 1.0 else {}))
+        layers = DENSE.with_dropout(provenance.get("dropout", 0.0))
+        model = create_model(provenance["arch"], spec, layers, **({"width": width} if width != 1.0 else {}))
         state = st_load(path.read_bytes())
         if fmt == "torch-prune":
             load_torch_prune(model, state)

@@ -1,13 +1,15 @@
-"""IMP defaults per architecture family, and where each comes from.
+"""IMP defaults per architecture family, and where each comes from (one reference per family).
 
-| family | optimiser | batch | schedule | pruning | source |
-| --- | --- | --- | --- | --- | --- |
-| lenet_300_100 | Adam 1.2e-3 | 60 | constant | layerwise: fc 0.2, output 0.1 | Frankle & Carbin 2019, Fig. 2 / App. G |
-| conv2 | Adam 2e-4 | 60 | constant | layerwise: conv 0.1, fc 0.2, output 0.1 | Frankle & Carbin 2019, Fig. 2 |
-| conv4 | Adam 3e-4 | 60 | constant | layerwise: conv 0.1, fc 0.2, output 0.1 | Frankle & Carbin 2019, Fig. 2 |
-| conv6 | Adam 3e-4 | 60 | constant | layerwise: conv 0.15, fc 0.2, output 0.1 | Frankle & Carbin 2019, Fig. 2 |
-| conv8 | Adam 3e-4 | 60 | constant | layerwise: conv 0.15, fc 0.2, output 0.1 | extrapolated from Conv-6 (not in the paper) |
-| resnet*, vgg*, torchvision/* | SGD 0.1, momentum 0.9, wd 1e-4 | 128 | 5 warmup epochs, then ×0.1 at 50% and 75% | global 0.2 | Frankle et al. 2019 ("Stabilizing"), open_lth's CIFAR ResNet/VGG |
+| family | optimiser | batch | schedule | pruning | BatchNorm γ | source |
+| --- | --- | --- | --- | --- | --- | --- |
+| lenet_300_100 | Adam 1.2e-3 | 60 | constant | layerwise: fc 0.2, output 0.1 | (none) | Frankle & Carbin 2019, Fig. 2 / App. G |
+| conv2 | Adam 2e-4 | 60 | constant | layerwise: conv 0.1, fc 0.2, output 0.1 | (none) | Frankle & Carbin 2019, Fig. 2 |
+| conv4 | Adam 3e-4 | 60 | constant | layerwise: conv 0.1, fc 0.2, output 0.1 | (none) | Frankle & Carbin 2019, Fig. 2 |
+| conv6 | Adam 3e-4 | 60 | constant | layerwise: conv 0.15, fc 0.2, output 0.1 | (none) | Frankle & Carbin 2019, Fig. 2 |
+| conv8 | Adam 3e-4 | 60 | constant | layerwise: conv 0.15, fc 0.2, output 0.1 | (none) | extrapolated from Conv-6 (not in the paper) |
+| resnet18/20/56 | SGD 0.1, momentum 0.9, wd 1e-4 | 128 | ×0.1 at 50% and 75% (80/120 of 160 epochs), no warmup | global 0.2 | U(0, 1) | open_lth ``models/cifar_resnet.py`` default_hparams |
+| vgg11/16/19 | as ResNet | 128 | as ResNet | global 0.2, the classifier unpruned | U(0, 1) | open_lth ``models/cifar_vgg.py`` (``pruning_layers_to_ignore='fc.weight'``) |
+| torchvision/* | SGD 0.1 (0.4 at batch 1024, scaled), momentum 0.9, wd 1e-4 | 128 | 5 warmup epochs, then ×0.1 at 50% and 75% | global 0.2 | U(0, 1) | open_lth ``models/imagenet_resnet.py`` |
 
 The papers train LeNet 50K iterations and Conv-2/4/6 20K/25K/30K iterations on the full data
 sets; the default here is 20 epochs a level (``--iterations`` sets an exact count). Every
@@ -34,6 +36,8 @@ class FamilyDefaults:
     weight_decay: float = 0.0
     schedule: str = "constant"
     warmup_epochs: float = 0.0
+    keep_unpruned: tuple[str, ...] = ()  # weights never pruned (open_lth's pruning_layers_to_ignore)
+    bn_init: str = "ones"  # BatchNorm γ at initialisation: "ones" (PyTorch) or "uniform" U(0, 1) (open_lth)
 
 
 ADAM_CONV = dict(optimizer="adam", batch_size=60, scope="layerwise", fc_fraction=0.2, output_fraction=0.1)
@@ -44,8 +48,12 @@ FAMILIES = {
     "conv6": FamilyDefaults(lr=3e-4, conv_fraction=0.15, **ADAM_CONV),
     "conv8": FamilyDefaults(lr=3e-4, conv_fraction=0.15, **ADAM_CONV),
 }
-DEEP = FamilyDefaults(optimizer="sgd", lr=0.1, batch_size=128, scope="global", conv_fraction=0.2, fc_fraction=0.2,
-                      output_fraction=0.2, momentum=0.9, weight_decay=1e-4, schedule="step", warmup_epochs=5.0)
+CIFAR_DEEP = dict(optimizer="sgd", lr=0.1, batch_size=128, scope="global", conv_fraction=0.2, fc_fraction=0.2,
+                  output_fraction=0.2, momentum=0.9, weight_decay=1e-4, schedule="step", bn_init="uniform")
+FAMILIES.update({name: FamilyDefaults(**CIFAR_DEEP) for name in ("resnet18", "resnet20", "resnet56")})
+FAMILIES.update({name: FamilyDefaults(**CIFAR_DEEP, keep_unpruned=("classifier.weight",))
+                 for name in ("vgg11", "vgg16", "vgg19")})
+DEEP = FamilyDefaults(**{**CIFAR_DEEP, "warmup_epochs": 5.0})  # torchvision models: open_lth's ImageNet ResNet
 
 DEFAULT_EPOCHS = 20
 

@@ -69,6 +69,7 @@ class IMPConfig(ExperimentConfig):
     conv_prune_fraction: Optional[float] = None  # layerwise convolutions (default: prune_fraction)
     output_prune_fraction: Optional[float] = None  # layerwise output layer (default: prune_fraction)
     keep_unpruned: tuple[str, ...] = ()
+    bn_init: str = "ones"  # BatchNorm γ: "ones", or "uniform" U(0, 1) as open_lth (see defaults.py)
     rewind: str = "0"
     control: str = "none"
     init: str = "kaiming-normal"
@@ -85,6 +86,7 @@ class IMPConfig(ExperimentConfig):
         d = family_defaults(arch)
         train = default_train_config(arch, **({"epochs": epochs} if epochs else {}))
         base = dict(arch=arch, scope=d.scope, prune_fraction=d.fc_fraction, train=train,
+                    keep_unpruned=d.keep_unpruned, bn_init=d.bn_init,
                     conv_prune_fraction=d.conv_fraction if d.scope == "layerwise" else None,
                     output_prune_fraction=d.output_fraction if d.scope == "layerwise" else None)
         base.update({k: v for k, v in overrides.items() if v is not None})
@@ -111,6 +113,8 @@ class IMPConfig(ExperimentConfig):
         if not isinstance(self.eb_window, int) or self.eb_window < 1:
             raise SupermaskError(f"early-bird window must be a positive integer, got {self.eb_window!r}")
         self.keep_unpruned = tuple(self.keep_unpruned)
+        if self.bn_init not in BN_INITS:
+            raise SupermaskError(f"bn init must be one of {', '.join(BN_INITS)}, got {self.bn_init!r}")
         return super().validate()
 
     def pruning_levels(self) -> int:
@@ -168,9 +172,20 @@ def load_state(path: Path) -> dict[str, torch.Tensor]:
         raise RunError(f"{path}: not a safetensors weights file ({exc})") from None
 
 
+BN_INITS = ("ones", "uniform")
+
+
 def build_masked(config: IMPConfig, spec: InputSpec, seed: int) -> nn.Module:
-    model = create_model(config.arch, spec, masked_layer_types(), **config.model_kwargs())
-    return init_model(model, config.init, seed)
+    model = create_model(config.arch, spec, config.layer_types(masked_layer_types()), **config.model_kwargs())
+    init_model(model, config.init, seed)
+    if config.bn_init == "uniform":  # open_lth's bn_initializers.uniform: γ ~ U(0, 1), β = 0
+        gen = torch.Generator().manual_seed(derived_seed(seed, "bn-init"))
+        with torch.no_grad():
+            for module in model.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine:
+                    module.weight.copy_(torch.rand(module.weight.shape, generator=gen))
+                    module.bias.zero_()
+    return model
 
 
 def _conv_names(model: nn.Module) -> set[str]:
@@ -209,6 +224,7 @@ def run_imp(config: IMPConfig, callbacks: Sequence[Callback] = ()) -> IMPResult:
     if rewind_step >= total_steps:
         raise SupermaskError(f"rewind point {rewind_point} (step {rewind_step}) is not before the end of training "
                              f"({total_steps} steps): a rewound level would train no step")
+    _check_kept_names(config, spec)
     writer = distributed.is_main()
     with writing(root, config):
         rows = _run_levels(config, data, spec, device, root, main, rewind_point, rewind_step, callbacks)
@@ -217,6 +233,14 @@ def run_imp(config: IMPConfig, callbacks: Sequence[Callback] = ()) -> IMPResult:
                                "seed": config.seed, "control": config.control, "levels": rows})
         distributed.barrier()
     return IMPResult(root.path, rows)
+
+
+def _check_kept_names(config: IMPConfig, spec: InputSpec) -> None:
+    names = list(get_masks(create_model(config.arch, spec, config.layer_types(masked_layer_types()), **config.model_kwargs())))
+    unknown = sorted(set(config.keep_unpruned) - set(names))
+    if unknown:
+        raise SupermaskError(f"--keep-unpruned names no prunable weight of {config.arch}: {', '.join(unknown)} "
+                             f"(prunable: {', '.join(names[:6])}{', ...' if len(names) > 6 else ''})")
 
 
 def _run_levels(config, data, spec, device, root, main, rewind_point, rewind_step, callbacks) -> list[dict]:

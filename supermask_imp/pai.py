@@ -193,7 +193,7 @@ def calibration_batches(data, info, num_classes: int, seed: int, device, per_cla
 
 
 def build_pruned(config: PruneConfig, spec: InputSpec, data, device) -> nn.Module:
-    model = create_model(config.arch, spec, masked_layer_types(), **config.model_kwargs())
+    model = create_model(config.arch, spec, config.layer_types(masked_layer_types()), **config.model_kwargs())
     init_model(model, config.init, config.seed)
     model.to(device)
     batches = None

@@ -362,3 +362,65 @@ def test_an_option_of_another_method_is_refused():
 
     with pytest.raises(SupermaskError, match="--score-l2 applies to gem-miner only"):
         SearchConfig(method="edge-popup", score_l2=0.1).validate()
+
+
+# -- deep-net IMP defaults (open_lth models/cifar_resnet.py, cifar_vgg.py, bn_initializers.py) -------
+
+def test_deep_net_imp_defaults_follow_open_lth(tmp_path):
+    from supermask_imp import IMPConfig
+    from supermask_imp.engine import build_masked
+
+    for arch in ("resnet20", "vgg16"):
+        config = IMPConfig.for_arch(arch, epochs=160).validate()
+        t = config.train
+        assert (t.optimizer, t.lr, t.momentum, t.weight_decay, t.batch_size, t.warmup_epochs) == ("sgd", 0.1, 0.9, 1e-4, 128, 0.0)
+        assert t.schedule == "step" and t.milestones == (80.0, 120.0) and config.bn_init == "uniform"
+        model = build_masked(config, InputSpec(3, 32, 10), 0)
+        gammas = torch.cat([m.weight.detach() for m in model.modules() if isinstance(m, nn.BatchNorm2d)])
+        assert 0 <= gammas.min() and gammas.max() <= 1 and gammas.std() > 0.2  # U(0, 1), not ones
+    assert IMPConfig.for_arch("vgg16").keep_unpruned == ("classifier.weight",)  # pruning_layers_to_ignore
+    assert IMPConfig.for_arch("resnet20").keep_unpruned == ()
+
+
+def test_keep_unpruned_names_that_match_nothing_are_refused(tmp_path, capsys):
+    code = main(["imp", "--arch", "lenet_300_100", "--keep-unpruned", "fc9.weight", "--out", str(tmp_path), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "names no prunable weight of lenet_300_100: fc9.weight" in err and err.count("\n") == 1
+    assert not list(tmp_path.rglob("config.json"))
+
+
+# -- dropout through the injected layer types (Frankle & Carbin 2019 Sec. 4) -----------------------
+
+@pytest.mark.parametrize("arch", ["lenet_300_100", "conv4", "vgg11"])
+def test_dropout_goes_before_the_fully_connected_layers_and_keeps_the_state_dict_names(arch):
+    from supermask.models import DENSE
+
+    spec = InputSpec(3 if arch == "vgg11" else 1, 32 if arch == "vgg11" else 28, 10)
+    plain = create_model(arch, spec, DENSE)
+    dropped = create_model(arch, spec, DENSE.with_dropout(0.5))
+    assert list(plain.state_dict()) == list(dropped.state_dict())
+    rates = [m.p for m in dropped.modules() if isinstance(m, nn.Dropout)]
+    linears = [m for m in dropped.modules() if isinstance(m, nn.Linear)]
+    assert rates == [0.5] * {"lenet_300_100": 2, "conv4": 3, "vgg11": 1}[arch] and linears
+    dropped.load_state_dict(plain.state_dict())
+    x = torch.randn(4, spec.in_channels, spec.image_size, spec.image_size)
+    dropped.eval(), plain.eval()
+    with torch.no_grad():
+        assert torch.equal(dropped(x), plain(x))  # dropout is the identity in evaluation
+    dropped.train()
+    with torch.no_grad():
+        assert not torch.equal(dropped(x), dropped(x))
+
+
+def test_every_engine_takes_dropout_and_refuses_it_where_there_is_no_fc_layer(tmp_path):
+    from supermask.errors import SupermaskError
+    from supermask_imp import IMPConfig, run_imp
+
+    r = search(SearchConfig(arch="lenet_300_100", dropout=0.5, out=str(tmp_path), device="cpu",
+                            train=TrainConfig(iterations=2, batch_size=500))).result
+    assert json.loads(next(tmp_path.rglob("ticket.json")).read_text())["dropout"] == 0.5 and r["steps"] == 2
+    imp = IMPConfig.for_arch("conv2", out=str(tmp_path), device="cpu", levels=1, dropout=0.5)
+    imp.train = TrainConfig(iterations=2, batch_size=500, optimizer="adam", lr=3e-4)
+    assert len(run_imp(imp).levels) == 2
+    with pytest.raises(SupermaskError, match="--dropout applies to"):
+        SearchConfig(arch="resnet20", dropout=0.5).validate()

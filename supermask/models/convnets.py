@@ -28,12 +28,12 @@ class ConvNet(nn.Module):
                 size //= 2
         hidden = max(1, round(256 * width))
         self.features = nn.Sequential(*blocks)
-        self.classifier = nn.Sequential(
-            nn.Flatten(),
+        self.classifier = nn.Sequential(  # dropout (if any) before each fully connected layer
+            layers.then_dropout(nn.Flatten()),
             layers.linear(in_ch * size * size, hidden, bias=bias),
-            nn.ReLU(inplace=True),
+            layers.then_dropout(nn.ReLU(inplace=True)),
             layers.linear(hidden, hidden, bias=bias),
-            nn.ReLU(inplace=True),
+            layers.then_dropout(nn.ReLU(inplace=True)),
             layers.linear(hidden, spec.num_classes, bias=bias),
         )
 

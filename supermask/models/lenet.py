@@ -11,8 +11,8 @@ def lenet_300_100(spec: InputSpec, layers: Layers, width: float = 1.0, bias: boo
     return nn.Sequential(
         nn.Flatten(),
         layers.linear(spec.in_channels * spec.image_size**2, h1, bias=bias),
-        nn.ReLU(inplace=True),
+        layers.then_dropout(nn.ReLU(inplace=True)),
         layers.linear(h1, h2, bias=bias),
-        nn.ReLU(inplace=True),
+        layers.then_dropout(nn.ReLU(inplace=True)),
         layers.linear(h2, spec.num_classes, bias=bias),
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable, Optional
@@ -40,6 +42,18 @@ class Layers:
     norm: Optional[Callable[..., nn.Module]] = nn.BatchNorm2d
     layer_norm: Callable[..., nn.Module] = nn.LayerNorm
     adapt: Callable[[nn.Module], nn.Module] = field(default=lambda model: model)
+    # Dropout before the fully connected layers of the builders that have them (LeNet, Conv-N,
+    # VGG's classifier), as Frankle & Carbin 2019 Sec. 4; None: no dropout (and no extra modules).
+    dropout: Optional[Callable[[], nn.Module]] = None
+
+    def with_dropout(self, rate: float) -> "Layers":
+        """These layer types with dropout of ``rate`` (0: unchanged)."""
+        return dataclasses.replace(self, dropout=partial(nn.Dropout, rate)) if rate > 0 else self
+
+    def then_dropout(self, module: nn.Module) -> nn.Module:
+        """``module`` followed by this variant's dropout, if it has one. The pair holds no parameters,
+        so the state dict's names do not move when dropout is switched on."""
+        return nn.Sequential(module, self.dropout()) if self.dropout is not None else module
 
 
 DENSE = Layers()

@@ -34,7 +34,7 @@ class VGG(nn.Module):
             blocks.append(nn.ReLU(inplace=True))
             in_ch = out_ch
         self.features = nn.Sequential(*blocks)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = layers.then_dropout(nn.AdaptiveAvgPool2d(1))  # dropout (if any) before the classifier
         self.classifier = layers.linear(in_ch, spec.num_classes)
 
     def forward(self, x):
