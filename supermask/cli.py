@@ -281,8 +281,11 @@ def train_cmd(**kw) -> None:
 @click.option("--control", default="none", show_default=True,
               help="none, reinit or random-prune, or a list (controls run after the IMP run they use).")
 @click.option("--init", "init", default="kaiming-normal", show_default=True)
-@click.option("--early-bird", is_flag=True,
-              help="Stop dense training once the target mask settles (You et al. 2020), then prune as IMP does.")
+@click.option("--early-bird", default=None, type=click.Choice(["magnitude", "channel"]),
+              help="Early-bird tickets (You et al. 2020): magnitude (IMP's weight mask settles, dense training "
+                   "stops, IMP goes on) or channel (the paper's BatchNorm-γ channel ticket, VGG; the smaller "
+                   "network is trained).")
+@click.option("--eb-l1", default=None, type=float, help="Early-bird channel: L1 penalty on BatchNorm γ [1e-4].")
 @click.option("--eb-epsilon", default=None, type=float, help="Early-bird: mask distance threshold [0.1].")
 @click.option("--eb-window", default=None, type=int, help="Early-bird: epochs the distance must stay below it [5].")
 @train_options(None)
@@ -429,7 +432,10 @@ def list_(what: str, verbose: bool) -> None:
                 items += [f"    defaults: {defaults}", f"    reference: {METHODS.get(name).reference}"]
         items += [f"{name} (prune): {PRUNER_SUMMARIES[name]}" for name in PRUNERS]
         items += ["imp (imp): Frankle & Carbin 2019: iterative magnitude pruning with rewinding",
-                  "imp-early-bird (imp --early-bird): You et al. 2020: dense training stops once the mask settles",
+                  "imp-early-bird-magnitude (imp --early-bird magnitude): You et al. 2020, unstructured: dense training "
+                  "stops once IMP's mask settles",
+                  "early-bird-channel (imp --early-bird channel): You et al. 2020: BatchNorm-γ channel ticket "
+                  "under L1, trained as a smaller network",
                   "dense (train): the dense baseline, weights trained"]
     else:
         from .nn import SCORE_INITS, WEIGHT_INITS

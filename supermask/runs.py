@@ -57,7 +57,7 @@ def config_dict(config: Any) -> dict:
 #: Fields added after runs were first written, left out of the hash at these values so that
 #: the run directories written before them keep their names (dotted paths into the config).
 HASH_OMITTED_AT = {"train.precision": "32", "rerandomize_every": None, "rerandomize_rate": None, "score_l2": None,
-                   "early_bird": False, "eb_epsilon": 0.1, "eb_window": 5, "freeze_every": None,
+                   "early_bird": None, "eb_l1": None, "eb_epsilon": 0.1, "eb_window": 5, "freeze_every": None,
                    "bernoulli_eval": None, "rescale_weights": None, "bn_init": "ones",
                    "dropout": 0.0}
 

@@ -379,7 +379,8 @@ def load_export(path: Path) -> tuple[torch.nn.Module, dict]:
         spec = InputSpec(channels, size, provenance["num_classes"])
         width = provenance.get("width", 1.0)
         layers = DENSE.with_dropout(provenance.get("dropout", 0.0))
-        model = create_model(provenance["arch"], spec, layers, **({"width": width} if width != 1.0 else {}))
+        kwargs = {**({"width": width} if width != 1.0 else {}), **provenance.get("model_kwargs", {})}
+        model = create_model(provenance["arch"], spec, layers, **kwargs)
         state = st_load(path.read_bytes())
         if fmt == "torch-prune":
             load_torch_prune(model, state)

@@ -55,6 +55,7 @@ from .rewind import RewindPoint, SnapshotAt, rewind, snapshot
 log = logging.getLogger(__name__)
 
 CONTROLS = ("none", "reinit", "random-prune")
+EARLY_BIRDS = (None, "magnitude", "channel")
 REWIND_FILE = "rewind.safetensors"
 WEIGHTS_FILE = "weights.safetensors"
 
@@ -73,9 +74,13 @@ class IMPConfig(ExperimentConfig):
     rewind: str = "0"
     control: str = "none"
     init: str = "kaiming-normal"
-    early_bird: bool = False  # stop level 0 once the target mask settles (You et al. 2020)
+    # Early-bird tickets (You et al. 2020): None; "magnitude" (unstructured: IMP's weight mask at the
+    # target density settles, then IMP goes on); "channel" (the paper's: BatchNorm-γ channel masks under
+    # an L1 penalty, then the physically smaller network is trained; see channel_early_bird.py).
+    early_bird: Optional[str] = None
     eb_epsilon: float = 0.1
     eb_window: int = 5
+    eb_l1: Optional[float] = None  # channel: the L1 penalty on BatchNorm γ [1e-4]
     train: TrainConfig = field(default_factory=lambda: default_train_config("conv6"))
 
     ENGINE = "imp"
@@ -108,6 +113,14 @@ class IMPConfig(ExperimentConfig):
         self.init = canonical(self.init)
         WEIGHT_INITS.get(self.init)
         RewindPoint.parse(self.rewind)
+        if self.early_bird is True or self.early_bird is False:  # the 0.1 flag: the unstructured version
+            self.early_bird = "magnitude" if self.early_bird else None
+        if self.early_bird not in EARLY_BIRDS:
+            raise SupermaskError(f"early bird must be magnitude or channel, got {self.early_bird!r}")
+        if self.early_bird == "channel":
+            self._check_channel_early_bird()
+        elif self.eb_l1 is not None:
+            raise SupermaskError("--eb-l1 applies to --early-bird channel only")
         if not (0.0 < self.eb_epsilon < 1.0):
             raise SupermaskError(f"early-bird epsilon must be in (0, 1), got {self.eb_epsilon!r}")
         if not isinstance(self.eb_window, int) or self.eb_window < 1:
@@ -117,7 +130,25 @@ class IMPConfig(ExperimentConfig):
             raise SupermaskError(f"bn init must be one of {', '.join(BN_INITS)}, got {self.bn_init!r}")
         return super().validate()
 
+    def _check_channel_early_bird(self) -> None:
+        from .channel_early_bird import DEFAULT_L1, SUPPORTED
+
+        if self.arch not in SUPPORTED:
+            raise SupermaskError(f"--early-bird channel supports {', '.join(SUPPORTED)} (sequential conv-BatchNorm "
+                                 f"stages), not {self.arch}")
+        if self.control != "none" or self.rewind != "0":
+            raise SupermaskError("--early-bird channel trains the smaller network from the early-bird weights: "
+                                 "no --control or --rewind")
+        if self.eb_l1 is None:
+            self.eb_l1 = DEFAULT_L1
+        if not (math.isfinite(self.eb_l1) and self.eb_l1 >= 0):
+            raise SupermaskError(f"early-bird L1 must be >= 0, got {self.eb_l1!r}")
+        if self.target_density is None:
+            self.target_density = 0.5  # channels kept (the paper's 50% pruning ratio)
+
     def pruning_levels(self) -> int:
+        if self.early_bird == "channel":
+            return 1
         if self.one_shot:
             return 1
         if self.target_density is None or self.target_density >= 1.0:
@@ -227,7 +258,12 @@ def run_imp(config: IMPConfig, callbacks: Sequence[Callback] = ()) -> IMPResult:
     _check_kept_names(config, spec)
     writer = distributed.is_main()
     with writing(root, config):
-        rows = _run_levels(config, data, spec, device, root, main, rewind_point, rewind_step, callbacks)
+        if config.early_bird == "channel":
+            from .channel_early_bird import run_channel_levels
+
+            rows = run_channel_levels(config, data, spec, device, root, callbacks)
+        else:
+            rows = _run_levels(config, data, spec, device, root, main, rewind_point, rewind_step, callbacks)
         if writer:
             root.write_result({"status": "finished", "engine": "imp", "arch": config.arch, "dataset": config.dataset,
                                "seed": config.seed, "control": config.control, "levels": rows})
@@ -280,7 +316,7 @@ def _run_levels(config, data, spec, device, root, main, rewind_point, rewind_ste
                 elif rewind_step > 0:
                     extra.append(SaveSnapshotAt(rewind_step, rewind_path))
             early_bird = None
-            if level == 0 and config.early_bird:
+            if level == 0 and config.early_bird == "magnitude":
                 early_bird = EarlyBird(_target_pruner(config, names, conv_names), config.eb_epsilon, config.eb_window,
                                        run)
                 extra.append(early_bird)
@@ -291,7 +327,7 @@ def _run_levels(config, data, spec, device, root, main, rewind_point, rewind_ste
                             callbacks=[*extra, *callbacks, *tracking(config, run)],
                             describe=describe_density, start_step=rewind_step if level > 0 else 0,
                             **config.execution())
-            fields = {"method": "imp-early-bird" if config.early_bird else "imp", "level": level,
+            fields = {"method": "imp-early-bird-magnitude" if config.early_bird else "imp", "level": level,
                       "control": config.control, "rewind": str(rewind_point), "scope": config.scope}
             if early_bird is not None:
                 planned = config.train.iterations or config.train.epochs * -(-len(data.train) // config.train.batch_size)

@@ -48,7 +48,13 @@ def run_cli(args, capsys):
     (["search", "--method", "iterand", "--rerandomize-rate", "1.5"], "rerandomize rate must be in (0, 1]"),
     (["prune", "--method", "obd"], "unknown pruning method"),
     (["prune", "--density", "0"], "density must be in (0, 1]"),
-    (["imp", "--early-bird", "--eb-epsilon", "2"], "early-bird epsilon must be in (0, 1)"),
+    (["imp", "--early-bird", "magnitude", "--eb-epsilon", "2"], "early-bird epsilon must be in (0, 1)"),
+    (["imp", "--arch", "resnet20", "--early-bird", "channel"], "--early-bird channel supports vgg11, vgg16, vgg19"),
+    (["imp", "--arch", "vgg11", "--early-bird", "channel", "--control", "reinit"], "no --control or --rewind"),
+    (["imp", "--eb-l1", "0.1"], "--eb-l1 applies to --early-bird channel only"),
+    (["search", "--method", "edge-popup", "--score-l2", "0.1"], "--score-l2 applies to gem-miner only"),
+    (["search", "--arch", "resnet20", "--dropout", "0.5"], "--dropout applies to"),
+    (["search", "--dropout", "1.5"], "dropout must be in [0, 1)"),
 ])
 def test_user_errors_are_one_line_with_status_2(args, message, capsys, tmp_path):
     code, out, err = run_cli(args + ["--out", str(tmp_path)] if args[0] != "list" else args, capsys)

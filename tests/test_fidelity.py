@@ -424,3 +424,78 @@ def test_every_engine_takes_dropout_and_refuses_it_where_there_is_no_fc_layer(tm
     assert len(run_imp(imp).levels) == 2
     with pytest.raises(SupermaskError, match="--dropout applies to"):
         SearchConfig(arch="resnet20", dropout=0.5).validate()
+
+
+# -- early-bird channel tickets (GATECH-EIC/Early-Bird-Tickets main.py: updateBN, EarlyBird; vggprune.py) --
+
+def _vgg(width=0.125, seed=0):
+    from supermask.models import DENSE
+
+    torch.manual_seed(seed)
+    model = create_model("vgg11", InputSpec(1, 28, 10), DENSE, width=width)
+    with torch.no_grad():
+        for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+            bn.weight.copy_(torch.rand_like(bn.weight) * 2 - 1)
+            bn.bias.copy_(torch.randn_like(bn.bias) * 0.1)
+            bn.running_mean.copy_(torch.randn_like(bn.running_mean) * 0.1)
+            bn.running_var.copy_(torch.rand_like(bn.running_var) + 0.5)
+    return model
+
+
+def test_channel_masks_are_the_global_gamma_threshold_and_the_penalty_is_l1():
+    from supermask_imp.channel_early_bird import ChannelEarlyBird, channel_masks, mask_distance
+
+    model = _vgg()
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    gammas = torch.cat([bn.weight.detach().abs() for bn in bns])
+    threshold = gammas.sort().values[int(gammas.numel() * 0.5)]  # the reference: y[int(total * percent)]
+    assert torch.equal(torch.cat(channel_masks(model, 0.5)), gammas > threshold)
+    bird = ChannelEarlyBird(0.5, 0.1, 5, 1e-4)
+
+    class State:
+        pass
+
+    state = State()
+    state.model = model
+    assert torch.allclose(bird.loss_penalty(state), 1e-4 * gammas.sum())
+    assert mask_distance(torch.tensor([True, False, True, True]), torch.tensor([True, True, True, False])) == 0.5
+
+
+def test_the_channel_ticket_is_physically_smaller_and_computes_the_masked_network():
+    from supermask.models import DENSE
+    from supermask_imp.channel_early_bird import channel_masks, count_macs, count_parameters, shrink_vgg
+
+    model = _vgg().eval()
+    masks = channel_masks(model, 0.5)
+    with torch.no_grad():  # the masked network: pruned channels output exactly zero (γ = β = 0 before the ReLU)
+        for bn, mask in zip((m for m in model.modules() if isinstance(m, nn.BatchNorm2d)), masks):
+            bn.weight[~mask] = 0
+            bn.bias[~mask] = 0
+    channels = [int(m.sum()) for m in masks]
+    small = shrink_vgg(model, masks, create_model("vgg11", InputSpec(1, 28, 10), DENSE, channels=channels)).eval()
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        assert (small(x) - model(x)).abs().max() < 1e-5
+    # parameters by hand: convs 3x3 (no bias), BN 2 per channel, classifier with bias
+    ins = [1] + channels[:-1]
+    expected = sum(9 * i * o + 2 * o for i, o in zip(ins, channels)) + channels[-1] * 10 + 10
+    assert count_parameters(small) == expected < count_parameters(model)
+    assert count_macs(small, (1, 28, 28)) < count_macs(model, (1, 28, 28))
+
+
+def test_channel_early_bird_end_to_end_draws_trains_and_exports_the_small_network(tmp_path):
+    from supermask.tickets import evaluate_export, export_run
+    from supermask_imp import IMPConfig, run_imp
+
+    config = IMPConfig.for_arch("vgg11", out=str(tmp_path), device="cpu", early_bird="channel", eb_window=2,
+                                eb_epsilon=0.3, width=0.125)
+    config.train = TrainConfig(epochs=3, batch_size=500, optimizer="sgd", lr=0.05, schedule="cosine")
+    level0, level1 = run_imp(config).levels
+    assert level0["early_bird_epoch"] is not None and level0["epochs"] == level0["early_bird_epoch"] <= 3
+    assert level1["parameters"] < level1["dense_parameters"] and level1["macs"] < level1["dense_macs"]
+    assert level1["density"] < 1.0 and abs(level1["channel_density"] - 0.5) < 0.05
+    records = [json.loads(x) for x in next(tmp_path.rglob("level-0/metrics.jsonl")).read_text().splitlines()]
+    assert any(r["split"] == "early-bird" for r in records)
+    level_dir = next(tmp_path.rglob("level-1"))
+    export_run(level_dir, "state-dict", tmp_path / "small.safetensors")
+    assert evaluate_export(tmp_path / "small.safetensors")["test_accuracy"] == level1["test_accuracy"]

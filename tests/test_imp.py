@@ -221,11 +221,11 @@ def test_early_bird_stops_dense_training_once_the_mask_settles(tmp_path):
     from supermask_imp.early_bird import mask_distance
 
     config = IMPConfig.for_arch("lenet_300_100", epochs=12, out=str(tmp_path), device="cpu", levels=2,
-                                early_bird=True, eb_epsilon=0.05, eb_window=2)
+                                early_bird="magnitude", eb_epsilon=0.05, eb_window=2)
     config.train.batch_size = 500
     result = run_imp(config)
     level0 = result.levels[0]
-    assert level0["method"] == "imp-early-bird"
+    assert level0["method"] == "imp-early-bird-magnitude"
     assert level0["early_bird_epoch"] is not None and level0["epochs"] == level0["early_bird_epoch"] < 12
     assert level0["steps_saved"] == 12 * 8 - level0["steps"] > 0
     records = RunDir(result.run_dir / "level-0").read_metrics()

@@ -42,8 +42,19 @@ class VGG(nn.Module):
 
 
 def _register(name: str) -> None:
-    def build(spec: InputSpec, layers: Layers, width: float = 1.0) -> nn.Module:
-        return VGG(CONFIGS[name], spec, layers, width=width)
+    def build(spec: InputSpec, layers: Layers, width: float = 1.0, channels=None) -> nn.Module:
+        """``channels``: the convolutions' output channels, one per conv of the plan (a channel
+        ticket's physically smaller network); default: the plan's, times ``width``."""
+        plan = CONFIGS[name]
+        if channels is not None:
+            convs = [i for i, item in enumerate(plan) if item != "M"]
+            if len(channels) != len(convs):
+                raise ValueError(f"{name} has {len(convs)} convolutions, got {len(channels)} channel counts")
+            plan = list(plan)
+            for i, count in zip(convs, channels):
+                plan[i] = int(count)
+            width = 1.0
+        return VGG(plan, spec, layers, width=width)
 
     build.__name__ = name
     register_model(name)(build)

@@ -1,0 +1,233 @@
+"""Early-bird channel tickets (You, Li, Xu, Fu, Wang, Chen, Baraniuk, Wang & Lin 2020, "Drawing
+Early-Bird Tickets"), as the reference code computes them (GATECH-EIC/Early-Bird-Tickets,
+``main.py``: ``updateBN``, ``EarlyBird``; ``vggprune.py``).
+
+Dense training carries an L1 penalty on every BatchNorm scale γ (``--eb-l1``, the reference's
+``--s``, 1e-4: the gradient gains ``s * sign(γ)``). At the start of every epoch the channel mask
+is drawn: over all BatchNorm layers at once, the channels whose |γ| exceeds the value at the
+pruned fraction of the sorted |γ| (``1 - --target-density``, the fraction of channels kept) are
+kept. The last ``--eb-window`` masks (5) are kept first in, first out; the distances between the
+newest and each older one (the fraction of channels whose bit differs) must all be at most
+``--eb-epsilon`` (0.1) for the ticket to be drawn. Dense training stops there.
+
+The ticket is then made physically smaller: every convolution keeps its kept output channels,
+its BatchNorm those channels, the next convolution (or the classifier) those input channels. The
+smaller dense network starts from the early-bird weights and is trained with the same schedule
+(the reference's retraining of the pruned model). Level 0's result holds the epoch the ticket was
+drawn at; level 1's the small network's parameter count and multiply-accumulates beside the
+dense network's, and its ticket ``model.safetensors`` loads into ``create_model(arch, spec,
+channels=...)`` (the channel counts are in ``ticket.json``).
+
+Supported: the VGG family (sequential convolution-BatchNorm stages). Residual networks need
+their channels selected consistently across the shortcut paths (the reference uses a
+channel-selection layer in a pre-activation ResNet); that is not built here.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import torch
+from torch import nn
+
+from supermask.runs import RunDir
+from supermask.training import Callback, distributed
+
+log = logging.getLogger(__name__)
+
+DEFAULT_L1 = 1e-4  # the reference's --s
+SUPPORTED = ("vgg11", "vgg16", "vgg19")
+
+
+def batchnorms(model: nn.Module) -> list[nn.BatchNorm2d]:
+    return [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+
+
+@torch.no_grad()
+def channel_masks(model: nn.Module, pruned_fraction: float) -> list[torch.Tensor]:
+    """One bool mask per BatchNorm layer: |γ| above the global threshold at ``pruned_fraction``
+    of the sorted |γ| of all channels (the reference's ``EarlyBird.pruning``)."""
+    gammas = [bn.weight.detach().abs().cpu() for bn in batchnorms(model)]
+    flat = torch.cat(gammas)
+    threshold = flat.sort().values[min(int(flat.numel() * pruned_fraction), flat.numel() - 1)]
+    masks = [g > threshold for g in gammas]
+    for mask, g in zip(masks, gammas):  # never an empty layer: keep its largest channel
+        if not mask.any():
+            mask[g.argmax()] = True
+    return masks
+
+
+def mask_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    return 1.0 - float((a == b).sum()) / a.numel()
+
+
+class ChannelEarlyBird(Callback):
+    """L1 on BatchNorm γ during training; stop once the channel mask settles (FIFO window)."""
+
+    def __init__(self, kept_fraction: float, epsilon: float, window: int, l1: float, run: Optional[RunDir] = None):
+        self.pruned = 1.0 - kept_fraction
+        self.epsilon, self.window, self.l1, self.run = epsilon, window, l1, run
+        self.masks: list[torch.Tensor] = []
+        self.drawn_epoch: Optional[int] = None
+        self.bns: Optional[list[nn.BatchNorm2d]] = None
+
+    def loss_penalty(self, state):
+        if self.l1 == 0:
+            return None
+        if self.bns is None:
+            self.bns = batchnorms(state.model)
+        return self.l1 * sum(bn.weight.abs().sum() for bn in self.bns)
+
+    def on_eval(self, state, records):
+        # The reference draws the mask before each epoch's training: the state after epoch e-1.
+        mask = torch.cat(channel_masks(state.model, self.pruned))
+        self.masks = (self.masks + [mask])[-self.window:]
+        if len(self.masks) < self.window:
+            return
+        distances = [mask_distance(self.masks[-1], older) for older in self.masks[:-1]]
+        if self.run is not None and distributed.is_main():
+            self.run.append_metrics({"epoch": state.epoch, "step": state.step, "split": "early-bird",
+                                     "mask_distance": max(distances)})
+        log.info("early-bird: epoch %d largest channel-mask distance %.4f", state.epoch, max(distances))
+        if max(distances) <= self.epsilon and state.epoch > 0:
+            self.drawn_epoch = state.epoch
+            state.stopped = f"early-bird channel ticket drawn at epoch {state.epoch}"
+
+    def state_dict(self) -> dict:
+        return {"masks": list(self.masks), "drawn_epoch": self.drawn_epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.masks = list(state.get("masks", []))
+        self.drawn_epoch = state.get("drawn_epoch")
+
+
+def _kept(mask: torch.Tensor) -> torch.Tensor:
+    return mask.nonzero().flatten()
+
+
+@torch.no_grad()
+def shrink_vgg(model: nn.Module, masks: list[torch.Tensor], small: nn.Module) -> nn.Module:
+    """Copy ``model``'s kept channels into ``small`` (built with the kept channel counts)."""
+    convs = [m for m in model.features if isinstance(m, nn.Conv2d)]
+    bns = [m for m in model.features if isinstance(m, nn.BatchNorm2d)]
+    small_convs = [m for m in small.features if isinstance(m, nn.Conv2d)]
+    small_bns = [m for m in small.features if isinstance(m, nn.BatchNorm2d)]
+    previous = torch.arange(convs[0].in_channels)
+    for conv, bn, mask, sconv, sbn in zip(convs, bns, masks, small_convs, small_bns):
+        out = _kept(mask)
+        weight = conv.weight * getattr(conv, "weight_mask", 1)
+        sconv.weight.copy_(weight[out][:, previous])
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            getattr(sbn, name).copy_(getattr(bn, name)[out])
+        sbn.num_batches_tracked.copy_(bn.num_batches_tracked)
+        previous = out
+    classifier = model.classifier
+    weight = classifier.weight * getattr(classifier, "weight_mask", 1)
+    small.classifier.weight.copy_(weight[:, previous])
+    small.classifier.bias.copy_(classifier.bias)
+    return small
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of one forward pass of one input (convolutions and linear layers)."""
+    total = [0]
+
+    def conv_hook(module, inputs, output):
+        k = module.kernel_size[0] * module.kernel_size[1] * (module.in_channels // module.groups)
+        total[0] += output.numel() * k
+
+    def linear_hook(module, inputs, output):
+        total[0] += output.numel() * module.in_features
+
+    hooks = [m.register_forward_hook(conv_hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    hooks += [m.register_forward_hook(linear_hook) for m in model.modules() if isinstance(m, nn.Linear)]
+    was = model.training
+    model.eval()
+    try:
+        model(torch.zeros(1, *input_shape, device=next(model.parameters()).device))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was)
+    return total[0]
+
+
+def run_channel_levels(config, data, spec, device, root: RunDir, callbacks) -> list[dict]:
+    """Level 0: dense training with the L1 penalty until the channel ticket is drawn; level 1: the
+    physically smaller network, from the early-bird weights, trained with the same schedule."""
+    import contextlib
+    import time
+
+    from supermask.experiment import describe_density, result_record, ticket_record, tracking
+    from supermask.models import DENSE, create_model
+    from supermask.nn.masked import get_masks
+    from supermask.runs import config_dict
+    from supermask.tickets import save_ticket
+    from supermask.training import MaskAfterStep, train
+
+    from .engine import _final_state, build_masked
+
+    writer = distributed.is_main()
+    torch.manual_seed(config.seed)
+    rows: list[dict] = []
+    shape = (spec.in_channels, spec.image_size, spec.image_size)
+
+    def level_run(level: int, model: nn.Module, extra: list, fields: dict, meta: dict, finish=None) -> dict:
+        run = RunDir(root.path / f"level-{level}")
+        if run.is_finished():
+            run.check_config(config_dict(config) | {"level": level})
+            return run.read_result()
+        if writer:
+            run.prepare(config_dict(config) | {"level": level})
+        with run.tracking_status() if writer else contextlib.nullcontext():
+            started = time.time()
+            summary = train(model, [p for p in model.parameters() if p.requires_grad], data, config.train,
+                            seed=config.seed, device=device, run=run,
+                            callbacks=[*extra, *callbacks, *tracking(config, run)], describe=describe_density,
+                            **config.execution())
+            row = result_record(config, summary, get_masks(model), started, device, {**fields, "level": level})
+            if finish is not None:
+                finish(row)
+            if writer:
+                save_ticket(run.ticket_dir, get_masks(model),
+                            ticket_record(config, data.info, summary, model, get_masks(model), meta), model.state_dict())
+                run.write_result(row)
+                run.discard_selected(keep=None)
+        distributed.barrier()
+        return row
+
+    dense = build_masked(config, spec, config.seed)
+    bird = ChannelEarlyBird(config.target_density, config.eb_epsilon, config.eb_window, config.eb_l1,
+                            RunDir(root.path / "level-0"))
+    planned = config.train.iterations or config.train.epochs * -(-len(data.train) // config.train.batch_size)
+    dense_fields = {"method": "early-bird-channel", "control": "none", "rewind": "0", "scope": "global",
+                    "parameters": count_parameters(dense), "macs": count_macs(dense, shape)}
+    row0 = level_run(0, dense, [MaskAfterStep(), bird], dense_fields, {"kind": "weak"},
+                     finish=lambda row: row.update(early_bird_epoch=bird.drawn_epoch, planned_steps=planned,
+                                                   steps_saved=planned - row["steps"]))
+    rows.append(row0)
+
+    # the ticket: the early-bird weights (level 0's last state), its kept channels, physically removed
+    dense.load_state_dict(_final_state(RunDir(root.path / "level-0"), "cpu"))
+    masks = channel_masks(dense, 1.0 - config.target_density)
+    channels = [int(m.sum()) for m in masks]
+    small = shrink_vgg(dense, masks, create_model(config.arch, spec, config.layer_types(DENSE), channels=channels))
+    fields = {"method": "early-bird-channel", "control": "none", "rewind": "0", "scope": "global",
+              "channels": channels, "channel_density": sum(channels) / sum(m.numel() for m in masks),
+              "parameters": count_parameters(small), "macs": count_macs(small, shape),
+              "dense_parameters": dense_fields["parameters"], "dense_macs": dense_fields["macs"],
+              "early_bird_epoch": row0.get("early_bird_epoch")}
+    weights = lambda m: sum(x.weight.numel() for x in m.modules() if isinstance(x, (nn.Conv2d, nn.Linear)))  # noqa: E731
+    kept = weights(small) / weights(dense)  # the density: the kept fraction of the prunable weights
+    rows.append(level_run(1, small, [], fields, {"kind": "weak", "channels": channels,
+                                                  "model_kwargs": {"channels": channels}},
+                          finish=lambda row: row.update(density=kept, density_per_layer={})))
+    log.info("channel ticket: %d of %d parameters, %d of %d MACs", fields["parameters"], fields["dense_parameters"],
+             fields["macs"], fields["dense_macs"])
+    return rows
