@@ -18,7 +18,7 @@ started=$(date +%s)
 
 earlybird() {
   supermask imp --arch conv4 --one-shot --target-density 0.2 --epochs 10 --out "$runs" --quiet
-  supermask imp --arch conv4 --one-shot --target-density 0.2 --epochs 10 --early-bird --out "$runs" --quiet
+  supermask imp --arch conv4 --one-shot --target-density 0.2 --epochs 10 --early-bird magnitude --out "$runs" --quiet
 }
 
 vit() {

@@ -283,8 +283,8 @@ def train_cmd(**kw) -> None:
 @click.option("--init", "init", default="kaiming-normal", show_default=True)
 @click.option("--early-bird", default=None, type=click.Choice(["magnitude", "channel"]),
               help="Early-bird tickets (You et al. 2020): magnitude (IMP's weight mask settles, dense training "
-                   "stops, IMP goes on) or channel (the paper's BatchNorm-γ channel ticket, VGG; the smaller "
-                   "network is trained).")
+                   "stops, IMP goes on) or channel (the paper's BatchNorm-γ channel ticket, VGG/ResNet; the "
+                   "physically smaller network is trained).")
 @click.option("--eb-l1", default=None, type=float, help="Early-bird channel: L1 penalty on BatchNorm γ [1e-4].")
 @click.option("--eb-epsilon", default=None, type=float, help="Early-bird: mask distance threshold [0.1].")
 @click.option("--eb-window", default=None, type=int, help="Early-bird: epochs the distance must stay below it [5].")

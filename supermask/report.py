@@ -200,6 +200,14 @@ def _format_value(value) -> str:
     return str(value)
 
 
+def _omitted_default(name: str):
+    """The value a field has where the config key leaves it out (a default added after runs were
+    first written, see ``runs.HASH_OMITTED_AT``), so labels read ``dropout=0``, not ``None``."""
+    from .runs import HASH_OMITTED_AT
+
+    return HASH_OMITTED_AT.get(name, HASH_OMITTED_AT.get(f"train.{name}"))
+
+
 def config_labels(points: list[Point]) -> dict[tuple, str]:
     """(arch, dataset, method, config) -> the method label, followed by the fields in which its
     config differs from the other configs of the same method (density aside: it is the x axis)."""
@@ -212,7 +220,7 @@ def config_labels(points: list[Point]) -> dict[tuple, str]:
         names = sorted({n for f in flat.values() for n in f} - DENSITY_FIELDS)
         varying = [n for n in names if len({json.dumps(f.get(n), sort_keys=True) for f in flat.values()}) > 1]
         for key, fields in flat.items():
-            suffix = ", ".join(f"{n}={_format_value(fields.get(n))}" for n in varying)
+            suffix = ", ".join(f"{n}={_format_value(fields.get(n, _omitted_default(n)))}" for n in varying)
             labels[(arch, dataset, method, key)] = f"{method} ({suffix})" if suffix else method
     return labels
 

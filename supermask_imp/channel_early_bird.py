@@ -14,13 +14,14 @@ The ticket is then made physically smaller: every convolution keeps its kept out
 its BatchNorm those channels, the next convolution (or the classifier) those input channels. The
 smaller dense network starts from the early-bird weights and is trained with the same schedule
 (the reference's retraining of the pruned model). Level 0's result holds the epoch the ticket was
-drawn at; level 1's the small network's parameter count and multiply-accumulates beside the
-dense network's, and its ticket ``model.safetensors`` loads into ``create_model(arch, spec,
+drawn at; level 1's the small network's parameter count, multiply-accumulates and FLOPs (2 per
+multiply-accumulate) per input beside the dense network's, and its ticket ``model.safetensors`` loads into ``create_model(arch, spec,
 channels=...)`` (the channel counts are in ``ticket.json``).
 
-Supported: the VGG family (sequential convolution-BatchNorm stages). Residual networks need
-their channels selected consistently across the shortcut paths (the reference uses a
-channel-selection layer in a pre-activation ResNet); that is not built here.
+Supported: the VGG family (every convolution's channels) and the ResNets (each residual block's
+inner channels: ``conv1``'s outputs, ``bn1``, ``conv2``'s inputs). A ResNet's residual-stream
+channels (the stem, every ``bn2`` and shortcut) are kept whole and are not part of the masks: the
+reference instead selects them too, through a channel-selection layer in a pre-activation ResNet.
 """
 
 from __future__ import annotations
@@ -37,17 +38,24 @@ from supermask.training import Callback, distributed
 log = logging.getLogger(__name__)
 
 DEFAULT_L1 = 1e-4  # the reference's --s
-SUPPORTED = ("vgg11", "vgg16", "vgg19")
+VGGS = ("vgg11", "vgg16", "vgg19")
+RESNETS = ("resnet18", "resnet20", "resnet56")
+SUPPORTED = VGGS + RESNETS
 
 
 def batchnorms(model: nn.Module) -> list[nn.BatchNorm2d]:
+    """The BatchNorm layers whose channels a channel ticket can remove: every one of a VGG; the
+    first of every residual block of a ResNet (the residual stream's channels are kept)."""
+    blocks = [m for m in model.modules() if hasattr(m, "conv1") and hasattr(m, "shortcut")]
+    if blocks:
+        return [block.bn1 for block in blocks]
     return [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
 
 
 @torch.no_grad()
 def channel_masks(model: nn.Module, pruned_fraction: float) -> list[torch.Tensor]:
-    """One bool mask per BatchNorm layer: |γ| above the global threshold at ``pruned_fraction``
-    of the sorted |γ| of all channels (the reference's ``EarlyBird.pruning``)."""
+    """One bool mask per prunable BatchNorm layer: |γ| above the global threshold at ``pruned_fraction``
+    of the sorted |γ| of all their channels (the reference's ``EarlyBird.pruning``)."""
     gammas = [bn.weight.detach().abs().cpu() for bn in batchnorms(model)]
     flat = torch.cat(gammas)
     threshold = flat.sort().values[min(int(flat.numel() * pruned_fraction), flat.numel() - 1)]
@@ -127,6 +135,34 @@ def shrink_vgg(model: nn.Module, masks: list[torch.Tensor], small: nn.Module) ->
     small.classifier.weight.copy_(weight[:, previous])
     small.classifier.bias.copy_(classifier.bias)
     return small
+
+
+@torch.no_grad()
+def shrink_resnet(model: nn.Module, masks: list[torch.Tensor], small: nn.Module) -> nn.Module:
+    """Copy ``model`` into ``small`` (built with each block's kept inner channels): every block keeps
+    its kept ``conv1`` outputs, their ``bn1`` and the matching ``conv2`` inputs; the rest is copied."""
+    def weight(conv):
+        return conv.weight * getattr(conv, "weight_mask", 1)
+
+    state = {k: v for k, v in model.state_dict().items() if not k.endswith("weight_mask")}
+    blocks = [(n, m) for n, m in model.named_modules() if hasattr(m, "conv1") and hasattr(m, "shortcut")]
+    for (name, block), mask in zip(blocks, masks):
+        kept = _kept(mask)
+        state[f"{name}.conv1.weight"] = weight(block.conv1)[kept]
+        for part in ("weight", "bias", "running_mean", "running_var"):
+            state[f"{name}.bn1.{part}"] = getattr(block.bn1, part)[kept]
+        state[f"{name}.conv2.weight"] = weight(block.conv2)[:, kept]
+    for key, value in state.items():  # masked weights folded where a layer was not shrunk
+        layer, _, leaf = key.rpartition(".")
+        if leaf == "weight" and f"{layer}.weight_mask" in model.state_dict() and key not in {
+                f"{n}.conv1.weight" for n, _ in blocks} | {f"{n}.conv2.weight" for n, _ in blocks}:
+            state[key] = value * model.state_dict()[f"{layer}.weight_mask"]
+    small.load_state_dict(state)
+    return small
+
+
+def shrink(arch: str, model: nn.Module, masks: list[torch.Tensor], small: nn.Module) -> nn.Module:
+    return shrink_resnet(model, masks, small) if arch in RESNETS else shrink_vgg(model, masks, small)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -217,11 +253,15 @@ def run_channel_levels(config, data, spec, device, root: RunDir, callbacks) -> l
     dense.load_state_dict(_final_state(RunDir(root.path / "level-0"), "cpu"))
     masks = channel_masks(dense, 1.0 - config.target_density)
     channels = [int(m.sum()) for m in masks]
-    small = shrink_vgg(dense, masks, create_model(config.arch, spec, config.layer_types(DENSE), channels=channels))
+    small = shrink(config.arch, dense, masks,
+                   create_model(config.arch, spec, config.layer_types(DENSE), channels=channels,
+                                **config.model_kwargs()))
+    macs = count_macs(small, shape)
     fields = {"method": "early-bird-channel", "control": "none", "rewind": "0", "scope": "global",
               "channels": channels, "channel_density": sum(channels) / sum(m.numel() for m in masks),
-              "parameters": count_parameters(small), "macs": count_macs(small, shape),
+              "parameters": count_parameters(small), "macs": macs, "flops": 2 * macs,
               "dense_parameters": dense_fields["parameters"], "dense_macs": dense_fields["macs"],
+              "dense_flops": 2 * dense_fields["macs"],
               "early_bird_epoch": row0.get("early_bird_epoch")}
     weights = lambda m: sum(x.weight.numel() for x in m.modules() if isinstance(x, (nn.Conv2d, nn.Linear)))  # noqa: E731
     kept = weights(small) / weights(dense)  # the density: the kept fraction of the prunable weights

@@ -134,8 +134,8 @@ class IMPConfig(ExperimentConfig):
         from .channel_early_bird import DEFAULT_L1, SUPPORTED
 
         if self.arch not in SUPPORTED:
-            raise SupermaskError(f"--early-bird channel supports {', '.join(SUPPORTED)} (sequential conv-BatchNorm "
-                                 f"stages), not {self.arch}")
+            raise SupermaskError(f"--early-bird channel supports {', '.join(SUPPORTED)} (networks of conv-BatchNorm "
+                                 f"stages or residual blocks), not {self.arch}")
         if self.control != "none" or self.rewind != "0":
             raise SupermaskError("--early-bird channel trains the smaller network from the early-bird weights: "
                                  "no --control or --rewind")

@@ -49,7 +49,7 @@ def run_cli(args, capsys):
     (["prune", "--method", "obd"], "unknown pruning method"),
     (["prune", "--density", "0"], "density must be in (0, 1]"),
     (["imp", "--early-bird", "magnitude", "--eb-epsilon", "2"], "early-bird epsilon must be in (0, 1)"),
-    (["imp", "--arch", "resnet20", "--early-bird", "channel"], "--early-bird channel supports vgg11, vgg16, vgg19"),
+    (["imp", "--arch", "conv4", "--early-bird", "channel"], "--early-bird channel supports vgg11, vgg16, vgg19, resnet18"),
     (["imp", "--arch", "vgg11", "--early-bird", "channel", "--control", "reinit"], "no --control or --rewind"),
     (["imp", "--eb-l1", "0.1"], "--eb-l1 applies to --early-bird channel only"),
     (["search", "--method", "edge-popup", "--score-l2", "0.1"], "--score-l2 applies to gem-miner only"),

@@ -180,3 +180,12 @@ def test_real_runs_differing_in_one_field_never_share_a_row(tmp_path):
     rows = [r for r in comparison_rows(collect([tmp_path]).points) if "random mask" not in r["method"]]
     assert sorted((r["method"], r["seeds"]) for r in rows) == [
         ("edge-popup signed-constant (iterations=2)", 2), ("edge-popup signed-constant (iterations=3)", 2)]
+
+
+def test_a_field_left_out_of_the_key_at_its_default_is_labelled_with_that_default(tmp_path):
+    root = tmp_path / "runs"
+    write_result(root / "a", engine="imp", control="none", level=1, density=0.5, test_accuracy=0.9)
+    write_result(root / "b", engine="imp", control="none", level=1, density=0.5, test_accuracy=0.8,
+                 config={"dropout": 0.5})
+    labels = sorted(r["method"] for r in comparison_rows(collect([root]).points))
+    assert labels == ["imp (dropout=0)", "imp (dropout=0.5)"]

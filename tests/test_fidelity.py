@@ -499,3 +499,30 @@ def test_channel_early_bird_end_to_end_draws_trains_and_exports_the_small_networ
     level_dir = next(tmp_path.rglob("level-1"))
     export_run(level_dir, "state-dict", tmp_path / "small.safetensors")
     assert evaluate_export(tmp_path / "small.safetensors")["test_accuracy"] == level1["test_accuracy"]
+
+
+def test_a_resnet_channel_ticket_removes_block_inner_channels_and_computes_the_masked_network():
+    from supermask.models import DENSE
+    from supermask_imp.channel_early_bird import batchnorms, channel_masks, count_parameters, shrink
+
+    torch.manual_seed(0)
+    model = create_model("resnet20", InputSpec(1, 28, 10), masked_layer_types(), width=0.5)
+    with torch.no_grad():
+        for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+            bn.weight.copy_(torch.rand_like(bn.weight) * 2 - 1)
+            bn.running_var.copy_(torch.rand_like(bn.running_var) + 0.5)
+    masks = channel_masks(model, 0.5)
+    blocks = [m for m in model.modules() if hasattr(m, "shortcut")]
+    assert len(masks) == len(blocks) == 9  # one mask per block: its inner channels
+    with torch.no_grad():
+        for bn, mask in zip(batchnorms(model), masks):
+            bn.weight[~mask] = 0
+            bn.bias[~mask] = 0
+    channels = [int(m.sum()) for m in masks]
+    small = shrink("resnet20", model, masks, create_model("resnet20", InputSpec(1, 28, 10), DENSE, width=0.5,
+                                                          channels=channels))
+    model.eval(), small.eval()
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        assert (small(x) - model(x)).abs().max() < 1e-5
+    assert count_parameters(small) < count_parameters(model)

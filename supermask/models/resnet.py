@@ -1,18 +1,21 @@
 """CIFAR ResNets: ResNet-18 (He et al. 2016's ImageNet widths, 3×3 stem, no stem pool)
 and ResNet-20/56 (the 16-32-64 CIFAR family). Projection shortcuts (1×1 conv + norm)."""
 
+from typing import Optional, Sequence
+
 from torch import nn
 
 from .registry import InputSpec, Layers, register_model
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, layers: Layers, in_ch: int, out_ch: int, stride: int):
+    def __init__(self, layers: Layers, in_ch: int, out_ch: int, stride: int, mid_ch: Optional[int] = None):
         super().__init__()
         norm = layers.norm or (lambda c: nn.Identity())
-        self.conv1 = layers.conv(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = norm(out_ch)
-        self.conv2 = layers.conv(out_ch, out_ch, 3, stride=1, padding=1, bias=False)
+        mid_ch = out_ch if mid_ch is None else mid_ch  # the block's inner channels (a channel ticket has fewer)
+        self.conv1 = layers.conv(in_ch, mid_ch, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = norm(mid_ch)
+        self.conv2 = layers.conv(mid_ch, out_ch, 3, stride=1, padding=1, bias=False)
         self.bn2 = norm(out_ch)
         self.relu = nn.ReLU(inplace=True)
         self.shortcut: nn.Module = nn.Identity()
@@ -26,8 +29,13 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(self, spec: InputSpec, layers: Layers, widths, blocks_per_stage, width: float = 1.0):
+    def __init__(self, spec: InputSpec, layers: Layers, widths, blocks_per_stage, width: float = 1.0,
+                 channels: Optional[Sequence[int]] = None):
+        """``channels``: each block's inner channel count, in order (a channel ticket's smaller network)."""
         super().__init__()
+        if channels is not None and len(channels) != sum(blocks_per_stage):
+            raise ValueError(f"this ResNet has {sum(blocks_per_stage)} blocks, got {len(channels)} channel counts")
+        inner = iter(channels) if channels is not None else None
         widths = [max(1, round(w * width)) for w in widths]
         norm = layers.norm or (lambda c: nn.Identity())
         self.conv1 = layers.conv(spec.in_channels, widths[0], 3, padding=1, bias=False)
@@ -37,7 +45,8 @@ class ResNet(nn.Module):
         for i, (w, n) in enumerate(zip(widths, blocks_per_stage)):
             blocks = []
             for j in range(n):
-                blocks.append(BasicBlock(layers, in_ch, w, stride=2 if (i > 0 and j == 0) else 1))
+                blocks.append(BasicBlock(layers, in_ch, w, stride=2 if (i > 0 and j == 0) else 1,
+                                         mid_ch=next(inner) if inner is not None else None))
                 in_ch = w
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
@@ -50,15 +59,15 @@ class ResNet(nn.Module):
 
 
 @register_model("resnet18")
-def resnet18(spec: InputSpec, layers: Layers, width: float = 1.0) -> nn.Module:
-    return ResNet(spec, layers, (64, 128, 256, 512), (2, 2, 2, 2), width)
+def resnet18(spec: InputSpec, layers: Layers, width: float = 1.0, channels=None) -> nn.Module:
+    return ResNet(spec, layers, (64, 128, 256, 512), (2, 2, 2, 2), width, channels=channels)
 
 
 @register_model("resnet20")
-def resnet20(spec: InputSpec, layers: Layers, width: float = 1.0) -> nn.Module:
-    return ResNet(spec, layers, (16, 32, 64), (3, 3, 3), width)
+def resnet20(spec: InputSpec, layers: Layers, width: float = 1.0, channels=None) -> nn.Module:
+    return ResNet(spec, layers, (16, 32, 64), (3, 3, 3), width, channels=channels)
 
 
 @register_model("resnet56")
-def resnet56(spec: InputSpec, layers: Layers, width: float = 1.0) -> nn.Module:
-    return ResNet(spec, layers, (16, 32, 64), (9, 9, 9), width)
+def resnet56(spec: InputSpec, layers: Layers, width: float = 1.0, channels=None) -> nn.Module:
+    return ResNet(spec, layers, (16, 32, 64), (9, 9, 9), width, channels=channels)
