@@ -370,16 +370,16 @@ def compare(paths: tuple[str, ...], out: str) -> None:
 @cli.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--format", "fmt", required=True, type=click.Choice(["mask", "state-dict", "torch-prune", "ticket"]))
-@click.option("--out", default=None, type=click.Path(dir_okay=False),
-              help="Output file [default: RUN_DIR/export/<format>.safetensors].")
-def export(run_dir: str, fmt: str, out: Optional[str]) -> None:
+@click.option("--out", default=None, type=click.Path(),
+              help="Output file, or a folder for <format>.safetensors [default: RUN_DIR/export/<format>.safetensors].")
+@click.option("--force", is_flag=True, help="Replace an existing regular file that export did not write.")
+def export(run_dir: str, fmt: str, out: Optional[str], force: bool) -> None:
     """Export a finished run's ticket (for IMP: a level-<L> directory)."""
     from pathlib import Path
 
     from .tickets import export_run
 
-    target = Path(out) if out else Path(run_dir) / "export" / f"{fmt}.safetensors"
-    info = export_run(Path(run_dir), fmt, target)
+    info = export_run(Path(run_dir), fmt, out, force=force)
     ratio = info["float32_state_dict_bytes"] / info["bytes"]
     click.echo(f"wrote {info['path']}: {info['bytes']:,} bytes "
                f"(float32 state dict {info['float32_state_dict_bytes']:,} bytes, {ratio:.1f}x)")

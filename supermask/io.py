@@ -71,3 +71,18 @@ def read_json(path: Path) -> Any:
         raise RunError(f"{path}: not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RunError(f"{path}: not valid JSON ({exc})") from None
+
+
+def read_tensors(path: Path, missing: str = "") -> dict:
+    """The tensors of a safetensors file; a missing file is ``RunError(missing)`` (default: not
+    found), a damaged one a ``RunError`` naming it. Nothing is unpickled."""
+    from safetensors.torch import load as st_load
+
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise RunError(missing or f"{path}: not found") from None
+    try:
+        return st_load(data)
+    except Exception as exc:
+        raise RunError(f"{path}: not a safetensors file ({type(exc).__name__})") from None

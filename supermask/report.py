@@ -148,7 +148,9 @@ def collect(paths: Iterable[Path]) -> Collection:
             found.problems.append(f"{path}: no such file or directory")
             continue
         files = [path] if path.is_file() else sorted(path.rglob(RESULT))
-        if path.is_dir() and not files:
+        failed = _failed_runs(path) if path.is_dir() else []
+        found.problems += failed
+        if path.is_dir() and not files and not failed:
             found.problems.append(f"{path}: no result.json (an unfinished run, or not a run directory)")
         for file in files:
             resolved = file.resolve()
@@ -175,6 +177,19 @@ def collect(paths: Iterable[Path]) -> Collection:
                 seen_runs[run] = str(file)
                 found.points.append(point)
     return found
+
+
+def _failed_runs(root: Path) -> list[str]:
+    """A note for every run under ``root`` whose status says failed: never in the statistics."""
+    notes = []
+    for status in sorted(root.rglob("status.json")):
+        try:
+            record = json.loads(status.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if isinstance(record, dict) and record.get("status") == "failed" and not (status.parent / RESULT).exists():
+            notes.append(f"{status.parent}: failed ({record.get('reason', 'no reason recorded')}): not counted")
+    return notes
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

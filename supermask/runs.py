@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
 from .errors import RunError, RunLocked
-from .io import atomic_write_bytes, atomic_write_json, load_checkpoint, read_json, save_checkpoint
+from .io import atomic_write_bytes, atomic_write_json, load_checkpoint, read_json, read_tensors, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -180,16 +180,9 @@ class RunDir:
         atomic_write_bytes(self.selected_path(step), st_save(tensors, metadata={"step": str(step)}))
 
     def load_selected(self, step: int) -> dict:
-        from safetensors.torch import load as st_load
-
         path = self.selected_path(step)
-        try:
-            return st_load(path.read_bytes())
-        except FileNotFoundError:
-            raise RunError(f"{path}: the selected network of this run is missing; delete {self.path} to "
-                           f"rerun it") from None
-        except Exception as exc:
-            raise RunError(f"{path}: unreadable ({type(exc).__name__}); delete {self.path} to rerun it") from None
+        return read_tensors(path, missing=f"{path}: the selected network of this run is missing; delete "
+                                          f"{self.path} to rerun it")
 
     def discard_selected(self, keep: Optional[int]) -> None:
         """Remove the kept states of every evaluation but step ``keep``'s."""
@@ -270,7 +263,8 @@ class RunDir:
         if not os.access(self.path, os.W_OK):
             raise RunError(f"run directory {self.path} is not writable")
         self.check_config(config)
-        atomic_write_json(self.config_path, config)
+        if not (self.config_path.exists() and read_json(self.config_path) == config):
+            atomic_write_json(self.config_path, config)  # new, or other paths (out, data root) recorded
 
     def check_config(self, config: dict) -> None:
         """Refuse a directory whose ``config.json`` is of another config (finished runs included:

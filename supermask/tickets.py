@@ -35,7 +35,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from .errors import RunError, SupermaskError
-from .io import atomic_write_bytes, atomic_write_json, read_json
+from .io import atomic_write_bytes, atomic_write_json, read_json, read_tensors
 
 log = logging.getLogger(__name__)
 
@@ -112,14 +112,9 @@ def ticket_state(run_dir: Path) -> dict[str, torch.Tensor]:
     from .runs import RunDir
 
     run = RunDir(run_dir)
-    path = run.ticket_dir / MODEL_FILE
-    try:
-        return st_load(path.read_bytes())
-    except FileNotFoundError:
-        raise RunError(f"{run.path}: the ticket has no {MODEL_FILE} (written by supermask < 0.2, whose tickets "
-                       f"were the last epoch's, not the reported network): rerun it") from None
-    except Exception as exc:
-        raise RunError(f"{path}: not a safetensors state dict ({type(exc).__name__})") from None
+    return read_tensors(run.ticket_dir / MODEL_FILE,
+                        missing=f"{run.path}: the ticket has no {MODEL_FILE} (written by supermask < 0.2, whose "
+                                f"tickets were the last epoch's, not the reported network): rerun it")
 
 
 def _run_state(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict, dict]:
@@ -256,10 +251,48 @@ def export_provenance(meta: dict, result: dict, fmt: str) -> dict:
     return fields
 
 
-def export_run(run_dir: Path, fmt: str, out: Path) -> dict:
-    """Write ``run_dir``'s ticket (the network its result reports) to ``out`` in ``fmt``; returns sizes."""
+def export_target(run_dir: Path, fmt: str, out) -> Path:
+    """Where an export goes: ``out`` itself, or ``<out>/<fmt>.safetensors`` when ``out`` is a folder
+    (an existing one, or a path given with a trailing slash)."""
+    if out is None:
+        return Path(run_dir) / "export" / f"{fmt}.safetensors"
+    text = str(out)
+    out = Path(out)
+    if text.endswith(("/", "\\")) or out.is_dir():
+        return out / f"{fmt}.safetensors"
+    return out
+
+
+def _check_replaceable(target: Path, run_dir: Path, force: bool) -> None:
+    """Refuse to write inside another run directory, to replace a non-regular file, and (without
+    ``force``) to replace a file that export did not write."""
+    own = Path(run_dir).resolve()
+    parent = target.resolve().parent
+    for folder in (parent, *parent.parents):
+        if folder == own:
+            break  # inside the exported run's own directory (its export/ folder)
+        if (folder / "config.json").is_file() and ((folder / "status.json").is_file()
+                                                    or (folder / "result.json").is_file()):
+            raise SupermaskError(f"{target} is inside another run directory ({folder}): choose another --out")
+    if target.exists() or target.is_symlink():
+        if target.is_symlink() or not target.is_file():
+            raise SupermaskError(f"{target} exists and is not a regular file: refusing to replace it")
+        if not force:
+            try:
+                read_provenance(target)
+            except RunError:
+                raise SupermaskError(f"{target} exists and was not written by supermask export: "
+                                     f"refusing to replace it (--force replaces it)") from None
+
+
+def export_run(run_dir: Path, fmt: str, out: Path, force: bool = False) -> dict:
+    """Write ``run_dir``'s ticket (the network its result reports) to ``out`` in ``fmt``; returns sizes.
+    ``out`` may be a folder; an existing file is replaced only if export wrote it (or ``force``), a
+    non-regular file never, and nothing is written inside another run directory."""
     if fmt not in EXPORT_FORMATS:
         raise SupermaskError(f"format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
+    out = export_target(run_dir, fmt, out)
+    _check_replaceable(out, Path(run_dir), force)
     state, masks, result, meta = _run_state(Path(run_dir))
     raw_state = state  # a compact ticket stores what the seed does not regenerate, as the run holds it
     if result.get("engine") == "search":
@@ -280,9 +313,6 @@ def export_run(run_dir: Path, fmt: str, out: Path) -> dict:
             raise SupermaskError(f"the compact ticket rebuilds edge-popup networks (seeded weights x a top-k mask); "
                                  f"a {meta['method']} ticket computes with other weights: export it as state-dict")
         data = compact_ticket(raw_state, masks, meta, metadata)
-    out = Path(out)
-    if out.is_dir():
-        raise SupermaskError(f"{out} is a directory; give a file path for the export")
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, data)
     float32_bytes = sum(v.numel() * 4 for k, v in folded_state_dict(state, masks).items() if v.is_floating_point())

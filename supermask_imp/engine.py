@@ -31,14 +31,13 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
-from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
 from supermask.errors import RunError, SupermaskError
 from supermask.experiment import (ExperimentConfig, describe_density, load_data, result_record, ticket_record, tracking,
                                   writing)
-from supermask.io import atomic_write_bytes, load_checkpoint
+from supermask.io import atomic_write_bytes, load_checkpoint, read_tensors
 from supermask.models import InputSpec, create_model, masked_layer_types
 from supermask.nn import WEIGHT_INITS, check_density, derived_seed, init_model
 from supermask.nn.init import canonical
@@ -56,6 +55,7 @@ log = logging.getLogger(__name__)
 
 CONTROLS = ("none", "reinit", "random-prune")
 EARLY_BIRDS = (None, "magnitude", "channel")
+MAX_LEVELS = 200  # a plan beyond this is a typo, not an experiment (0.8**200 = 4e-20)
 REWIND_FILE = "rewind.safetensors"
 WEIGHTS_FILE = "weights.safetensors"
 
@@ -125,6 +125,9 @@ class IMPConfig(ExperimentConfig):
             raise SupermaskError(f"early-bird epsilon must be in (0, 1), got {self.eb_epsilon!r}")
         if not isinstance(self.eb_window, int) or self.eb_window < 1:
             raise SupermaskError(f"early-bird window must be a positive integer, got {self.eb_window!r}")
+        if self.pruning_levels() > MAX_LEVELS:
+            raise SupermaskError(f"this plan runs {self.pruning_levels()} pruning levels (more than {MAX_LEVELS}): "
+                                 f"raise --prune-fraction, use --one-shot or a larger --target-density")
         self.keep_unpruned = tuple(self.keep_unpruned)
         if self.bn_init not in BN_INITS:
             raise SupermaskError(f"bn init must be one of {', '.join(BN_INITS)}, got {self.bn_init!r}")
@@ -195,12 +198,7 @@ def save_state(path: Path, state: dict[str, torch.Tensor]) -> None:
 
 
 def load_state(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        return st_load(Path(path).read_bytes())
-    except FileNotFoundError:
-        raise RunError(f"{path}: not found") from None
-    except Exception as exc:
-        raise RunError(f"{path}: not a safetensors weights file ({exc})") from None
+    return read_tensors(path)
 
 
 BN_INITS = ("ones", "uniform")

@@ -59,6 +59,30 @@ def export_a_file(tmp_path):
     return ["export", str(tmp_path / "f.txt"), "--format", "mask"], "is a file"
 
 
+def export_over_a_device_node(tmp_path):
+    import os
+
+    run = finished_run(tmp_path)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)  # a non-regular file, like /dev/null
+    return ["export", str(run), "--format", "mask", "--out", str(fifo)], "is not a regular file: refusing"
+
+
+def export_over_a_file_it_did_not_write(tmp_path):
+    run = finished_run(tmp_path)
+    (tmp_path / "notes.txt").write_text("my notes")
+    return ["export", str(run), "--format", "mask", "--out", str(tmp_path / "notes.txt")], "was not written by supermask export"
+
+
+def export_into_another_run_directory(tmp_path):
+    run = finished_run(tmp_path)
+    other = tmp_path / "other"
+    assert main(["search", *SMALL, "--seed", "1", "--out", str(other)]) == 0
+    (config,) = [p for p in other.rglob("config.json")]
+    return ["export", str(run), "--format", "mask", "--out", str(config.parent / "mask.safetensors")], \
+        "is inside another run directory"
+
+
 def export_unknown_format(tmp_path):
     return ["export", str(finished_run(tmp_path)), "--format", "onnx"], "Invalid value for '--format'"
 
@@ -66,7 +90,7 @@ def export_unknown_format(tmp_path):
 def export_corrupt_ticket_state(tmp_path):
     run = finished_run(tmp_path)
     (run / "ticket" / "model.safetensors").write_bytes(b"PK\x03\x04 truncated")
-    return ["export", str(run), "--format", "state-dict"], "model.safetensors: not a safetensors state dict"
+    return ["export", str(run), "--format", "state-dict"], "model.safetensors: not a safetensors file"
 
 
 def resume_from_checkpoint_that_runs_code(tmp_path):
@@ -129,7 +153,8 @@ def interrupted_download(tmp_path, monkeypatch=None):
 
 
 CASES = [cifar_with_junk, mnist_truncated, image_folder_without_images, image_folder_without_train,
-         data_root_is_a_file, export_not_a_run, export_a_file, export_unknown_format, export_corrupt_ticket_state,
+         data_root_is_a_file, export_not_a_run, export_a_file, export_over_a_device_node,
+         export_over_a_file_it_did_not_write, export_into_another_run_directory, export_unknown_format, export_corrupt_ticket_state,
          resume_from_checkpoint_that_runs_code, export_corrupt_mask, export_corrupt_ticket_json, export_corrupt_result,
          compare_a_file, run_dir_of_another_config, output_is_unwritable, interrupted_download]
 
@@ -148,6 +173,8 @@ def test_bad_input_is_one_clear_line_and_status_2(case, tmp_path, capsys, monkey
     args, message = case(tmp_path)
     finished_before = set(tmp_path.rglob("result.json"))
     checkpoints_before = set(tmp_path.rglob("checkpoint.pt"))
+    files_before = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in tmp_path.rglob("*")
+                    if p.is_file() and not p.is_symlink() and p.name != "status.json"}
     capsys.readouterr()
     code = main(args + (["--out", str(tmp_path / "out")] if args[0] in ("search",) and "--out" not in args else []))
     err = capsys.readouterr().err
@@ -157,5 +184,7 @@ def test_bad_input_is_one_clear_line_and_status_2(case, tmp_path, capsys, monkey
     assert message in err, err
     assert set(tmp_path.rglob("result.json")) == finished_before  # nothing new looks finished
     assert set(tmp_path.rglob("checkpoint.pt")) <= checkpoints_before  # no new training started
+    assert all(p.exists() and (p.stat().st_size, p.stat().st_mtime_ns) == before  # nothing the user had changed
+               for p, before in files_before.items())
     if case is interrupted_download:
         assert not (tmp_path / "data" / "FashionMNIST").exists()

@@ -90,3 +90,16 @@ def test_mask_export_and_refusals(runs, tmp_path):
     (tmp_path / "bad.ticket").write_bytes(b"\x00" * 64)
     with pytest.raises(RunError, match="not a supermask ticket"):
         load_ticket(tmp_path / "bad.ticket")
+
+
+def test_export_out_folder_and_replacing_its_own_files(runs, tmp_path, capsys):
+    from supermask.cli import main
+
+    folder = tmp_path / "newdir"
+    assert main(["export", str(runs["conv6"]), "--format", "mask", "--out", f"{folder}/"]) == 0
+    assert (folder / "mask.safetensors").is_file()
+    assert main(["export", str(runs["conv6"]), "--format", "mask", "--out", str(folder)]) == 0  # replaces its own
+    (tmp_path / "mine.bin").write_bytes(b"precious")
+    assert main(["export", str(runs["conv6"]), "--format", "mask", "--out", str(tmp_path / "mine.bin")]) == 2
+    assert (tmp_path / "mine.bin").read_bytes() == b"precious"
+    assert main(["export", str(runs["conv6"]), "--format", "mask", "--out", str(tmp_path / "mine.bin"), "--force"]) == 0

@@ -202,3 +202,35 @@ def test_tensorboard_scalars_can_be_read_back(tmp_path):
     assert events.Scalars("density/overall")[-1].value == pytest.approx(0.3, abs=1e-3)
     flips = [e.value for e in events.Scalars("mask/flipped")]
     assert len(flips) == 2 and all(0 < f < 1 for f in flips)  # the strong ticket's mask moves each epoch
+
+
+def test_scores_turning_non_finite_fail_the_run_and_compare_leaves_it_out(tmp_path, capsys):
+    import json
+
+    from supermask.cli import main
+    from supermask.report import collect
+
+    args = ["search", "--arch", "lenet_300_100", "--epochs", "2", "--batch-size", "500", "--lr", "1e38",
+            "--device", "cpu", "-q", "--out", str(tmp_path)]
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "non-finite" in err, err
+    (status,) = tmp_path.rglob("status.json")
+    assert json.loads(status.read_text())["status"] == "failed"
+    assert not list(tmp_path.rglob("result.json")) and not list(tmp_path.rglob("ticket"))
+    found = collect([tmp_path])
+    assert not found.points and any("failed" in p and "not counted" in p for p in found.problems)
+
+
+def test_non_finite_schedule_values_are_refused():
+    with pytest.raises(SupermaskError, match="milestones must be finite"):
+        TrainConfig(schedule="step", milestones=(float("nan"), 5.0)).validate()
+    with pytest.raises(SupermaskError, match="gamma must be a positive number"):
+        TrainConfig(gamma=float("nan")).validate()
+
+
+def test_an_absurd_imp_plan_is_refused_with_the_number_it_implies():
+    from supermask_imp import IMPConfig
+
+    with pytest.raises(SupermaskError, match="this plan runs 3096 pruning levels"):
+        IMPConfig.for_arch("lenet_300_100", target_density=1e-300, scope="global").validate()

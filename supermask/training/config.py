@@ -71,6 +71,10 @@ class TrainConfig:
         if self.label_smoothing >= 1:
             raise SupermaskError(f"label smoothing must be < 1, got {self.label_smoothing!r}")
         self.milestones = tuple(float(m) for m in self.milestones)
+        if not all(math.isfinite(m) and m >= 0 for m in self.milestones):
+            raise SupermaskError(f"milestones must be finite epochs >= 0, got {list(self.milestones)!r}")
+        if not (isinstance(self.gamma, (int, float)) and math.isfinite(self.gamma) and self.gamma > 0):
+            raise SupermaskError(f"gamma must be a positive number, got {self.gamma!r}")
         return self
 
 

@@ -22,9 +22,10 @@ weights, BatchNorm statistics), so the ticket an engine saves is the network who
 reports. With a run directory the selected state is kept in ``selected-<step>.safetensors``
 (written before the checkpoint that follows its evaluation), so a resumed run has it too.
 
-**Numerical faults.** A NaN or infinite loss stops the run before its optimiser step
-with :class:`~supermask.errors.TrainingDiverged`, naming the step and the last good
-checkpoint; the run directory's status becomes ``failed``.
+**Numerical faults.** A NaN or infinite loss stops the run before its optimiser step, and a
+non-finite trained tensor (scores or weights) is caught before every evaluation and every
+checkpoint, with :class:`~supermask.errors.TrainingDiverged`, naming the step and the last good
+checkpoint (which is never a damaged state); the run directory's status becomes ``failed``.
 
 **Execution options** never change what is computed on the CPU: ``precision`` (bf16 or
 fp16 autocast, with a grad scaler for fp16), ``channels_last`` and ``cudnn.benchmark``
@@ -300,7 +301,17 @@ def train(
         total = nn.functional.cross_entropy(logits, labels, reduction="sum", label_smoothing=cfg.label_smoothing)
         return total * (world / train_loader.global_batch_size(state.batch_in_epoch))
 
+    trained = [p for group in optimizer.param_groups for p in group["params"]]
+
+    def check_finite() -> None:
+        """Any non-finite trained tensor (scores or weights) fails the run: a finite loss can hide
+        it (an all-zero network from NaN scores computes a finite loss)."""
+        bad = [p for p in trained if not bool(torch.isfinite(p.detach()).all())]
+        if bad:
+            _diverged(run, state, None, what=f"{len(bad)} trained tensor(s) became non-finite")
+
     def log_eval(initial: bool = False) -> None:
+        check_finite()
         extra = describe(model) if describe else {}
         entry = {"epoch": state.epoch, "step": state.step, **extra, **({"initial": True} if initial else {})}
         records = []
@@ -322,6 +333,7 @@ def train(
     def checkpoint() -> None:
         if run is None or not writer:
             return
+        check_finite()  # never keep a damaged state as the last good checkpoint
         run.save_checkpoint({
             "format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scaler": execution.scaler.state_dict(), "step": state.step, "epoch": state.epoch,
@@ -416,10 +428,15 @@ def _callback_states(callbacks: Sequence[Callback]) -> dict:
     return {_callback_key(cb): s for cb in callbacks if (s := cb.state_dict()) is not None}
 
 
-def _diverged(run: Optional[RunDir], state: TrainState, loss: float) -> None:
+def _diverged(run: Optional[RunDir], state: TrainState, loss: Optional[float], what: str = "") -> None:
     where = run.last_checkpoint() if run is not None else None
-    message = (f"the loss became {loss} at step {state.step + 1} (epoch {state.epoch + 1}); "
+    if loss is not None:
+        what, step = f"the loss became {loss}", state.step + 1
+    else:
+        step = state.step
+    message = (f"{what} at step {step} (epoch {state.epoch + (loss is not None)}); "
                f"last good checkpoint: {where or 'none'}; lower the learning rate or check the data")
     if run is not None and distributed.is_main():
-        run.write_status("failed", reason="non-finite loss", step=state.step + 1, checkpoint=str(where or ""))
+        run.write_status("failed", reason="non-finite loss" if loss is not None else "non-finite parameters",
+                         step=step, checkpoint=str(where or ""))
     raise TrainingDiverged(message)
