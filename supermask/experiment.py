@@ -26,7 +26,7 @@ from .models import MODELS, InputSpec, Layers
 from .models.registry import TORCHVISION_PREFIX
 from .models.torchvision_models import check_torchvision_name
 from .nn import density_report, model_masks
-from .runs import RunDir, config_dict, config_hash, run_path
+from .runs import RESULT_KEYS, RunDir, config_dict, config_hash, run_path
 from .tickets import library_versions, regenerated_keys, save_ticket, weights_checksum
 from .training import Callback, TrainConfig, distributed, eval_batch_size, resolve_device, train
 
@@ -212,7 +212,7 @@ def run_experiment(
     if run.is_finished():
         run.check_config(config_dict(config))
         log.info("finished run found, skipping: %s", run.path)
-        return ExperimentResult(run.path, run.read_result(), skipped=True)
+        return ExperimentResult(run.path, run.read_result(RESULT_KEYS), skipped=True)
     device = resolve_device(config.device)
     writer = distributed.is_main()
     with writing(run, config):

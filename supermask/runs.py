@@ -5,9 +5,9 @@ every config field that changes results and none that does not (see
 ``NON_RESULT_FIELDS``); the seed is in the path instead. ``result.json`` is written
 last and atomically, so its presence means the run finished.
 
-A run directory belongs to one process at a time: :meth:`RunDir.lock` holds ``lock``
-(the writer's host and pid) while a run writes; a lock left by a dead process on this
-host is taken over. The last two checkpoints are kept (``checkpoint.pt`` and
+A run directory belongs to one process at a time: :meth:`RunDir.lock` holds an
+``fcntl.flock`` on ``lock`` (which names the writer's host and pid) while a run writes; the
+kernel drops it when the writer dies, so a stale lock is taken over by exactly one process. The last two checkpoints are kept (``checkpoint.pt`` and
 ``checkpoint.prev.pt``); a damaged latest one falls back to the one before.
 ``status.json`` says ``running`` while a process writes the run, then ``finished`` or
 ``failed`` (with the reason); :meth:`RunDir.tracking_status` keeps it so for every engine
@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import fcntl
 import hashlib
 import json
 import logging
@@ -32,6 +33,10 @@ from .errors import RunError, RunLocked
 from .io import atomic_write_bytes, atomic_write_json, load_checkpoint, read_json, read_tensors, save_checkpoint
 
 log = logging.getLogger(__name__)
+
+#: What every engine's result record holds (the summary a rerun prints reads them).
+RESULT_KEYS = ("test_accuracy", "val_accuracy", "selected_epoch", "selection", "last_test_accuracy",
+               "initial_test_accuracy", "density", "steps")
 
 #: Fields that never change a result: where files go, how much is printed, how data is read.
 NON_RESULT_FIELDS = frozenset({"out", "device", "data_root", "download", "quiet", "num_workers", "seed",
@@ -47,6 +52,7 @@ STATUS = "status.json"
 LOCK = "lock"
 TICKET = "ticket"
 SELECTED_PREFIX = "selected-"
+DAMAGED_METRICS = "metrics.damaged.jsonl"
 
 
 def config_dict(config: Any) -> dict:
@@ -219,40 +225,50 @@ class RunDir:
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Hold this run directory for this process (see the module docstring)."""
+        """Hold this run directory for this process (see the module docstring).
+
+        The lock is an ``fcntl.flock`` on ``lock`` (which names the holder): the kernel releases it
+        when the holder dies, and of any number of processes taking over a stale lock at once
+        exactly one gets it. After locking, the file must still be the one at the path (a holder
+        unlinks it on release), else the attempt starts over."""
         self.path.mkdir(parents=True, exist_ok=True)
         owner = f"{socket.gethostname()} {os.getpid()}\n"
         while True:
+            fd = os.open(self.lock_path, os.O_CREAT | os.O_RDWR, 0o666)
             try:
-                fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
-            except FileExistsError:
-                self._take_over_stale_lock()
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                previous = _read_owner(fd)
+                os.close(fd)
+                raise RunLocked(self._locked_message(previous)) from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.lock_path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # released (unlinked) between our open and our lock: try again
+                os.close(fd)
                 continue
-            with os.fdopen(fd, "w") as f:
-                f.write(owner)
+            previous = _read_owner(fd)
+            if previous and previous != owner.strip():
+                host, _, pid = previous.partition(" ")
+                if host == socket.gethostname() and pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+                    os.close(fd)  # a holder that never took the flock (an older supermask): still alive
+                    raise RunLocked(self._locked_message(previous))
+                log.warning("%s: taking over the lock of process %s, which is gone", self.path, pid or "?")
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, owner.encode(), 0)
             break
         try:
             yield
         finally:
             with contextlib.suppress(FileNotFoundError):
-                if self.lock_path.read_text() == owner:
-                    self.lock_path.unlink()
+                self.lock_path.unlink()  # while still holding it: a waiter then sees another inode
+            os.close(fd)
 
-    def _take_over_stale_lock(self) -> None:
-        try:
-            host, pid = self.lock_path.read_text().split()
-            pid = int(pid)
-        except FileNotFoundError:
-            return  # released meanwhile: try again
-        except ValueError:
-            host, pid = "", -1
-        if host == socket.gethostname() and not _alive(pid):
-            log.warning("%s: taking over the lock of process %d, which is gone", self.path, pid)
-            with contextlib.suppress(FileNotFoundError):
-                self.lock_path.unlink()
-            return
-        holder = f"process {pid} on {host}" if host else "an unknown process"
-        raise RunLocked(f"{self.path} is being written by {holder}; if it is gone, delete {self.lock_path}")
+    def _locked_message(self, owner: str) -> str:
+        host, _, pid = owner.partition(" ")
+        holder = f"process {pid} on {host}" if pid else "an unknown process"
+        return f"{self.path} is being written by {holder}; if it is gone, delete {self.lock_path}"
 
     def prepare(self, config: dict) -> None:
         """Create the directory and write ``config.json``, or check it matches the one there."""
@@ -286,27 +302,61 @@ class RunDir:
             f.flush()
             os.fsync(f.fileno())
 
-    def read_metrics(self) -> list[dict]:
+    def _metric_lines(self) -> tuple[list[dict], list[bytes]]:
+        """(the valid records, the damaged lines) of ``metrics.jsonl``: a line cut by a kill, bytes
+        that are not UTF-8 or not a JSON object anywhere in the file."""
         if not self.metrics_path.exists():
-            return []
-        records = []
-        for line in self.metrics_path.read_text().splitlines():
+            return [], []
+        good, bad = [], []
+        for raw in self.metrics_path.read_bytes().splitlines():
+            if not raw.strip():
+                continue
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a line cut by a kill: everything after it is lost work
-        return records
+                record = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                bad.append(raw)
+                continue
+            (good if isinstance(record, dict) else bad).append(record if isinstance(record, dict) else raw)
+        return good, bad
+
+    def read_metrics(self) -> list[dict]:
+        """Every valid record, in order; damaged lines are skipped (``truncate_metrics`` sets them aside)."""
+        return self._metric_lines()[0]
 
     def truncate_metrics(self, last_step: int) -> None:
-        """Drop records written after the checkpoint of step ``last_step`` (work redone on resume)."""
-        kept = [r for r in self.read_metrics() if r.get("step", 0) <= last_step]
+        """Drop records written after the checkpoint of step ``last_step`` (work redone on resume).
+        Damaged lines are never dropped silently: they move to ``metrics.damaged.jsonl``, said in one line."""
+        good, bad = self._metric_lines()
+        if bad:
+            aside = self.path / DAMAGED_METRICS
+            previous = aside.read_bytes() if aside.exists() else b""
+            atomic_write_bytes(aside, previous + b"".join(line + b"\n" for line in bad))
+            log.warning("%s: %d damaged line(s) set aside in %s", self.metrics_path, len(bad), aside.name)
+        kept = [r for r in good if isinstance(r.get("step", 0), (int, float)) and r.get("step", 0) <= last_step]
         atomic_write_bytes(self.metrics_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept).encode())
 
     def write_result(self, result: dict) -> None:
         atomic_write_json(self.result_path, result)
 
-    def read_result(self) -> dict:
-        return read_json(self.result_path)
+    def read_result(self, required: Iterable[str] = ()) -> dict:
+        """``result.json`` as a dict holding ``required`` keys; anything else is a ``RunError``."""
+        result = read_json(self.result_path)
+        if not isinstance(result, dict):
+            raise RunError(f"{self.result_path}: not a result record (a JSON {type(result).__name__}); "
+                           f"move the run away to rerun it")
+        missing = [key for key in required if key not in result]
+        if missing:
+            raise RunError(f"{self.result_path}: a damaged result record (no {', '.join(missing)}); "
+                           f"move the run away to rerun it")
+        return result
+
+
+def _read_owner(fd: int) -> str:
+    """The "host pid" a lock file names ('' if empty or unreadable)."""
+    try:
+        return os.pread(fd, 256, 0).decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
 
 
 def _alive(pid: int) -> bool:

@@ -129,6 +129,8 @@ def search(config: SearchConfig, callbacks: Sequence[Callback] = ()) -> SearchRe
 
 def config_from_dict(data: dict) -> SearchConfig:
     """A :class:`SearchConfig` from a run's ``config.json``."""
+    if not isinstance(data, dict) or not isinstance(data.get("train", {}), dict):
+        raise SupermaskError("config.json is not a run config")
     data = dict(data)
     train_fields = data.pop("train", {})
     train = TrainConfig(**{**train_fields, "milestones": tuple(train_fields.get("milestones", ()))})

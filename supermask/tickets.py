@@ -95,7 +95,10 @@ def save_ticket(folder: Path, masks: dict[str, torch.Tensor], meta: dict,
 
 def read_ticket(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
     folder = Path(folder)
-    return load_masks(folder / MASK_FILE), read_json(folder / META_FILE)
+    meta = read_json(folder / META_FILE)
+    if not isinstance(meta, dict):
+        raise RunError(f"{folder / META_FILE}: not a ticket description (a JSON {type(meta).__name__})")
+    return load_masks(folder / MASK_FILE), meta
 
 
 # -- export ------------------------------------------------------------------------------------
@@ -129,6 +132,8 @@ def _run_state(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.
         hint = f"; an IMP run: give one of its levels ({', '.join(levels)})" if levels else ""
         raise RunError(f"{run.path}: not a finished run (no result.json){hint}")
     result = run.read_result()
+    if "levels" not in result:
+        result = run.read_result(("test_accuracy", "engine"))
     if "levels" in result:
         levels = sorted(p.name for p in run.path.glob("level-*") if p.is_dir())
         raise RunError(f"{run.path} is an IMP run: export one of its levels ({', '.join(levels)})")

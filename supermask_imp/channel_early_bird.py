@@ -32,7 +32,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from supermask.runs import RunDir
+from supermask.runs import RESULT_KEYS, RunDir
 from supermask.training import Callback, distributed
 
 log = logging.getLogger(__name__)
@@ -218,7 +218,7 @@ def run_channel_levels(config, data, spec, device, root: RunDir, callbacks) -> l
         run = RunDir(root.path / f"level-{level}")
         if run.is_finished():
             run.check_config(config_dict(config) | {"level": level})
-            return run.read_result()
+            return run.read_result(RESULT_KEYS)
         if writer:
             run.prepare(config_dict(config) | {"level": level})
         with run.tracking_status() if writer else contextlib.nullcontext():

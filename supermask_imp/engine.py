@@ -42,7 +42,7 @@ from supermask.models import InputSpec, create_model, masked_layer_types
 from supermask.nn import WEIGHT_INITS, check_density, derived_seed, init_model
 from supermask.nn.init import canonical
 from supermask.nn.masked import get_masks, set_masks
-from supermask.runs import RunDir, config_dict
+from supermask.runs import RESULT_KEYS, RunDir, config_dict
 from supermask.tickets import read_ticket, save_ticket
 from supermask.training import Callback, MaskAfterStep, TrainConfig, distributed, resolve_device, train
 
@@ -241,7 +241,10 @@ def run_imp(config: IMPConfig, callbacks: Sequence[Callback] = ()) -> IMPResult:
     if root.is_finished():
         root.check_config(config_dict(config))
         log.info("finished IMP run found, skipping: %s", root.path)
-        return IMPResult(root.path, root.read_result()["levels"], skipped=True)
+        levels = root.read_result(("levels",))["levels"]
+        if not (isinstance(levels, list) and all(isinstance(r, dict) and set(RESULT_KEYS) <= set(r) for r in levels)):
+            raise RunError(f"{root.result_path}: a damaged IMP result (its levels); move the run away to rerun it")
+        return IMPResult(root.path, levels, skipped=True)
     main: Optional[IMPResult] = None
     if config.control != "none":
         main = run_imp(dataclasses.replace(config, control="none"), callbacks)
@@ -296,7 +299,7 @@ def _run_levels(config, data, spec, device, root, main, rewind_point, rewind_ste
             masks = _level_masks(config, level, masks, previous, main, names, conv_names, device)
         if run.is_finished():
             run.check_config(config_dict(config) | {"level": level})
-            rows.append(run.read_result())
+            rows.append(run.read_result(RESULT_KEYS))
             previous = run
             continue
         if writer:

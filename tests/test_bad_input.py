@@ -83,6 +83,32 @@ def export_into_another_run_directory(tmp_path):
         "is inside another run directory"
 
 
+def rerun_with_a_result_that_is_a_list(tmp_path):
+    run = finished_run(tmp_path)
+    (run / "result.json").write_text("[1, 2, 3]")
+    return ["search", *SMALL, "--out", str(tmp_path / "done")], "not a result record (a JSON list)"
+
+
+def rerun_with_a_result_lacking_a_key(tmp_path):
+    run = finished_run(tmp_path)
+    result = json.loads((run / "result.json").read_text())
+    del result["test_accuracy"]
+    (run / "result.json").write_text(json.dumps(result))
+    return ["search", *SMALL, "--out", str(tmp_path / "done")], "a damaged result record (no test_accuracy)"
+
+
+def export_with_a_ticket_json_that_is_a_list(tmp_path):
+    run = finished_run(tmp_path)
+    (run / "ticket" / "ticket.json").write_text("[]")
+    return ["export", str(run), "--format", "mask"], "not a ticket description"
+
+
+def finetune_a_ticket_whose_config_is_a_list(tmp_path):
+    run = finished_run(tmp_path)
+    (run / "config.json").write_text("[]")
+    return ["train", "--ticket", str(run), *SMALL[2:]], "not a run config"
+
+
 def export_unknown_format(tmp_path):
     return ["export", str(finished_run(tmp_path)), "--format", "onnx"], "Invalid value for '--format'"
 
@@ -154,7 +180,9 @@ def interrupted_download(tmp_path, monkeypatch=None):
 
 CASES = [cifar_with_junk, mnist_truncated, image_folder_without_images, image_folder_without_train,
          data_root_is_a_file, export_not_a_run, export_a_file, export_over_a_device_node,
-         export_over_a_file_it_did_not_write, export_into_another_run_directory, export_unknown_format, export_corrupt_ticket_state,
+         export_over_a_file_it_did_not_write, export_into_another_run_directory, export_unknown_format,
+         rerun_with_a_result_that_is_a_list, rerun_with_a_result_lacking_a_key,
+         export_with_a_ticket_json_that_is_a_list, finetune_a_ticket_whose_config_is_a_list, export_corrupt_ticket_state,
          resume_from_checkpoint_that_runs_code, export_corrupt_mask, export_corrupt_ticket_json, export_corrupt_result,
          compare_a_file, run_dir_of_another_config, output_is_unwritable, interrupted_download]
 

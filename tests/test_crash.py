@@ -5,6 +5,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,33 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path):
     assert run_killable(SEARCH, tmp_path / "ref").returncode == 0
     assert_same_runs(tmp_path / "ref", tmp_path / "killed")
     assert run.read_status()["status"] == "finished"
+
+
+def test_many_processes_taking_over_one_stale_lock_never_hold_it_together(tmp_path):
+    """A stale lock (its writer gone) and ten processes taking it over at the same moment: their
+    holding intervals never overlap (the earlier check-then-unlink takeover let two hold it)."""
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    script = (
+        "import sys, time\n"
+        "from supermask.runs import RunDir\n"
+        "from supermask.errors import RunLocked\n"
+        "start = float(sys.argv[2])\n"
+        "while time.time() < start: pass\n"
+        "try:\n"
+        "    with RunDir(sys.argv[1]).lock():\n"
+        "        t0 = time.time(); time.sleep(0.5); print('held', t0, time.time())\n"
+        "except RunLocked:\n"
+        "    print('refused')\n"
+    )
+    for trial in range(1):
+        run.lock_path.write_text(f"{os.uname().nodename} {int(dead.stdout)}\n")
+        start = time.time() + 6.0  # every process imported and waiting by then
+        procs = [subprocess.Popen([sys.executable, "-c", script, str(run.path), str(start)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL, text=True) for _ in range(10)]
+        outcomes = [p.communicate(timeout=120)[0].split() for p in procs]
+        held = sorted((float(o[1]), float(o[2])) for o in outcomes if o and o[0] == "held")
+        assert held and all(len(o) for o in outcomes), outcomes
+        assert all(a[1] <= b[0] for a, b in zip(held, held[1:])), (trial, held)  # one holder at a time
+        assert not run.lock_path.exists()

@@ -56,6 +56,19 @@ def test_metrics_truncation_drops_work_after_the_checkpoint(tmp_path):
     assert [m["epoch"] for m in run.read_metrics()] == [0, 1, 2]
 
 
+def test_damaged_metrics_lines_keep_what_is_valid_and_are_set_aside(tmp_path, caplog):
+    run = RunDir(tmp_path)
+    lines = [b'{"epoch": 0, "step": 0}', b'{"epoch": 1, "st', b'\xff\xfe not utf-8', b'[1, 2]',
+             b'{"epoch": 2, "step": 20}', b'{"epoch": 3, "step": 30}']
+    run.metrics_path.write_bytes(b"\n".join(lines) + b"\n")
+    assert [m["epoch"] for m in run.read_metrics()] == [0, 2, 3]  # every valid line, after the damage too
+    run.truncate_metrics(25)
+    assert [m["epoch"] for m in run.read_metrics()] == [0, 2]
+    aside = (tmp_path / "metrics.damaged.jsonl").read_bytes().splitlines()
+    assert aside == [b'{"epoch": 1, "st', b'\xff\xfe not utf-8', b'[1, 2]']  # nothing lost
+    assert "3 damaged line(s) set aside" in caplog.text
+
+
 def test_find_runs_lists_finished_runs_only(tmp_path):
     for name, finished in (("a", True), ("b", False)):
         run = RunDir(tmp_path / "x" / name)

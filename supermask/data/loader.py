@@ -29,6 +29,15 @@ IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 CROP_PADDING = 4
 
 
+def default_workers() -> int:
+    """DataLoader workers for image folders when none are asked for: 4, at most the CPUs this
+    process may use less one (torch warns when the workers outnumber the cores)."""
+    import os
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(4, cpus - 1))
+
+
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(derived_seed(seed, f"data-epoch-{epoch}"))
 
@@ -164,4 +173,5 @@ def make_loader(split: Split, info: DatasetInfo, batch_size: int, *, train: bool
         return TensorLoader(split, info, batch_size, train=train, seed=seed, device=device, rank=rank,
                             world_size=world_size)
     return FolderLoader(split, batch_size, train=train, seed=seed, device=device,
-                        num_workers=4 if num_workers is None else num_workers, rank=rank, world_size=world_size)
+                        num_workers=default_workers() if num_workers is None else num_workers, rank=rank,
+                        world_size=world_size)
