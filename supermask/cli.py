@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import signal
 import sys
+import threading
 from typing import Callable, Optional
 
 import click
@@ -19,6 +21,7 @@ from .training import ProgressBar, TrainConfig, distributed
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1  # a run that started and failed (diverged): not a usage error
+EXIT_INTERRUPTED = 130
 
 
 def _configure_logging(verbose: int, quiet: bool) -> None:
@@ -446,8 +449,24 @@ def list_(what: str, verbose: bool) -> None:
         click.echo(item)
 
 
+def _interrupted_once(signum, frame) -> None:
+    """The first Ctrl-C interrupts; later ones are ignored while the run records its state and exits."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point: run the CLI and return the exit status; user errors become one line on stderr and 2."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, _interrupted_once)
+    status = _main(argv)
+    if previous is not None and status != EXIT_INTERRUPTED:  # interrupted: keep ignoring Ctrl-C until exit
+        signal.signal(signal.SIGINT, previous)
+    return status
+
+
+def _main(argv: Optional[list[str]]) -> int:
     try:
         cli.main(args=argv, prog_name="supermask", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -463,7 +482,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return _fail(f"{where}{exc.strerror or exc}")
     except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("supermask: interrupted; run the same command again to resume", err=True)
-        return 130
+        return EXIT_INTERRUPTED
     finally:
         distributed.teardown()
     return 0
@@ -473,3 +492,7 @@ def _fail(message: str, status: int = EXIT_USAGE) -> int:
     if distributed.is_main():
         click.echo(f"supermask: error: {message}", err=True)
     return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -85,8 +85,8 @@ class ExperimentConfig:
             raise SupermaskError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if self.dropout > 0 and self.arch not in DROPOUT_ARCHS:
             raise SupermaskError(f"--dropout applies to {', '.join(DROPOUT_ARCHS)}, not {self.arch}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise SupermaskError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**63:
+            raise SupermaskError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
         if self.checkpoint_every is not None and (not isinstance(self.checkpoint_every, int)
                                                   or self.checkpoint_every <= 0):
             raise SupermaskError(f"checkpoint every must be a positive number of steps, got {self.checkpoint_every!r}")

@@ -170,3 +170,20 @@ def test_many_processes_taking_over_one_stale_lock_never_hold_it_together(tmp_pa
         assert held and all(len(o) for o in outcomes), outcomes
         assert all(a[1] <= b[0] for a, b in zip(held, held[1:])), (trial, held)  # one holder at a time
         assert not run.lock_path.exists()
+
+
+def test_two_ctrl_c_presses_in_quick_succession_end_in_one_line(tmp_path):
+    args = [sys.executable, "-m", "supermask.cli", "search", "--arch", "lenet_300_100", "--epochs", "50",
+            "--batch-size", "100", "--device", "cpu", "-q", "--out", str(tmp_path)]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    deadline = time.time() + 60
+    while not list(tmp_path.rglob("metrics.jsonl")) and time.time() < deadline:  # training has started
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == ["supermask: interrupted; run the same command again to resume"], err
+    (status,) = tmp_path.rglob("status.json")
+    assert '"interrupted"' in status.read_text()
