@@ -187,3 +187,28 @@ def test_two_ctrl_c_presses_in_quick_succession_end_in_one_line(tmp_path):
     assert err.strip().splitlines() == ["supermask: interrupted; run the same command again to resume"], err
     (status,) = tmp_path.rglob("status.json")
     assert '"interrupted"' in status.read_text()
+
+
+def _image_folder(root: Path) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(5)
+    for part, n in (("train", 24), ("val", 4)):
+        for c, cls in enumerate(("ant", "bee")):
+            (root / part / cls).mkdir(parents=True)
+            for i in range(n):
+                pixels = np.clip(rng.normal(80 + 90 * c, 40, (12, 12, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(root / part / cls / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_an_image_folder_run_killed_mid_epoch_resumes_exactly(tmp_path, workers):
+    data = _image_folder(tmp_path / "images")
+    args = ["search", "--arch", "lenet_300_100", "--dataset", f"imagefolder:{data}", "--image-size", "8",
+            "--epochs", "2", "--batch-size", "8", "--num-workers", workers, "--checkpoint-every", "2",
+            "--device", "cpu", "-q"]  # 43 training images: 6 steps an epoch
+    assert run_killable(args, tmp_path / "ref").returncode == 0
+    assert kill_then_resume(args, tmp_path / "killed", ["step:4", "step:5"]) == 2  # mid-epoch, twice
+    assert_same_runs(tmp_path / "ref", tmp_path / "killed")

@@ -11,7 +11,9 @@ Under data-parallel training (``rank``/``world_size``) every rank draws the same
 and augmentation of each *global* batch and keeps its own contiguous shard of it, so
 the ranks together see exactly the batches one process would.
 
-Other splits (image folders) go through a ``DataLoader`` with workers, sharded the same way.
+Other splits (image folders) go through a ``DataLoader`` with workers, sharded the same way; each
+example's augmentation draws from a generator seeded by (seed, epoch, position in the epoch), so
+their epochs, too, are pure functions of (seed, epoch) and resume exactly mid-epoch.
 """
 
 from __future__ import annotations
@@ -133,7 +135,27 @@ class _ShardedBatches:
         order = torch.randperm(self.n, generator=self.gen) if self.gen is not None else torch.arange(self.n)
         for start in range(self.start_batch * self.batch_size, self.n, self.batch_size):
             idx = order[start:start + self.batch_size]
-            yield idx[shard(len(idx), self.rank, self.world_size)].tolist()
+            part = shard(len(idx), self.rank, self.world_size)
+            # (example, position in the epoch): the position seeds the example's augmentation
+            yield [(int(i), start + part.start + j) for j, i in enumerate(idx[part].tolist())]
+
+
+class _SeededExamples(torch.utils.data.Dataset):
+    """A map-style dataset read by ``(index, position)``: the example's random transforms draw from
+    a generator seeded by (seed, epoch, position), inside ``fork_rng``, so the augmentation of an
+    epoch is a pure function of (seed, epoch) whatever the workers and wherever a run resumes."""
+
+    def __init__(self, dataset, seed: int, epoch: int):
+        self.dataset, self.seed, self.epoch = dataset, seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item):
+        index, position = item
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derived_seed(self.seed, f"folder-{self.epoch}-{position}"))
+            return self.dataset[index]
 
 
 class FolderLoader:
@@ -160,8 +182,11 @@ class FolderLoader:
         gen = _epoch_generator(self.seed, self.epoch) if self.train else None
         batches = _ShardedBatches(len(self.dataset), self.batch_size, gen, self.rank, self.world_size,
                                   self.start_batch)
-        loader = DataLoader(self.dataset, batch_sampler=batches, num_workers=self.num_workers,
-                            pin_memory=self.device.type == "cuda", persistent_workers=False)
+        # The workers' base seed comes from this generator, not the global RNG, which training owns.
+        workers = torch.Generator().manual_seed(derived_seed(self.seed, f"folder-workers-{self.epoch}"))
+        loader = DataLoader(_SeededExamples(self.dataset, self.seed, self.epoch), batch_sampler=batches,
+                            num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
+                            persistent_workers=False, generator=workers)
         for images, labels in loader:
             yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
 
