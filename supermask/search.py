@@ -14,6 +14,7 @@ CIFAR-10; the default here is 10, enough on the bundled 4,000 MNIST images.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,11 @@ from .nn.init import canonical
 from .training import Callback, TrainConfig
 
 SearchResult = ExperimentResult
+log = logging.getLogger(__name__)
 
+
+#: Below this starting density Bernoulli's sampled network rarely learns (measured: docs/fidelity.md).
+BERNOULLI_LOW_START = 0.1
 
 #: The search's defaults where a method sets none (edge-popup's: Ramanujan et al. 2020).
 GENERIC_DEFAULTS = {"scope": "layerwise", "init": "signed-constant", "scaled_fan": False,
@@ -87,6 +92,10 @@ class SearchConfig(ExperimentConfig):
             raise SupermaskError(f"freeze every must be a positive number of epochs, got {self.freeze_every!r}")
         if self.bernoulli_eval is not None and self.bernoulli_eval not in ("sample", "threshold"):
             raise SupermaskError(f"bernoulli eval must be sample or threshold, got {self.bernoulli_eval!r}")
+        if self.method == "bernoulli" and self.density < BERNOULLI_LOW_START:
+            log.warning("bernoulli starts its masks at density %g: the sampled network passes almost no signal "
+                        "and may never learn (LeNet at 0.05: 10%%); the reference starts at 0.5 (--density 0.5)",
+                        self.density)
         self.init = canonical(self.init)
         WEIGHT_INITS.get(self.init)
         self.score_init = canonical(self.score_init)

@@ -526,3 +526,15 @@ def test_a_resnet_channel_ticket_removes_block_inner_channels_and_computes_the_m
     with torch.no_grad():
         assert (small(x) - model(x)).abs().max() < 1e-5
     assert count_parameters(small) < count_parameters(model)
+
+
+def test_bernoulli_warns_when_it_starts_too_sparse_to_learn(caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        SearchConfig(method="bernoulli", density=0.05).validate()
+    assert "may never learn" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        SearchConfig(method="bernoulli", density=0.5).validate()
+    assert "may never learn" not in caplog.text
