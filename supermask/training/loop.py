@@ -74,13 +74,19 @@ class TrainState:
     history: list[dict] = field(default_factory=list)  # one entry per evaluation: epoch, step, val/test loss+acc
 
 
+def is_initial(entry: dict) -> bool:
+    """The evaluation before the first step of a run (histories written before the flag existed:
+    epoch 0)."""
+    return entry.get("initial", entry["epoch"] == 0)
+
+
 def final_density_evaluations(history: list[dict]) -> list[dict]:
     """The trained evaluations (epoch > 0) at the final density, the trailing run of them: a method
     whose density moves during training (Gem-Miner's freezing) is judged by the ticket it ends with."""
     final = history[-1].get("density")
     trailing = []
     for h in reversed(history):
-        if h.get("initial", h["epoch"] == 0) or h.get("density") != final:
+        if is_initial(h) or h.get("density") != final:
             break
         trailing.append(h)
     return trailing[::-1] or history[-1:]
@@ -152,14 +158,14 @@ class _SelectedNetwork:
             raise RunError(f"internal: the selected evaluation (step {chosen['step']}) was not kept")
         self.state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
         self.step = chosen["step"]
-        if self.run is not None and self.writer and not chosen.get("initial", chosen["epoch"] == 0):
+        if self.run is not None and self.writer and not is_initial(chosen):
             self.run.save_selected(self.state, self.step)
 
     def resumed(self, history: list[dict]) -> None:
         if self.selection == "last":
             return
         chosen = selected_evaluation(history, self.selection)
-        if not chosen.get("initial", chosen["epoch"] == 0) and self.run is not None:
+        if not is_initial(chosen) and self.run is not None:
             self.state, self.step = self.run.load_selected(chosen["step"]), chosen["step"]
         self.discard_others()
 
@@ -303,9 +309,14 @@ def train(
 
     trained = [p for group in optimizer.param_groups for p in group["params"]]
 
+    checked_at = [-1]  # the step last checked: an epoch's evaluation and its checkpoint share one check
+
     def check_finite() -> None:
         """Any non-finite trained tensor (scores or weights) fails the run: a finite loss can hide
         it (an all-zero network from NaN scores computes a finite loss)."""
+        if checked_at[0] == state.step:
+            return
+        checked_at[0] = state.step
         bad = [p for p in trained if not bool(torch.isfinite(p.detach()).all())]
         if bad:
             _diverged(run, state, None, what=f"{len(bad)} trained tensor(s) became non-finite")
