@@ -147,15 +147,16 @@ def config_from_dict(data: dict) -> SearchConfig:
     return SearchConfig(**{k: v for k, v in data.items() if k in known}, train=train)
 
 
-def load_search_model(run_dir: Path) -> nn.Module:
-    """The supermask network a finished search run reports (its ticket's state), in eval mode."""
+def load_search_model(run_dir: Path, meta: Optional[dict] = None, state: Optional[dict] = None) -> nn.Module:
+    """The supermask network a finished search run reports (its ticket's state), in eval mode;
+    ``meta`` (``ticket.json``) and ``state`` are read from the run unless the caller has them."""
     from .io import read_json
     from .tickets import META_FILE, ticket_state
 
     run_dir = Path(run_dir)
     config = config_from_dict(read_json(run_dir / "config.json"))
-    meta = read_json(run_dir / "ticket" / META_FILE)
+    meta = read_json(run_dir / "ticket" / META_FILE) if meta is None else meta
     spec = InputSpec(meta["in_channels"], meta["image_size"], meta["num_classes"])
     model = METHODS.get(config.method).build(config, spec)
-    model.load_state_dict(ticket_state(run_dir))
+    model.load_state_dict(ticket_state(run_dir) if state is None else state)
     return model.eval()

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from pathlib import Path
 from typing import Optional
 
@@ -37,7 +36,6 @@ from safetensors.torch import save as st_save
 from .errors import RunError, SupermaskError
 from .io import atomic_write_bytes, atomic_write_json, read_json, read_tensors
 
-log = logging.getLogger(__name__)
 
 MASK_FILE = "mask.safetensors"
 MODEL_FILE = "model.safetensors"
@@ -231,13 +229,13 @@ def compact_ticket(state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor
     return st_save({**pack_masks(masks), **extra}, metadata={**(metadata or {}), "supermask_ticket": json.dumps(recipe)})
 
 
-def _effective_weights(run_dir: Path, state: dict, masks: dict) -> dict:
+def _effective_weights(run_dir: Path, state: dict, masks: dict, meta: dict) -> dict:
     """A search run's state with each masked weight replaced, where kept, by what the layer computes
     with (biprop's sign(w)*alpha; IteRand's re-drawn weights are in the state already)."""
     from .nn.layers import SupermaskMixin
     from .search import load_search_model
 
-    model = load_search_model(run_dir)
+    model = load_search_model(run_dir, meta, state)  # the ticket's state and meta, read once by the caller
     state = dict(state)
     with torch.no_grad():
         for name, module in model.named_modules():
@@ -301,7 +299,7 @@ def export_run(run_dir: Path, fmt: str, out: Path, force: bool = False) -> dict:
     state, masks, result, meta = _run_state(Path(run_dir))
     raw_state = state  # a compact ticket stores what the seed does not regenerate, as the run holds it
     if result.get("engine") == "search":
-        state = _effective_weights(Path(run_dir), state, masks)
+        state = _effective_weights(Path(run_dir), state, masks, meta)
     metadata = {PROVENANCE_KEY: json.dumps(export_provenance(meta, result, fmt), sort_keys=True)}
     if fmt == "mask":
         data = st_save({n: m.contiguous() for n, m in masks.items()}, metadata=metadata)
