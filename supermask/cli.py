@@ -2,13 +2,16 @@
 
 Every command builds a config, calls the library and prints a summary. Errors the
 user can fix (``SupermaskError``, bad options, unwritable paths) become one line on
-stderr and exit status 2.
+stderr and exit status 2. Nothing here imports torch at import time: ``--help`` and
+``list`` answer at once; a command imports the engine it runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -16,21 +19,59 @@ from typing import Callable, Optional
 
 import click
 
+from .cli_options import (family_default, family_train_default, help_with_default, method_default, plain_default,
+                          search_train_default, train_options, train_overrides, with_train_overrides)
 from .errors import RunLocked, SupermaskError, TrainingDiverged
-from .training import ProgressBar, TrainConfig, distributed
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1  # a run that started and failed (diverged): not a usage error
 EXIT_INTERRUPTED = 130
 
 
+def _distributed():
+    """The distributed helpers if a command has imported them (with torch), else None."""
+    return sys.modules.get("supermask.training.distributed")
+
+
+def _is_main() -> bool:
+    """Whether this process prints (rank 0 under torchrun, or the only process)."""
+    dist = _distributed()
+    return dist.is_main() if dist is not None else int(os.environ.get("RANK", "0")) == 0
+
+
 def _configure_logging(verbose: int, quiet: bool) -> None:
-    quiet = quiet or not distributed.is_main()
+    quiet = quiet or not _is_main()
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
 
 
-def output_options(f: Callable) -> Callable:
+def _load_plugins(ctx: click.Context, param: click.Parameter, modules: tuple[str, ...]) -> tuple[str, ...]:
+    from .plugins import import_user_module, load_entry_points
+
+    load_entry_points()
+    for module in modules:
+        import_user_module(module)
+    ctx.meta["supermask.imports"] = modules  # for --save-config
+    return modules
+
+
+def plugin_option(f: Callable) -> Callable:
+    return click.option("--import", "imports", multiple=True, callback=_load_plugins, expose_value=False,
+                        help="Import this module (a name, or a .py file) first: it may register models, data sets "
+                             "and methods. Repeatable; installed `supermask.plugins` entry points load too.")(f)
+
+
+def _read_config(ctx: click.Context, param: click.Parameter, path: Optional[str]) -> Optional[str]:
+    if path is not None:
+        from .option_files import read_option_file
+
+        ctx.default_map = {**(ctx.default_map or {}), **read_option_file(path, ctx.command)}
+    return path
+
+
+def run_options(f: Callable) -> Callable:
+    """What every run command has besides its own options: where runs go, how they execute, and
+    the invocation options (config files, dry run, logging)."""
     for option in reversed([
         click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False),
                      help="Root folder of run directories."),
@@ -41,75 +82,37 @@ def output_options(f: Callable) -> Callable:
         click.option("--num-workers", default=None, type=int,
                      help="DataLoader workers (image folders only) [default: 4, at most the CPUs less one]."),
         click.option("--checkpoint-every", default=None, type=int,
-                     help="Also checkpoint every N steps (a checkpoint ends every epoch anyway)."),
+                     help="Also checkpoint every N steps [default: off; a checkpoint ends every epoch anyway]."),
         click.option("--channels-last", is_flag=True, help="CUDA: channels-last memory format for conv nets."),
         click.option("--compile", "compile", is_flag=True, help="torch.compile the training forward pass."),
         click.option("--tensorboard", is_flag=True, help="Also write TensorBoard scalars to <run>/tensorboard/."),
-        click.option("--quiet", "-q", is_flag=True, help="No progress bar, warnings only."),
+        plugin_option,
+        click.option("--config", default=None, type=click.Path(dir_okay=False), is_eager=True, callback=_read_config,
+                     help="A TOML file of options (keys: option names; lists sweep); the command line wins."),
+        click.option("--save-config", default=None, type=click.Path(dir_okay=False),
+                     help="Write this command's options to a TOML file (for --config), then go on."),
+        click.option("--dry-run", is_flag=True,
+                     help="Print each run's resolved config, hash and run directory; write nothing, run nothing."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress, warnings only."),
         click.option("--verbose", "-v", count=True, help="More log output (-vv for debug)."),
     ]):
         f = option(f)
     return f
 
 
-def train_options(defaults: Optional[TrainConfig]) -> Callable:
-    """The training options. With ``defaults=None`` every option defaults to None ("not given"),
-    for commands whose defaults depend on the architecture."""
-    d = defaults
-
-    def default(name):
-        return {"default": getattr(d, name), "show_default": True} if d is not None else {"default": None}
-
-    def decorate(f: Callable) -> Callable:
-        for option in reversed([
-            click.option("--epochs", type=int, **default("epochs")),
-            click.option("--iterations", default=None, type=int, help="Train this many steps instead of --epochs."),
-            click.option("--batch-size", type=int, **default("batch_size")),
-            click.option("--optimizer", type=click.Choice(["sgd", "adam", "adamw"]), **default("optimizer")),
-            click.option("--lr", type=float, **default("lr")),
-            click.option("--momentum", type=float, **default("momentum")),
-            click.option("--nesterov/--no-nesterov", **default("nesterov")),
-            click.option("--weight-decay", type=float, **default("weight_decay")),
-            click.option("--schedule", type=click.Choice(["cosine", "step", "constant"]), **default("schedule")),
-            click.option("--warmup-epochs", type=float, **default("warmup_epochs")),
-            click.option("--milestones", default=None,
-                         help="Epochs where the step schedule multiplies lr by --gamma, e.g. 50,75."),
-            click.option("--gamma", type=float, **default("gamma")),
-            click.option("--label-smoothing", type=float, **default("label_smoothing")),
-            click.option("--precision", type=click.Choice(["32", "bf16", "16"]), **default("precision"),
-                         help="CUDA autocast precision (16: with a grad scaler); the CPU trains in 32."),
-            click.option("--selection", type=click.Choice(["best-val", "last"]), **default("selection"),
-                         help="The evaluation whose network is reported and kept as the ticket: the best "
-                              "validation accuracy, or the last epoch." + ("" if d else " [default: best-val]")),
-            click.option("--seed", default="0", show_default=True, help="A seed, or a list: 0,1,2."),
-        ]):
-            f = option(f)
-        return f
-
-    return decorate
-
-
-TRAIN_FIELDS = ("epochs", "iterations", "batch_size", "optimizer", "lr", "momentum", "nesterov", "weight_decay",
-                "schedule", "warmup_epochs", "milestones", "gamma", "label_smoothing", "precision", "selection")
-
-
-def _train_overrides(kw: dict) -> dict:
-    """Pop the training options from ``kw``: the ones given (not None), as TrainConfig fields."""
-    given = {name: kw.pop(name) for name in TRAIN_FIELDS}
-    if given["milestones"] is not None:
-        given["milestones"] = _floats(given["milestones"], "--milestones")
-    return {k: v for k, v in given.items() if v is not None}
-
-
-def _train_config(kw: dict, base: Optional[TrainConfig] = None) -> TrainConfig:
-    return dataclasses.replace(base or TrainConfig(), **_train_overrides(kw))
-
-
-def _floats(text: str, what: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise SupermaskError(f"{what} must be comma-separated numbers, got {text!r}") from None
+def model_options(f: Callable) -> Callable:
+    for option in reversed([
+        click.option("--arch", default="conv6", show_default=True, help="Architecture (see `supermask list archs`)."),
+        click.option("--dataset", default="mnist-5k", show_default=True, help="Data set (see `supermask list datasets`)."),
+        click.option("--width", default=1.0, show_default=True, type=float, help="Width multiplier of the architecture."),
+        click.option("--dropout", default=0.0, show_default=True, type=float,
+                     help="Dropout rate before the fully connected layers (LeNet, Conv-N, VGG's classifier); "
+                          "0.5 in Zhou et al.'s replication of Frankle & Carbin's Conv-N."),
+        click.option("--image-size", default=None, type=int,
+                     help="Crop size for image folders (ignored, with a warning, for other data). [default: 224]"),
+    ]):
+        f = option(f)
+    return f
 
 
 def resolve_densities(density: Optional[str], sparsity: Optional[str], default: float) -> list[float]:
@@ -133,34 +136,98 @@ def _seeds(kw: dict) -> list[int]:
     return parse_list(kw.pop("seed"), int, "--seed")
 
 
-def _run_points(configs: list, run_one: Callable, quiet: bool, label: Callable) -> list:
-    """Run every config of a grid (skipping finished ones); an overall bar when there are several.
-    Every point is validated before the first one runs."""
-    from .training import distributed, resolve_device
+def _invocation(kw: dict) -> dict:
+    """Pop the options about this invocation (not about the runs) and set up logging."""
+    options = {name: kw.pop(name) for name in ("quiet", "verbose", "config", "save_config", "dry_run")}
+    _configure_logging(options["verbose"], options["quiet"])
+    return options
 
+
+def _run_points(configs: list, run_one: Callable, invocation: dict, label: Callable, echo: Callable) -> None:
+    """Validate every config of a grid, then (unless a dry run) run each (finished ones are
+    skipped) and echo its result; an overall progress line or bar when there are several."""
     for config in configs:
         config.validate()
-    resolve_device(configs[0].device)  # under torchrun: join the process group before anything runs
-    quiet = quiet or not distributed.is_main()
-    outer = None
-    if len(configs) > 1 and not quiet:
-        from tqdm.auto import tqdm
+    if invocation["save_config"] is not None:
+        _save_config(invocation["save_config"], configs)
+    if invocation["dry_run"]:
+        for index, config in enumerate(configs, 1):
+            _describe(config, index, len(configs))
+        return
+    from .training import ProgressBar, distributed, resolve_device
 
-        outer = tqdm(total=len(configs), desc="sweep", unit="run", position=0, dynamic_ncols=True)
-    results = []
+    resolve_device(configs[0].device)  # under torchrun: join the process group before anything runs
+    quiet = invocation["quiet"] or not distributed.is_main()
+    outer = _SweepProgress(len(configs)) if len(configs) > 1 and not quiet else None
     for config in configs:
-        inner = [] if quiet else [ProgressBar(label(config))]
+        if outer is not None:
+            outer.starting(label(config))
         try:
-            results.append(run_one(config, inner))
+            result = run_one(config, [] if quiet else [ProgressBar(label(config))])
         except RunLocked as exc:
             if len(configs) == 1:
                 raise
             click.echo(f"supermask: warning: skipped: {exc}", err=True)  # another job of the sweep has it
-        if outer is not None:
-            outer.update(1)
+            continue
+        finally:
+            if outer is not None:
+                outer.done()
+        if distributed.is_main():
+            echo(result, label(config))
     if outer is not None:
         outer.close()
-    return results
+
+
+class _SweepProgress:
+    """The sweep's progress: a tqdm bar on a terminal, one line per run elsewhere."""
+
+    def __init__(self, total: int):
+        self.total, self.index, self.bar = total, 0, None
+        if sys.stderr.isatty():
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc="sweep", unit="run", position=0, dynamic_ncols=True)
+
+    def starting(self, label: str) -> None:
+        self.index += 1
+        if self.bar is None:
+            click.echo(f"run {self.index}/{self.total}: {label}", err=True)
+
+    def done(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _save_config(path: str, configs: list) -> None:
+    from .option_files import write_option_file
+
+    ctx = click.get_current_context()
+    params = {**ctx.params, "imports": ctx.meta.get("supermask.imports")}
+    write_option_file(path, ctx.command, params, header=[
+        f"supermask {ctx.command.name} options: `supermask {ctx.command.name} --config {os.path.basename(path)}` "
+        f"runs the same {len(configs)} config(s); options given on the command line win.",
+        "Options left out take the library's defaults (`--dry-run` prints them resolved)."])
+    click.echo(f"wrote {path}", err=True)
+
+
+def _describe(config, index: int, total: int) -> None:
+    """A dry run's account of one config: the resolved config, its hash and run directory."""
+    from .errors import DataError
+    from .runs import config_dict, config_hash
+
+    try:
+        run = config.run_dir()  # fingerprints the data (reads it; writes nothing)
+    except DataError as exc:
+        where = f"hash and run directory unknown until the data is present ({exc})"
+    else:
+        state = ("finished" if run.is_finished() else "would resume") if run.path.exists() else "new"
+        where = f"run directory {run.path} (hash {config_hash(config)}; {state})"
+    click.echo(f"# {index}/{total}: {where}")
+    click.echo(json.dumps(config_dict(config), indent=2, sort_keys=True))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -169,75 +236,71 @@ def cli() -> None:
     """Find lottery tickets: strong (edge-popup, untrained) and weak (IMP, trained)."""
 
 
-def model_options(f: Callable) -> Callable:
-    for option in reversed([
-        click.option("--arch", default="conv6", show_default=True, help="Architecture (see `supermask list archs`)."),
-        click.option("--dataset", default="mnist-5k", show_default=True, help="Data set (see `supermask list datasets`)."),
-        click.option("--width", default=1.0, show_default=True, type=float, help="Width multiplier of the architecture."),
-        click.option("--dropout", default=0.0, show_default=True, type=float,
-                     help="Dropout rate before the fully connected layers (LeNet, Conv-N, VGG's classifier); "
-                          "0.5 in Zhou et al.'s replication of Frankle & Carbin's Conv-N."),
-        click.option("--image-size", default=None, type=int,
-                     help="Crop size for image folders (ignored, with a warning, for other data). [default: 224]"),
-    ]):
-        f = option(f)
-    return f
-
-
-def _echo_result(result) -> None:
-    if not distributed.is_main():
-        return
+def _echo_result(result, label: str) -> None:
     r = result.result
     click.echo(f"{'already finished' if result.skipped else 'finished'}: {result.run_dir}")
-    click.echo(f"test accuracy {r['test_accuracy']:.4f} (epoch {r['selected_epoch']}, {r['selection']}, val "
-               f"{r['val_accuracy']:.4f}); last epoch {r['last_test_accuracy']:.4f}; before training "
+    click.echo(f"{label}: test accuracy {r['test_accuracy']:.4f} (epoch {r['selected_epoch']}, {r['selection']}, "
+               f"val {r['val_accuracy']:.4f}); last epoch {r['last_test_accuracy']:.4f}; before training "
                f"{r['initial_test_accuracy']:.4f}; density {r['density']:.4f}")
+
+
+def _method_option_help(text: str, field: str) -> str:
+    return help_with_default(text, method_default(field))
 
 
 @cli.command()
 @model_options
 @click.option("--method", default="edge-popup", show_default=True, help="Ticket finder (see `supermask list methods`).")
 @click.option("--density", default=None, help="Fraction of weights kept, in (0, 1], or a list. [default: 0.5]")
-@click.option("--sparsity", default=None, help="Fraction of weights removed (1 - density), or a list.")
+@click.option("--sparsity", default=None, help="Fraction of weights removed (1 - density), or a list. [default: from --density]")
 @click.option("--scope", default=None, type=click.Choice(["layerwise", "global"]),
-              help="One threshold per layer, or one over all layers. [default: the method's; layerwise]")
+              help=_method_option_help("One top-k threshold per layer, or one over all layers.", "scope"))
 @click.option("--init", "init", default=None,
-              help="Weight init, or a list (see `supermask list inits`). [default: the method's; signed-constant]")
-@click.option("--score-init", default=None, help="Score init. [default: the method's; kaiming-uniform]")
+              help=_method_option_help("Frozen weight init, or a list (see `supermask list inits`).", "init"))
+@click.option("--score-init", default=None,
+              help=_method_option_help("Score init (see `supermask list inits`).", "score_init"))
 @click.option("--scaled-fan/--no-scaled-fan", default=None,
-              help="Scale the init's fan by the density (Ramanujan et al. 2020). [default: the method's; off]")
+              help=_method_option_help("Scale the init's fan by the density (Ramanujan et al. 2020).", "scaled_fan"))
 @click.option("--learned-bn", is_flag=True, help="Train BatchNorm's affine parameters with the scores.")
-@click.option("--rerandomize-every", default=None, type=int, help="IteRand: re-draw period K in steps [300].")
-@click.option("--rerandomize-rate", default=None, type=float, help="IteRand: re-draw probability r [0.1].")
+@click.option("--rerandomize-every", default=None, type=int,
+              help=_method_option_help("IteRand: re-draw period K in steps.", "rerandomize_every"))
+@click.option("--rerandomize-rate", default=None, type=float,
+              help=_method_option_help("IteRand: re-draw probability r.", "rerandomize_rate"))
 @click.option("--score-l2", default=None, type=float,
-              help="Gem-Miner: lambda of the penalty lambda * sum(scores^2) in the loss [1e-4].")
-@click.option("--freeze-every", default=None, type=int, help="Gem-Miner: epochs between freezing rounds [5].")
+              help=_method_option_help("Gem-Miner: lambda of the penalty lambda * sum(scores^2) in the loss.",
+                                       "score_l2"))
+@click.option("--freeze-every", default=None, type=int,
+              help=_method_option_help("Gem-Miner: epochs between freezing rounds.", "freeze_every"))
 @click.option("--bernoulli-eval", default=None, type=click.Choice(["sample", "threshold"]),
-              help="Bernoulli: evaluate and keep a seeded sample of the mask, or sigmoid(s) > 0.5 [sample].")
+              help=_method_option_help("Bernoulli: evaluate and keep a seeded sample of the mask, or "
+                                       "sigmoid(s) > 0.5.", "bernoulli_eval"))
 @click.option("--rescale-weights/--no-rescale-weights", default=None,
-              help="Bernoulli: Zhou et al.'s dynamic weight rescaling (weights x n / kept) [off].")
-@train_options(None)
-@output_options
+              help=_method_option_help("Bernoulli: Zhou et al.'s dynamic weight rescaling (weights x n / kept).",
+                                       "rescale_weights"))
+@train_options(search_train_default)
+@run_options
 def search(**kw) -> None:
     """Find a strong ticket: train a mask over a frozen random network (edge-popup and others).
 
-    Training defaults: 10 epochs, batch 128, SGD lr 0.1 momentum 0.9, weight decay 1e-4, cosine;
-    each method's own defaults (`supermask list methods --verbose`) take precedence."""
+    Each method's defaults (`supermask list methods --verbose`) fill what is not given."""
     from .search import SearchConfig, search as run_search
-
     from .sweep import expand_grid, parse_list
+    from .training import TrainConfig
 
-    quiet = kw.pop("quiet")
-    _configure_logging(kw.pop("verbose"), quiet)
+    invocation = _invocation(kw)
     _refuse_pruner(kw["method"])
-    train_cfg = _train_config(kw)  # what is not given stays None: the method's defaults fill it
+    train_cfg = with_train_overrides(TrainConfig(), kw)  # what is not given stays None: the method's defaults fill it
     densities = resolve_densities(kw.pop("density"), kw.pop("sparsity"), 0.5)
     seeds, inits = _seeds(kw), parse_list(kw.pop("init"), str, "--init")
     configs = expand_grid(SearchConfig(train=train_cfg, **kw), init=inits, density=densities, seed=seeds)
-    results = _run_points(configs, lambda c, cb: run_search(c, callbacks=cb), quiet,
-                          lambda c: f"{c.arch} {c.init} d={c.density:g} s={c.seed}")
-    for result in results:
-        _echo_result(result)
+    _run_points(configs, lambda c, cb: run_search(c, callbacks=cb), invocation,
+                lambda c: f"{c.arch} {c.method} {c.init} d={c.density:g} s={c.seed}", _echo_result)
+
+
+def _dense_default(field: str) -> str:
+    from .catalog import DENSE_TRAIN_DEFAULTS
+
+    return plain_default(field, DENSE_TRAIN_DEFAULTS)
 
 
 @cli.command(name="train")
@@ -245,87 +308,117 @@ def search(**kw) -> None:
 @click.option("--init", "init", default="kaiming-normal", show_default=True,
               help="Weight init, or a list (see `supermask list inits`).")
 @click.option("--ticket", default=None, type=click.Path(file_okay=False),
-              help="Fine-tune this finished search run's ticket (its weights under its mask) instead.")
-@train_options(TrainConfig(lr=0.01))
-@output_options
+              help="Fine-tune this finished search run's ticket (its weights under its mask) instead. "
+                   "[default: off: train the dense network from its init]")
+@train_options(_dense_default)
+@run_options
 def train_cmd(**kw) -> None:
     """Train the dense baseline (or, with --ticket, fine-tune a strong ticket): weights trained."""
     from .dense import DenseConfig, _ticket_config, train_dense
-
     from .sweep import expand_grid, parse_list
 
-    quiet = kw.pop("quiet")
-    _configure_logging(kw.pop("verbose"), quiet)
+    invocation = _invocation(kw)
     if kw["ticket"] is not None:  # the architecture and data are the ticket's
         found = _ticket_config(kw["ticket"])
         kw.update(arch=found.arch, dataset=found.dataset, width=found.width)
     seeds, inits = _seeds(kw), parse_list(kw.pop("init"), str, "--init")
-    configs = expand_grid(DenseConfig(train=_train_config(kw), **kw), init=inits, seed=seeds)
-    for result in _run_points(configs, lambda c, cb: train_dense(c, callbacks=cb), quiet,
-                              lambda c: f"{c.arch} {'fine-tune' if c.ticket else 'dense'} s={c.seed}"):
-        _echo_result(result)
+    train_cfg = with_train_overrides(DenseConfig().train, kw)
+    configs = expand_grid(DenseConfig(train=train_cfg, **kw), init=inits, seed=seeds)
+    _run_points(configs, lambda c, cb: train_dense(c, callbacks=cb), invocation,
+                lambda c: f"{c.arch} {'fine-tune' if c.ticket else 'dense'} {c.init} s={c.seed}", _echo_result)
 
 
-@cli.command(name="imp")
+def _imp_default(field: str) -> str:
+    from supermask_imp.defaults import DEFAULT_EPOCHS
+
+    return family_train_default(field, f"{DEFAULT_EPOCHS} a level")
+
+
+def _family_help(text: str, field: str) -> str:
+    return help_with_default(text, family_default(field))
+
+
+def _family_table() -> str:
+    from supermask_imp.defaults import family_summary
+
+    return family_summary()
+
+
+@cli.command(name="imp", help=f"""Find weak tickets: iterative magnitude pruning with rewinding (and its controls).
+
+Training and pruning defaults follow each family's reference (every value lands in config.json;
+options given win): {_family_table()}.""")
 @model_options
 @click.option("--levels", default=10, show_default=True, type=int, help="Pruning levels after the dense level 0.")
-@click.option("--target-density", default=None, type=float, help="Prune until this density (overrides --levels).")
+@click.option("--target-density", default=None, type=float,
+              help="Prune until this density (overrides --levels). [default: off]")
 @click.option("--one-shot", is_flag=True, help="Prune straight to the final density in one level.")
 @click.option("--scope", default=None, type=click.Choice(["global", "layerwise"]),
-              help="[default: the family's: layerwise for LeNet/Conv-N, global otherwise]")
+              help=_family_help("One magnitude threshold over all layers, or per-layer fractions.", "scope"))
 @click.option("--prune-fraction", default=None, type=float,
-              help="Fraction of the survivors removed per level (global; layerwise: FC layers). [default: 0.2]")
-@click.option("--conv-prune-fraction", default=None, type=float, help="Layerwise: for convolutions.")
-@click.option("--output-prune-fraction", default=None, type=float, help="Layerwise: for the output layer.")
+              help=_family_help("Fraction of the survivors removed per level (global; layerwise: FC layers).",
+                                "fc_fraction"))
+@click.option("--conv-prune-fraction", default=None, type=float,
+              help=_family_help("Layerwise: for convolutions.", "conv_fraction"))
+@click.option("--output-prune-fraction", default=None, type=float,
+              help=_family_help("Layerwise: for the output layer.", "output_fraction"))
 @click.option("--keep-unpruned", default=None,
-              help="Comma-separated weight names never pruned. [default: the family's; VGG: classifier.weight]")
+              help=_family_help("Comma-separated weight names never pruned.", "keep_unpruned"))
 @click.option("--bn-init", default=None, type=click.Choice(["ones", "uniform"]),
-              help="BatchNorm γ at initialisation. [default: the family's; ResNet/VGG: uniform, as open_lth]")
+              help=_family_help("BatchNorm γ at initialisation (uniform: U(0, 1), as open_lth).", "bn_init"))
 @click.option("--rewind", default="0", show_default=True, help="Rewind to step 0, <N>it or <N>ep (late rewinding).")
 @click.option("--control", default="none", show_default=True,
               help="none, reinit or random-prune, or a list (controls run after the IMP run they use).")
-@click.option("--init", "init", default="kaiming-normal", show_default=True)
+@click.option("--init", "init", default="kaiming-normal", show_default=True,
+              help="Weight init of the dense network (see `supermask list inits`).")
 @click.option("--early-bird", default=None, type=click.Choice(["magnitude", "channel"]),
               help="Early-bird tickets (You et al. 2020): magnitude (IMP's weight mask settles, dense training "
                    "stops, IMP goes on) or channel (the paper's BatchNorm-γ channel ticket, VGG/ResNet; the "
-                   "physically smaller network is trained).")
-@click.option("--eb-l1", default=None, type=float, help="Early-bird channel: L1 penalty on BatchNorm γ [1e-4].")
-@click.option("--eb-epsilon", default=None, type=float, help="Early-bird: mask distance threshold [0.1].")
-@click.option("--eb-window", default=None, type=int, help="Early-bird: epochs the distance must stay below it [5].")
-@train_options(None)
-@output_options
+                   "physically smaller network is trained). [default: off]")
+@click.option("--eb-l1", default=None, type=float, help="Early-bird channel: L1 penalty on BatchNorm γ [default: 1e-4].")
+@click.option("--eb-epsilon", default=None, type=float, help="Early-bird: mask distance threshold [default: 0.1].")
+@click.option("--eb-window", default=None, type=int,
+              help="Early-bird: epochs the distance must stay below it [default: 5].")
+@train_options(_imp_default)
+@run_options
 def imp_cmd(**kw) -> None:
-    """Find weak tickets: iterative magnitude pruning with rewinding (and its controls)."""
     from supermask_imp import IMPConfig, run_imp
 
     from .sweep import expand_grid, parse_list
 
-    quiet = kw.pop("quiet")
-    _configure_logging(kw.pop("verbose"), quiet)
-    overrides = _train_overrides(kw)
+    invocation = _invocation(kw)
+    overrides = train_overrides(kw)
     seeds, controls = _seeds(kw), parse_list(kw.pop("control"), str, "--control")
     keep = kw.pop("keep_unpruned")
     kw["keep_unpruned"] = None if keep is None else tuple(x for x in keep.split(",") if x)
     config = IMPConfig.for_arch(kw.pop("arch"), epochs=overrides.pop("epochs", None), **kw)
     config.train = dataclasses.replace(config.train, **overrides)
     configs = expand_grid(config, control=controls, seed=seeds)
-    for result in _run_points(configs, lambda c, cb: run_imp(c, callbacks=cb), quiet,
-                              lambda c: f"{c.arch} imp {c.control} s={c.seed}"):
-        if not distributed.is_main():
-            continue
-        click.echo(f"{'already finished' if result.skipped else 'finished'}: {result.run_dir}")
-        click.echo(f"{'level':>5} {'density':>8} {'test acc':>9} {'best val':>9} {'early-stop it':>14}")
-        for row in result.levels:
-            click.echo(f"{row['level']:>5} {row['density']:>8.4f} {row['test_accuracy']:>9.4f} "
-                       f"{row['best_val_accuracy']:>9.4f} {row['min_val_loss_step']:>14}")
+    _run_points(configs, lambda c, cb: run_imp(c, callbacks=cb), invocation,
+                lambda c: f"{c.arch} imp{'' if c.control == 'none' else ' ' + c.control} s={c.seed}", _echo_levels)
+
+
+def _echo_levels(result, label: str) -> None:
+    click.echo(f"{'already finished' if result.skipped else 'finished'}: {result.run_dir}")
+    click.echo(f"{label}:")
+    click.echo(f"{'level':>5} {'density':>8} {'test acc':>9} {'best val':>9} {'early-stop it':>14}")
+    for row in result.levels:
+        click.echo(f"{row['level']:>5} {row['density']:>8.4f} {row['test_accuracy']:>9.4f} "
+                   f"{row['best_val_accuracy']:>9.4f} {row['min_val_loss_step']:>14}")
 
 
 def _refuse_pruner(method: str) -> None:
-    from supermask_imp import PRUNERS
+    from .catalog import PRUNERS
 
     if method in PRUNERS:
         raise SupermaskError(f"{method!r} prunes at initialisation and trains the weights: "
                              f"use `supermask prune --method {method}`")
+
+
+def _prune_default(field: str) -> str:
+    from supermask_imp.defaults import DEFAULT_EPOCHS
+
+    return family_train_default(field, str(DEFAULT_EPOCHS))
 
 
 @cli.command(name="prune")
@@ -333,28 +426,30 @@ def _refuse_pruner(method: str) -> None:
 @click.option("--method", default="snip", show_default=True,
               help="random, magnitude, snip, grasp or synflow, or a list.")
 @click.option("--density", default=None, help="Fraction of weights kept, in (0, 1], or a list. [default: 0.1]")
-@click.option("--sparsity", default=None, help="Fraction of weights removed (1 - density), or a list.")
-@click.option("--scope", default="global", show_default=True, type=click.Choice(["global", "layerwise"]))
-@click.option("--init", "init", default="kaiming-normal", show_default=True)
-@train_options(None)
-@output_options
+@click.option("--sparsity", default=None, help="Fraction of weights removed (1 - density), or a list. [default: from --density]")
+@click.option("--scope", default="global", show_default=True, type=click.Choice(["global", "layerwise"]),
+              help="One score threshold over all layers, or one per layer.")
+@click.option("--init", "init", default="kaiming-normal", show_default=True,
+              help="Weight init (see `supermask list inits`).")
+@train_options(_prune_default)
+@run_options
 def prune_cmd(**kw) -> None:
-    """Prune at initialisation (SNIP, GraSP, SynFlow, magnitude, random), then train the survivors."""
+    """Prune at initialisation (SNIP, GraSP, SynFlow, magnitude, random), then train the survivors.
+
+    Training defaults are IMP's for the architecture's family (see `supermask imp -h`)."""
     from supermask_imp import PruneConfig, prune_and_train
 
     from .sweep import expand_grid, parse_list
 
-    quiet = kw.pop("quiet")
-    _configure_logging(kw.pop("verbose"), quiet)
-    overrides = _train_overrides(kw)
+    invocation = _invocation(kw)
+    overrides = train_overrides(kw)
     densities = resolve_densities(kw.pop("density"), kw.pop("sparsity"), 0.1)
     seeds, methods = _seeds(kw), parse_list(kw.pop("method"), str, "--method")
     config = PruneConfig.for_arch(kw.pop("arch"), epochs=overrides.pop("epochs", None), **kw)
     config.train = dataclasses.replace(config.train, **overrides)
     configs = expand_grid(config, method=methods, density=densities, seed=seeds)
-    for result in _run_points(configs, lambda c, cb: prune_and_train(c, callbacks=cb), quiet,
-                              lambda c: f"{c.arch} {c.method} d={c.density:g} s={c.seed}"):
-        _echo_result(result)
+    _run_points(configs, lambda c, cb: prune_and_train(c, callbacks=cb), invocation,
+                lambda c: f"{c.arch} {c.method} d={c.density:g} s={c.seed}", _echo_result)
 
 
 @cli.command()
@@ -373,6 +468,7 @@ def compare(paths: tuple[str, ...], out: str) -> None:
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@plugin_option
 @click.option("--format", "fmt", required=True, type=click.Choice(["mask", "state-dict", "torch-prune", "ticket"]))
 @click.option("--out", default=None, type=click.Path(),
               help="Output file, or a folder for <format>.safetensors [default: RUN_DIR/export/<format>.safetensors].")
@@ -394,6 +490,7 @@ def export(run_dir: str, fmt: str, out: Optional[str], force: bool) -> None:
 @click.option("--data-root", default=None, type=click.Path(file_okay=False),
               help="Folder of downloaded data sets [default: $SUPERMASK_DATA or ~/.cache/supermask/data].")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
+@plugin_option
 def evaluate_cmd(path: str, data_root: Optional[str], device: str) -> None:
     """Re-evaluate an export (ticket, state-dict or torch-prune) on its data set's test split."""
     from pathlib import Path
@@ -410,42 +507,12 @@ def evaluate_cmd(path: str, data_root: Optional[str], device: str) -> None:
 @cli.command(name="list")
 @click.argument("what", type=click.Choice(["archs", "datasets", "methods", "inits"]))
 @click.option("--verbose", "-v", is_flag=True, help="methods: also each search method's defaults and reference.")
+@plugin_option
 def list_(what: str, verbose: bool) -> None:
-    """List the registered architectures, data sets, methods or initialisers."""
-    if what == "archs":
-        from .models import list_models
+    """List the architectures, data sets, methods or initialisers (built in, and what --import registered)."""
+    from . import listing
 
-        items = list_models()
-    elif what == "datasets":
-        from .data import list_datasets
-
-        items = list_datasets()
-    elif what == "methods":
-        from supermask_imp import PRUNERS
-        from supermask_imp.pai import PRUNER_SUMMARIES
-
-        from .methods import METHODS
-
-        items = []
-        for name in METHODS:
-            items.append(f"{name} (search): {METHODS.get(name).summary}")
-            if verbose:
-                from .search import resolved_defaults
-
-                defaults = ", ".join(f"{k} {v}" for k, v in resolved_defaults(name).items())
-                items += [f"    defaults: {defaults}", f"    reference: {METHODS.get(name).reference}"]
-        items += [f"{name} (prune): {PRUNER_SUMMARIES[name]}" for name in PRUNERS]
-        items += ["imp (imp): Frankle & Carbin 2019: iterative magnitude pruning with rewinding",
-                  "imp-early-bird-magnitude (imp --early-bird magnitude): You et al. 2020, unstructured: dense training "
-                  "stops once IMP's mask settles",
-                  "early-bird-channel (imp --early-bird channel): You et al. 2020: BatchNorm-γ channel ticket "
-                  "under L1, trained as a smaller network",
-                  "dense (train): the dense baseline, weights trained"]
-    else:
-        from .nn import SCORE_INITS, WEIGHT_INITS
-
-        items = [f"{name}" for name in WEIGHT_INITS] + [f"score: {name}" for name in SCORE_INITS]
-    for item in items:
+    for item in listing.items(what, verbose):
         click.echo(item)
 
 
@@ -471,6 +538,9 @@ def _main(argv: Optional[list[str]]) -> int:
         cli.main(args=argv, prog_name="supermask", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except click.UsageError as exc:  # click's "Try ... for help" hint, kept on the one line
+        hint = f" (see '{exc.ctx.command_path} -h')" if exc.ctx is not None else ""
+        return _fail(exc.format_message() + hint)
     except click.ClickException as exc:
         return _fail(exc.format_message())
     except TrainingDiverged as exc:
@@ -484,12 +554,14 @@ def _main(argv: Optional[list[str]]) -> int:
         click.echo("supermask: interrupted; run the same command again to resume", err=True)
         return EXIT_INTERRUPTED
     finally:
-        distributed.teardown()
+        dist = _distributed()
+        if dist is not None:
+            dist.teardown()
     return 0
 
 
 def _fail(message: str, status: int = EXIT_USAGE) -> int:
-    if distributed.is_main():
+    if _is_main():
         click.echo(f"supermask: error: {message}", err=True)
     return status
 

@@ -20,6 +20,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from .catalog import DENSE_TRAIN_DEFAULTS
 from .errors import SupermaskError
 from .experiment import ExperimentConfig, ExperimentResult, run_experiment
 from .io import read_json
@@ -32,7 +33,7 @@ from .training import Callback, MaskAfterStep, TrainConfig
 @dataclass
 class DenseConfig(ExperimentConfig):
     init: str = "kaiming-normal"
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=0.01))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(**DENSE_TRAIN_DEFAULTS))
     ticket: Optional[str] = None  # a finished search run whose ticket is fine-tuned (its path: not hashed)
     ticket_checksum: Optional[str] = None  # what identifies that ticket's network (its state checksum)
 

@@ -20,10 +20,9 @@ import torch
 from torch import nn
 
 from .data import DATASETS, Dataset, DatasetInfo, fingerprint, load_dataset
-from .data.datasets import IMAGEFOLDER_PREFIX
+from .catalog import IMAGEFOLDER_PREFIX, TORCHVISION_PREFIX
 from .errors import SupermaskError
 from .models import MODELS, InputSpec, Layers
-from .models.registry import TORCHVISION_PREFIX
 from .models.torchvision_models import check_torchvision_name
 from .nn import density_report, model_masks
 from .runs import RESULT_KEYS, RunDir, config_dict, config_hash, run_path

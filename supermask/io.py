@@ -16,8 +16,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .errors import RunError
 
 
@@ -49,6 +47,8 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
+    import torch  # here, not at the top: the CLI's help and lists import this module without torch
+
     buffer = io.BytesIO()
     torch.save(state, buffer)
     atomic_write_bytes(path, buffer.getvalue())
@@ -57,6 +57,8 @@ def save_checkpoint(path: Path, state: dict) -> None:
 def load_checkpoint(path: Path, map_location="cpu") -> dict:
     """Load a checkpoint without executing code from it."""
     try:
+        import torch
+
         return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise RunError(f"{path}: checkpoint not found") from None

@@ -29,6 +29,7 @@ import socket
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
+from .catalog import IMAGEFOLDER_PREFIX
 from .errors import RunError, RunLocked
 from .io import atomic_write_bytes, atomic_write_json, load_checkpoint, read_json, read_tensors, save_checkpoint
 
@@ -79,7 +80,6 @@ def _omit_later_defaults(fields: dict, prefix: str = "") -> dict:
     return out
 
 
-IMAGEFOLDER_PREFIX = "imagefolder:"
 
 
 def dataset_identity(dataset: str) -> str:

@@ -22,6 +22,7 @@ from typing import Optional, Sequence
 
 from torch import nn
 
+from .catalog import GENERIC_SEARCH_DEFAULTS
 from .experiment import ExperimentConfig, ExperimentResult, run_experiment
 from .methods import METHODS
 from .models import InputSpec
@@ -30,6 +31,7 @@ from .errors import SupermaskError
 from .nn.init import canonical
 from .training import Callback, TrainConfig
 
+#: What :func:`search` returns: an :class:`~supermask.experiment.ExperimentResult` (the same class).
 SearchResult = ExperimentResult
 log = logging.getLogger(__name__)
 
@@ -37,9 +39,6 @@ log = logging.getLogger(__name__)
 #: Below this starting density Bernoulli's sampled network rarely learns (measured: docs/fidelity.md).
 BERNOULLI_LOW_START = 0.1
 
-#: The search's defaults where a method sets none (edge-popup's: Ramanujan et al. 2020).
-GENERIC_DEFAULTS = {"scope": "layerwise", "init": "signed-constant", "scaled_fan": False,
-                    "score_init": "kaiming-uniform"}
 #: Fields that only some methods read: None unless the chosen method uses them.
 METHOD_OPTIONS = ("rerandomize_every", "rerandomize_rate", "score_l2", "freeze_every", "bernoulli_eval",
                   "rescale_weights")
@@ -48,7 +47,7 @@ METHOD_OPTIONS = ("rerandomize_every", "rerandomize_rate", "score_l2", "freeze_e
 @dataclass
 class SearchConfig(ExperimentConfig):
     """A strong-ticket search. Fields left None take the method's default (see
-    ``supermask list methods --verbose``), then :data:`GENERIC_DEFAULTS`; ``validate`` writes
+    ``supermask list methods --verbose``), then :data:`GENERIC_SEARCH_DEFAULTS`; ``validate`` writes
     the resolved values into the config, so they are in ``config.json`` and the hash."""
 
     method: str = "edge-popup"
@@ -76,7 +75,7 @@ class SearchConfig(ExperimentConfig):
                 owners = [m for m in METHODS if name in METHODS.get(m).options]
                 raise SupermaskError(f"--{name.replace('_', '-')} applies to {' and '.join(owners)} only, "
                                      f"not {self.method}")
-        for name, value in {**GENERIC_DEFAULTS, **method.defaults}.items():
+        for name, value in {**GENERIC_SEARCH_DEFAULTS, **method.defaults}.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
         self.train.with_defaults(**method.train_defaults)
@@ -107,7 +106,7 @@ def resolved_defaults(method: str) -> dict:
     """The settings a search with ``method`` runs at when nothing else is given (as ``validate``
     resolves them: the method's defaults, then the generic ones)."""
     config = SearchConfig(method=method).validate()
-    fields = {name: getattr(config, name) for name in (*GENERIC_DEFAULTS, *METHODS.get(method).options)}
+    fields = {name: getattr(config, name) for name in (*GENERIC_SEARCH_DEFAULTS, *METHODS.get(method).options)}
     train = config.train
     fields.update(optimizer=train.optimizer, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay,
                   schedule=train.schedule, batch_size=train.batch_size, epochs=train.epochs)

@@ -1,9 +1,14 @@
-"""Weak tickets: iterative magnitude pruning with rewinding, on supermask's zoo, data and trainer."""
+"""Weak tickets: iterative magnitude pruning with rewinding, on supermask's zoo, data and trainer.
 
-from .engine import CONTROLS, IMPConfig, IMPResult, MaskAfterStep, run_imp
-from .pai import PRUNERS, PruneConfig, prune_and_train
-from .pruning import magnitude_prune, random_masks_like
-from .rewind import RewindPoint, rewind, snapshot
+Names are imported on first use (``supermask_imp.defaults`` needs no torch)."""
 
-__all__ = ["CONTROLS", "IMPConfig", "IMPResult", "MaskAfterStep", "PRUNERS", "PruneConfig", "RewindPoint", "magnitude_prune",
-           "prune_and_train", "random_masks_like", "rewind", "run_imp", "snapshot"]
+from supermask.lazy import lazy_exports
+
+_EXPORTS = {
+    **dict.fromkeys(["CONTROLS", "IMPConfig", "IMPResult", "MaskAfterStep", "run_imp"], ".engine"),
+    **dict.fromkeys(["PRUNERS", "PruneConfig", "prune_and_train"], ".pai"),
+    **dict.fromkeys(["magnitude_prune", "random_masks_like"], ".pruning"),
+    **dict.fromkeys(["RewindPoint", "rewind", "snapshot"], ".rewind"),
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -206,6 +206,7 @@ def run_channel_levels(config, data, spec, device, root: RunDir, callbacks) -> l
     from supermask.runs import config_dict
     from supermask.tickets import save_ticket
     from supermask.training import MaskAfterStep, train
+    from supermask.training.callbacks import announce_stage
 
     from .engine import _final_state, build_masked
 
@@ -222,6 +223,7 @@ def run_channel_levels(config, data, spec, device, root: RunDir, callbacks) -> l
         if writer:
             run.prepare(config_dict(config) | {"level": level})
         with run.tracking_status() if writer else contextlib.nullcontext():
+            announce_stage(callbacks, f"level {level}/1 " + ("dense, L1 on γ" if level == 0 else "channel ticket"))
             started = time.time()
             summary = train(model, [p for p in model.parameters() if p.requires_grad], data, config.train,
                             seed=config.seed, device=device, run=run,

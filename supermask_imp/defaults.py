@@ -68,3 +68,54 @@ def default_train_config(arch: str, epochs: int = DEFAULT_EPOCHS) -> TrainConfig
     return TrainConfig(epochs=epochs, batch_size=d.batch_size, optimizer=d.optimizer, lr=d.lr, momentum=d.momentum,
                        weight_decay=d.weight_decay, schedule=d.schedule, warmup_epochs=d.warmup_epochs,
                        milestones=milestones)
+
+
+def _collapse(names: list[str]) -> str:
+    """``conv2, conv4, conv6`` -> ``conv2/4/6``: one family's sizes together."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        stem = name.rstrip("0123456789")
+        groups.setdefault(stem if stem != name else name, []).append(name[len(stem):] if stem != name else "")
+    return ", ".join(stem + "/".join(sizes) if sizes[0] else stem for stem, sizes in groups.items())
+
+
+def family_default_text(field: str) -> str:
+    """What ``--<field>`` defaults to in each family, for the CLI's help: ``adam lenet_300_100,
+    conv2/4/6/8; sgd resnet18/20/56, vgg11/16/19, other models``."""
+    by_value: dict[object, list[str]] = {}
+    for arch, defaults in FAMILIES.items():
+        by_value.setdefault(getattr(defaults, field), []).append(arch)
+    deep = getattr(DEEP, field)
+    parts = []
+    for value, archs in by_value.items():
+        others = ", other models" if value == deep else ""
+        parts.append(f"{_format(value)} {_collapse(archs)}{others}")
+    if deep not in by_value:
+        parts.append(f"{_format(deep)} other models")
+    return "; ".join(parts)
+
+
+def _format(value: object) -> str:
+    if isinstance(value, tuple):
+        return ",".join(value) or "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def family_summary() -> str:
+    """One clause per family for the CLI's help: ``lenet_300_100: adam 0.0012, batch 60, constant, ...``."""
+    def clause(d: FamilyDefaults) -> str:
+        momentum = f" momentum {d.momentum:g}, wd {d.weight_decay:g}," if d.optimizer == "sgd" else ""
+        schedule = "x0.1 at 50% and 75%" if d.schedule == "step" else d.schedule
+        warmup = f", {d.warmup_epochs:g} warmup epochs" if d.warmup_epochs else ""
+        fractions = (f"layerwise conv {d.conv_fraction:g}, fc {d.fc_fraction:g}, output {d.output_fraction:g}"
+                     if d.scope == "layerwise" else f"global {d.fc_fraction:g}")
+        kept = f", {', '.join(d.keep_unpruned)} unpruned" if d.keep_unpruned else ""
+        return (f"{d.optimizer} {d.lr:g},{momentum} batch {d.batch_size}, {schedule}{warmup}, prune {fractions}{kept}, "
+                f"BatchNorm γ {d.bn_init}")
+
+    by_clause: dict[str, list[str]] = {}
+    for arch, defaults in FAMILIES.items():
+        by_clause.setdefault(clause(defaults), []).append(arch)
+    parts = [f"{_collapse(archs)}: {text}" for text, archs in by_clause.items()]
+    parts.append(f"other models: {clause(DEEP)}")
+    return f"{DEFAULT_EPOCHS} epochs a level; " + "; ".join(parts)

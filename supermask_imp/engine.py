@@ -45,6 +45,7 @@ from supermask.nn.masked import get_masks, set_masks
 from supermask.runs import RESULT_KEYS, RunDir, config_dict
 from supermask.tickets import read_ticket, save_ticket
 from supermask.training import Callback, MaskAfterStep, TrainConfig, distributed, resolve_device, train
+from supermask.training.callbacks import announce_stage
 
 from .defaults import default_train_config, family_defaults
 from .early_bird import EarlyBird
@@ -322,6 +323,8 @@ def _run_levels(config, data, spec, device, root, main, rewind_point, rewind_ste
                                        run)
                 extra.append(early_bird)
             ticket_state = snapshot(model)
+            announce_stage(callbacks, f"level {level}/{config.pruning_levels()} "
+                                      f"d={describe_density(model)['density']:.4f}")
             started = time.time()
             summary = train(model, [p for p in model.parameters() if p.requires_grad], data, config.train,
                             seed=config.seed, device=device, run=run,

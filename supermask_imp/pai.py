@@ -59,13 +59,6 @@ Scores = dict[str, Tensor]
 Pruner = Callable[[nn.Module, Optional[list], int, float, str, InputSpec], dict[str, Tensor]]
 PRUNERS: Registry[Pruner] = Registry("pruning method")
 DATA_FREE = {"random", "magnitude", "synflow"}
-PRUNER_SUMMARIES = {
-    "random": "a uniformly random mask of the density, then training",
-    "magnitude": "the largest |w| at initialisation, then training",
-    "snip": "Lee et al. 2019: |g * w| on one batch, then training",
-    "grasp": "Wang et al. 2020: keep the highest w * Hg (gradient-flow preserving), then training",
-    "synflow": "Tanaka et al. 2020: iterative, data-free synaptic flow, then training",
-}
 SYNFLOW_ROUNDS = 100
 GRASP_TEMPERATURE = 200.0  # the softmax temperature of GraSP's reference code
 

@@ -114,8 +114,9 @@ def test_imp_end_to_end_prints_the_level_table(capsys, tmp_path):
     code, out, _ = run_cli(args, capsys)
     lines = out.strip().split("\n")
     assert code == 0 and lines[0].startswith("finished: ")
-    assert lines[1].split() == ["level", "density", "test", "acc", "best", "val", "early-stop", "it"]
-    assert [line.split()[0] for line in lines[2:]] == ["0", "1"]
+    assert lines[1] == "lenet_300_100 imp s=0:"  # the summary names what ran
+    assert lines[2].split() == ["level", "density", "test", "acc", "best", "val", "early-stop", "it"]
+    assert [line.split()[0] for line in lines[3:]] == ["0", "1"]
     config = json.loads(open(lines[0].split(": ", 1)[1] + "/config.json").read())
     assert config["train"]["optimizer"] == "adam" and config["train"]["lr"] == 1.2e-3  # the family's defaults
     assert config["train"]["batch_size"] == 500  # a given option wins
@@ -138,13 +139,13 @@ def _bench(tmp_path, *args):
 
 
 def test_benchmark_script_measures_data_and_eval(tmp_path):
-    assert _bench(tmp_path, "--only", "data,eval") == {"resident_data", "cached_eval"}
+    assert _bench(tmp_path, "--only", "data,eval,cli") == {"resident_data", "cached_eval", "cli_help"}
 
 
 @pytest.mark.slow
 def test_benchmark_script_measures_everything(tmp_path):
     assert _bench(tmp_path) == {"selection_layerwise", "selection_global", "edge_popup_step", "imp_step",
-                                "resident_data", "cached_eval", "epoch"}
+                                "resident_data", "cached_eval", "epoch", "cli_help"}
 
 
 def test_export_command_writes_the_compact_ticket(capsys, tmp_path):

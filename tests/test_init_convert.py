@@ -95,3 +95,61 @@ def test_convert_keeps_given_weights_with_init_none():
     assert torch.equal(out[0].weight, lin.weight)
     x = torch.randn(2, 6)
     assert torch.equal(out(x), lin(x))
+
+
+def _trained_like_resnet18():
+    """A torchvision ResNet-18 with non-trivial BatchNorm γ/β and statistics, as a trained one has."""
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def test_converting_a_pretrained_model_keeps_its_weights_and_batchnorm():
+    plain = _trained_like_resnet18()
+    converted = convert(plain, density=1.0, init=None).eval()  # bn: frozen by default with init=None
+    plain_state = plain.state_dict()
+    for name, value in converted.state_dict().items():
+        if not name.endswith("scores"):
+            assert torch.equal(value, plain_state[name]), name
+    bn = [m for m in converted.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert all(m.affine and not m.weight.requires_grad and not m.bias.requires_grad for m in bn)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(converted(x), plain(x), atol=1e-5)  # density 1: the same function
+    learned = convert(plain, density=0.5, init=None, learned_bn=True)
+    assert all(m.weight.requires_grad and torch.equal(m.weight, p.weight) for m, p in
+               zip((m for m in learned.modules() if isinstance(m, nn.BatchNorm2d)),
+                   (m for m in plain.modules() if isinstance(m, nn.BatchNorm2d))))
+    with pytest.raises(SupermaskError, match="contradicts"):
+        convert(plain, init=None, learned_bn=True, bn="frozen")
+    with pytest.raises(SupermaskError, match="bn must be one of"):
+        convert(plain, bn="affine")
+
+
+@pytest.mark.parametrize("bn", ["frozen", "learned"])
+def test_state_dicts_load_both_ways_with_affine_batchnorm(bn):
+    plain = _trained_like_resnet18()
+    converted = convert(plain, density=0.3, init=None, bn=bn)
+    fresh = torchvision.models.resnet18(num_classes=10)
+    fresh.load_state_dict({k: v for k, v in converted.state_dict().items() if not k.endswith(".scores")})  # strict
+    other = convert(torchvision.models.resnet18(num_classes=10), density=0.3, init="signed-constant", bn=bn)
+    result = other.load_state_dict(plain.state_dict(), strict=False)
+    masked = [n for n, m in other.named_modules() if isinstance(m, SupermaskMixin)]
+    assert sorted(result.missing_keys) == sorted(f"{n}.scores" for n in masked) and not result.unexpected_keys
+    assert torch.equal(other.conv1.weight, plain.conv1.weight)
+
+
+def test_non_affine_conversion_drops_exactly_the_batchnorm_affine_parameters():
+    plain = _trained_like_resnet18()
+    converted = convert(plain, density=0.3)  # re-drawn weights: non-affine BatchNorm (edge-popup)
+    result = converted.load_state_dict(plain.state_dict(), strict=False)
+    bn = [n for n, m in plain.named_modules() if isinstance(m, nn.BatchNorm2d)]
+    assert sorted(result.unexpected_keys) == sorted([f"{n}.weight" for n in bn] + [f"{n}.bias" for n in bn])
+    assert all(k.endswith(".scores") for k in result.missing_keys)

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset as TorchDataset
 
+from ..catalog import IMAGEFOLDER_PREFIX
 from ..errors import DataError, SupermaskError
 from ..registry import Registry
 from . import formats
@@ -34,7 +35,6 @@ from . import formats
 log = logging.getLogger(__name__)
 
 VAL_SPLIT_SEED = 0
-IMAGEFOLDER_PREFIX = "imagefolder:"
 
 
 @dataclass(frozen=True)

@@ -19,12 +19,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
-from torch import nn
-
-from ..models import InputSpec
+from ..catalog import SEARCH_METHODS
 from ..registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
+
+    from ..models import InputSpec
     from ..search import SearchConfig
     from ..training import Callback
 
@@ -42,13 +43,21 @@ class Method:
 
     name: str
     summary: str
-    build: Callable[["SearchConfig", InputSpec], nn.Module]
+    build: Callable[["SearchConfig", "InputSpec"], "nn.Module"]
     callbacks: Callable[["SearchConfig"], list["Callback"]] = field(default=_no_callbacks)
     density_is_outcome: bool = False  # the mask's density is learned, not imposed (Bernoulli)
     defaults: dict = field(default_factory=dict)  # SearchConfig fields, e.g. {"init": "kaiming-normal"}
     train_defaults: dict = field(default_factory=dict)  # TrainConfig fields, e.g. {"lr": 100.0}
     reference: str = ""  # the paper and the reference code the defaults come from
     options: tuple[str, ...] = ()  # the SearchConfig fields that only this method reads
+
+    @classmethod
+    def builtin(cls, name: str, build: Callable, callbacks: Callable = _no_callbacks) -> "Method":
+        """A built-in method: its summary, defaults and reference are its card in :mod:`supermask.catalog`."""
+        card = SEARCH_METHODS[name]
+        return cls(name, card.summary, build, callbacks, density_is_outcome=card.density_is_outcome,
+                   defaults=dict(card.defaults), train_defaults=dict(card.train_defaults),
+                   reference=card.reference, options=card.options)
 
 
 METHODS: Registry[Method] = Registry("method")

@@ -102,14 +102,4 @@ def build_bernoulli(config: "SearchConfig", spec: InputSpec) -> nn.Module:
     return model
 
 
-METHODS.add("bernoulli", Method(
-    "bernoulli",
-    "Zhou et al. 2019: Bernoulli(sigmoid(scores)) masks sampled each step and at evaluation; the density is an outcome",
-    build_bernoulli,
-    density_is_outcome=True,
-    defaults={"init": "signed-constant-glorot", "bernoulli_eval": "sample", "rescale_weights": False},
-    train_defaults={"lr": 100.0, "weight_decay": 0.0},
-    options=("bernoulli_eval", "rescale_weights"),
-    reference="Zhou et al. 2019, 'Deconstructing Lottery Tickets: Zeros, Signs, and the Supermask'; "
-              "uber-research/deconstructing-lottery-tickets (train_supermask.py: SGD lr 100, l2 on weights only)",
-))
+METHODS.add("bernoulli", Method.builtin("bernoulli", build_bernoulli))

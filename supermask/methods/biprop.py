@@ -58,11 +58,4 @@ def build_biprop(config: "SearchConfig", spec: InputSpec) -> nn.Module:
     return retype(build_edge_popup(config, spec), BinarisedConv2d, BinarisedLinear)
 
 
-METHODS.add("biprop", Method(
-    "biprop",
-    "Diffenderfer & Kailkhura 2021: edge-popup mask over binarised weights sign(w)*alpha per layer",
-    build_biprop,
-    defaults={"init": "kaiming-normal", "scaled_fan": True},
-    reference="Diffenderfer & Kailkhura 2021, 'Multi-Prize Lottery Ticket Hypothesis'; chrundle/biprop "
-              "(smallscale configs: kaiming_normal, scale_fan, SGD lr 0.1, wd 1e-4, cosine)",
-))
+METHODS.add("biprop", Method.builtin("biprop", build_biprop))

@@ -36,10 +36,4 @@ def retype(model: nn.Module, conv: type, linear: type) -> nn.Module:
     return model
 
 
-METHODS.add("edge-popup", Method(
-    "edge-popup",
-    "Ramanujan et al. 2020: learned scores, top-k mask, straight-through gradient",
-    build_edge_popup,
-    reference="Ramanujan et al. 2020, 'What's Hidden in a Randomly Weighted Neural Network?'; "
-              "allenai/hidden-networks (configs for Conv-2/4/6/8: signed constant, SGD lr 0.1, wd 1e-4, cosine)",
-))
+METHODS.add("edge-popup", Method.builtin("edge-popup", build_edge_popup))

@@ -46,10 +46,6 @@ from .edge_popup import build_edge_popup, retype
 if TYPE_CHECKING:  # pragma: no cover
     from ..search import SearchConfig
 
-DEFAULT_L2 = 1e-4
-DEFAULT_LR = 1.0  # ours, measured (see the module docstring); the reference's configs use 0.01-0.1
-DEFAULT_FREEZE_EVERY = 5  # epochs
-
 
 class RoundedMaskMixin:
     """mask = (score > 0.5) for scores in [0, 1] (frozen-out scores are held at 0 by :class:`GemMiner`)."""
@@ -99,8 +95,7 @@ def round_fraction(target: float, rounds: int) -> float:
 class GemMiner(Callback):
     def __init__(self, config: "SearchConfig"):
         self.density, self.scope = config.density, config.scope
-        self.l2 = DEFAULT_L2 if config.score_l2 is None else config.score_l2
-        self.every = config.freeze_every or DEFAULT_FREEZE_EVERY
+        self.l2, self.every = config.score_l2, config.freeze_every  # resolved by SearchConfig.validate
         self.layers = None
 
     def _layers(self, model):
@@ -144,14 +139,4 @@ class GemMiner(Callback):
             layer.scores.masked_fill_(layer.frozen, 0)
 
 
-METHODS.add("gem-miner", Method(
-    "gem-miner",
-    "Sreenivasan et al. 2022: [0, 1] scores rounded at 0.5, lambda*sum(s^2) in the loss, periodic global freezing",
-    build_gem_miner,
-    callbacks=lambda config: [GemMiner(config)],
-    defaults={"scope": "global", "score_l2": DEFAULT_L2, "freeze_every": DEFAULT_FREEZE_EVERY},
-    train_defaults={"lr": DEFAULT_LR, "weight_decay": 0.0},
-    options=("score_l2", "freeze_every"),
-    reference="Sreenivasan et al. 2022, 'Rare Gems: Finding Lottery Tickets at Initialization'; "
-              "ksreenivasan/pruning_is_enough (hc_iter, BottomK, L2 lmbda, iter_period 5, wd 0, SGD lr 0.1)",
-))
+METHODS.add("gem-miner", Method.builtin("gem-miner", build_gem_miner, callbacks=lambda config: [GemMiner(config)]))

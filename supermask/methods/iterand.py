@@ -28,9 +28,6 @@ from .edge_popup import build_edge_popup
 if TYPE_CHECKING:  # pragma: no cover
     from ..search import SearchConfig
 
-DEFAULT_RATE = 0.1
-DEFAULT_PERIOD = 300  # steps: the reference's rerand_freq
-
 
 @torch.no_grad()
 def rerandomize_pruned(model: nn.Module, init: str, seed: int, step: int, rate: float, scaled_fan: bool) -> int:
@@ -52,8 +49,7 @@ def rerandomize_pruned(model: nn.Module, init: str, seed: int, step: int, rate: 
 class Rerandomize(Callback):
     def __init__(self, config: "SearchConfig"):
         self.config = config
-        self.every = config.rerandomize_every or DEFAULT_PERIOD
-        self.rate = DEFAULT_RATE if config.rerandomize_rate is None else config.rerandomize_rate
+        self.every, self.rate = config.rerandomize_every, config.rerandomize_rate  # resolved by SearchConfig.validate
 
     def after_step(self, state, loss, correct, count):
         if state.step % self.every == 0:
@@ -61,13 +57,4 @@ class Rerandomize(Callback):
                                self.config.scaled_fan)
 
 
-METHODS.add("iterand", Method(
-    "iterand",
-    "Chijiwa et al. 2021: edge-popup, pruned weights re-drawn with probability r every K steps",
-    build_edge_popup,
-    callbacks=lambda config: [Rerandomize(config)],
-    defaults={"rerandomize_every": DEFAULT_PERIOD, "rerandomize_rate": DEFAULT_RATE},
-    options=("rerandomize_every", "rerandomize_rate"),
-    reference="Chijiwa et al. 2021, 'Pruning Randomly Initialized Neural Networks with Iterative Randomization'; "
-              "dchiji-ntt/iterand (config.yaml: rerand_freq 300 iterations, rerand_lambda 0.1)",
-))
+METHODS.add("iterand", Method.builtin("iterand", build_edge_popup, callbacks=lambda config: [Rerandomize(config)]))

@@ -10,13 +10,13 @@ from typing import Callable, Optional
 
 from torch import nn
 
+from ..catalog import TORCHVISION_PREFIX
 from ..errors import SupermaskError
 from ..registry import Registry
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("architecture")
 register_model = MODELS.register
 
-TORCHVISION_PREFIX = "torchvision/"
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,8 @@ def supermask_layer_types(density: float, learned_bn: bool = False) -> Layers:
         linear=partial(SupermaskLinear, density=density),
         norm=nn.BatchNorm2d if learned_bn else partial(nn.BatchNorm2d, affine=False),
         layer_norm=nn.LayerNorm if learned_bn else partial(nn.LayerNorm, elementwise_affine=False),
-        adapt=partial(convert, density=density, init=None, learned_bn=learned_bn, inplace=True),
+        # init=None: the builder's caller draws the weights (init_model) after adapting.
+        adapt=partial(convert, density=density, init=None, bn="learned" if learned_bn else "non-affine", inplace=True),
     )
 
 

@@ -1,11 +1,21 @@
 """Turn any ``nn.Module`` into its supermask version.
 
 ``convert`` swaps every ``nn.Conv2d`` / ``nn.Linear`` for a :class:`SupermaskConv2d` /
-:class:`SupermaskLinear` holding the same (or freshly drawn) weights, freezes every
-other parameter, and makes BatchNorm non-affine (the edge-popup setting) unless
-``learned_bn`` is set. After conversion the only parameters that require grad are
-the scores (and the BatchNorm affine parameters with ``learned_bn``), so
-``[p for p in model.parameters() if p.requires_grad]`` is exactly what to optimise.
+:class:`SupermaskLinear` holding the same (or freshly drawn) weights and freezes every
+other parameter. BatchNorm (and LayerNorm) is, by ``bn``:
+
+- ``"non-affine"``: γ/β removed, normalisation with running statistics only (the edge-popup
+  setting for random networks; the default when the weights are re-drawn);
+- ``"frozen"``: γ/β kept as they are and frozen (the default with ``init=None``: a pretrained
+  model keeps the function it computes, so the search looks for a strong ticket inside it);
+- ``"learned"``: γ/β kept and trained with the scores (``learned_bn=True``).
+
+After conversion the only parameters that require grad are the scores (and γ/β with
+``"learned"``), so ``[p for p in model.parameters() if p.requires_grad]`` is exactly what to
+optimise. Every weight, bias and BatchNorm buffer keeps the plain model's name; each masked layer
+adds ``scores``; with ``"frozen"`` or ``"learned"`` the plain model's state dict loads into the
+converted one with only the scores missing, and the converted one's, less its scores, loads
+strictly into the plain model.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from .layers import SupermaskConv2d, SupermaskLinear, SupermaskMixin, attach_glo
 from .topk import check_density
 
 SCOPES = ("layerwise", "global")
+BN_MODES = ("non-affine", "frozen", "learned")
 
 
 def check_scope(scope: str) -> str:
@@ -61,6 +72,16 @@ def _non_affine_copy(bn: nn.modules.batchnorm._BatchNorm) -> nn.Module:
     return new
 
 
+def _bn_mode(bn: str | None, learned_bn: bool, init: str | None) -> str:
+    if bn is None:
+        return "learned" if learned_bn else "frozen" if init is None else "non-affine"
+    if bn not in BN_MODES:
+        raise SupermaskError(f"bn must be one of {', '.join(BN_MODES)}, got {bn!r}")
+    if learned_bn and bn != "learned":
+        raise SupermaskError(f"learned_bn=True contradicts bn={bn!r}")
+    return bn
+
+
 def _replace(model: nn.Module, qualified: str, new: nn.Module) -> None:
     parent_name, _, child = qualified.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
@@ -76,6 +97,7 @@ def convert(
     seed: int = 0,
     keep_dense: Iterable[str] = (),
     learned_bn: bool = False,
+    bn: str | None = None,
     scaled_fan: bool = False,
     score_init: str = "kaiming-uniform",
     inplace: bool = False,
@@ -88,11 +110,13 @@ def convert(
       (``None`` keeps the model's own weights, e.g. pretrained ones).
     - ``keep_dense``: qualified module names, or ``"first"``/``"last"``, left as plain
       layers (frozen, all edges kept).
-    - ``learned_bn``: keep BatchNorm affine and train it with the scores; by default
-      BatchNorm is made non-affine (normalisation with running statistics only).
+    - ``bn``: ``"non-affine"``, ``"frozen"`` or ``"learned"`` (see the module docstring); by
+      default ``"learned"`` with ``learned_bn``, else ``"frozen"`` with ``init=None``, else
+      ``"non-affine"``.
     """
     density = check_density(density)
     check_scope(scope)
+    bn = _bn_mode(bn, learned_bn, init)
     if not inplace:
         model = copy.deepcopy(model)
     split_attention(model)  # attention projections as Linear modules, so they can be masked
@@ -104,14 +128,14 @@ def convert(
             _replace(model, name, SupermaskConv2d.from_dense(module, density))
         elif isinstance(module, nn.Linear):
             _replace(model, name, SupermaskLinear.from_dense(module, density))
-        elif isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine and not learned_bn:
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine and bn == "non-affine":
             _replace(model, name, _non_affine_copy(module))
-        elif isinstance(module, nn.LayerNorm) and module.elementwise_affine and not learned_bn:
+        elif isinstance(module, nn.LayerNorm) and module.elementwise_affine and bn == "non-affine":
             _replace(model, name, nn.LayerNorm(module.normalized_shape, eps=module.eps, elementwise_affine=False))
     for name, param in model.named_parameters():
         trainable = name.endswith("scores") or (
-            learned_bn and isinstance(model.get_submodule(name.rpartition(".")[0]),
-                                      (nn.modules.batchnorm._BatchNorm, nn.LayerNorm))
+            bn == "learned" and isinstance(model.get_submodule(name.rpartition(".")[0]),
+                                           (nn.modules.batchnorm._BatchNorm, nn.LayerNorm))
         )
         param.requires_grad_(trainable)
     init_model(model, init, seed, scaled_fan=scaled_fan, score_init=score_init)

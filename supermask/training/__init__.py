@@ -1,11 +1,16 @@
-"""The one training loop, its config, optimisers, schedules, callbacks and checkpoint I/O."""
+"""The one training loop, its config, optimisers, schedules, callbacks and checkpoint I/O.
 
-from . import distributed
-from .callbacks import Callback, MaskAfterStep, ProgressBar
-from .config import TrainConfig
-from .device import resolve_device
-from .loop import TrainState, TrainSummary, eval_batch_size, evaluate, train
-from .optim import build_optimizer, lr_factor
+Names are imported on first use: ``supermask.training.config`` (``TrainConfig``) needs no torch."""
 
-__all__ = ["Callback", "MaskAfterStep", "ProgressBar", "TrainConfig", "TrainState", "TrainSummary", "build_optimizer", "distributed", "eval_batch_size", "evaluate",
-           "lr_factor", "resolve_device", "train"]
+from ..lazy import lazy_exports
+
+_EXPORTS = {
+    "distributed": ".distributed",
+    **dict.fromkeys(["Callback", "MaskAfterStep", "ProgressBar"], ".callbacks"),
+    "TrainConfig": ".config",
+    "resolve_device": ".device",
+    **dict.fromkeys(["TrainState", "TrainSummary", "eval_batch_size", "evaluate", "train"], ".loop"),
+    **dict.fromkeys(["build_optimizer", "lr_factor"], ".optim"),
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -6,11 +6,13 @@ optimiser step: IMP re-applies its masks here); per evaluation ``on_eval`` (whic
 training early by setting ``state.stopped``); ``on_train_end`` once. The progress bar is a
 callback the CLI installs. A callback with state that shapes the rest of the run returns it
 from ``state_dict`` (tensors, numbers, lists, dicts); every checkpoint holds it and a resumed
-run hands it back through ``load_state_dict``.
+run hands it back through ``load_state_dict``. An engine that trains several times (IMP's
+levels) calls ``on_stage`` with the stage's name before each.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -20,6 +22,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 class Callback:
+    def on_stage(self, stage: str) -> None:
+        """An engine that trains more than once (IMP's levels) names the next stage before it starts."""
+
     def on_train_start(self, state: "TrainState") -> None: ...
 
     def after_step(self, state: "TrainState", loss: float, correct: int, count: int) -> None: ...
@@ -38,38 +43,67 @@ class Callback:
     def load_state_dict(self, state: dict) -> None: ...
 
 
-class ProgressBar(Callback):
-    """A tqdm bar over the steps, showing the running loss and accuracy and the last val accuracy."""
+def announce_stage(callbacks, stage: str) -> None:
+    """Tell ``callbacks`` the name of the stage the next training runs (e.g. ``level 3/10 d=0.5120``)."""
+    for callback in callbacks:
+        callback.on_stage(stage)
 
-    def __init__(self, description: str = "", every: int = 5):
+
+class ProgressBar(Callback):
+    """Progress on stderr: on a terminal a tqdm bar over the steps (running loss and accuracy, the
+    last val accuracy); elsewhere (a log file, a pipe) one plain line per evaluation, with no
+    carriage returns or cursor escapes. ``plain`` forces one or the other."""
+
+    def __init__(self, description: str = "", every: int = 5, plain: Optional[bool] = None):
         self.description, self.every = description, every
+        self.plain = (not sys.stderr.isatty()) if plain is None else plain
+        self.stage = ""
         self.bar = None
         self._loss = self._correct = self._count = 0
 
+    def on_stage(self, stage: str) -> None:
+        self.stage = stage
+
+    def _label(self) -> str:
+        return f"{self.description} {self.stage}".strip()
+
     def on_train_start(self, state):
+        if self.plain:
+            return
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=state.total_steps, initial=state.step, desc=self.description, unit="step",
+        self.bar = tqdm(total=state.total_steps, initial=state.step, desc=self._label(), unit="step",
                         dynamic_ncols=True, leave=False)
 
     def after_step(self, state, loss, correct, count):
         self._loss += loss * count
         self._correct += correct
         self._count += count
+        if self.bar is None:
+            return
         self.bar.update(1)
         if state.step % self.every == 0:
             self.bar.set_postfix(loss=f"{self._loss / self._count:.3f}", acc=f"{self._correct / self._count:.3f}",
                                  refresh=False)
 
     def on_eval(self, state, records):
-        self._loss = self._correct = self._count = 0
         val = next((r for r in records if r["split"] == "val"), None)
-        if val is not None and self.bar is not None:
-            self.bar.set_description(f"{self.description} ep {state.epoch} val {val['accuracy']:.3f}")
+        if self.plain:
+            train = (f" loss {self._loss / self._count:.4f} acc {self._correct / self._count:.4f}"
+                     if self._count else " before training")
+            epochs = -(-state.total_steps // state.steps_per_epoch)
+            shown = f" val {val['accuracy']:.4f}" if val is not None else ""
+            sys.stderr.write(f"{self._label()} epoch {state.epoch}/{epochs} step {state.step}/{state.total_steps}"
+                             f"{train}{shown}\n")
+            sys.stderr.flush()
+        elif val is not None and self.bar is not None:
+            self.bar.set_description(f"{self._label()} ep {state.epoch} val {val['accuracy']:.3f}")
+        self._loss = self._correct = self._count = 0
 
     def on_train_end(self, state):
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
 
 
 class MaskAfterStep(Callback):

@@ -1,0 +1,104 @@
+"""What is built in, readable without importing torch.
+
+``supermask --help`` and ``supermask list ...`` read this module only, so they answer at
+once. The registries (``MODELS``, ``DATASETS``, ``METHODS``, ``PRUNERS``, the inits) hold the
+implementations and import torch; ``tests/test_catalog.py`` checks that each holds exactly
+the built-in names listed here. A built-in search method's card (its summary, defaults and
+reference) lives here and only here: ``Method.builtin`` reads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+TORCHVISION_PREFIX = "torchvision/"
+IMAGEFOLDER_PREFIX = "imagefolder:"
+
+ARCHITECTURES = ("conv2", "conv4", "conv6", "conv8", "lenet_300_100", "resnet18", "resnet20", "resnet56",
+                 "vgg11", "vgg16", "vgg19", "vit_tiny")
+DATASETS = ("cifar10", "cifar100", "fashion-mnist", "mnist", "mnist-5k", "svhn")
+WEIGHT_INITS = ("kaiming-normal", "kaiming-uniform", "signed-constant", "signed-constant-glorot",
+                "unsigned-constant", "xavier-normal")
+SCORE_INITS = ("kaiming-normal", "kaiming-uniform", "uniform")
+
+
+@dataclass(frozen=True)
+class MethodCard:
+    """What describes a search method without running it: the CLI's help and ``list`` show it."""
+
+    summary: str
+    reference: str = ""  # the paper and the reference code the defaults come from
+    defaults: dict = field(default_factory=dict)  # SearchConfig fields, e.g. {"init": "kaiming-normal"}
+    train_defaults: dict = field(default_factory=dict)  # TrainConfig fields, e.g. {"lr": 100.0}
+    options: tuple[str, ...] = ()  # the SearchConfig fields that only this method reads
+    density_is_outcome: bool = False  # the mask's density is learned, not imposed (Bernoulli)
+
+
+#: The search's defaults where a method sets none (edge-popup's: Ramanujan et al. 2020).
+GENERIC_SEARCH_DEFAULTS = {"scope": "layerwise", "init": "signed-constant", "scaled_fan": False,
+                           "score_init": "kaiming-uniform"}
+
+SEARCH_METHODS = {
+    "edge-popup": MethodCard(
+        "Ramanujan et al. 2020: learned scores, top-k mask, straight-through gradient",
+        reference="Ramanujan et al. 2020, 'What's Hidden in a Randomly Weighted Neural Network?'; "
+                  "allenai/hidden-networks (configs for Conv-2/4/6/8: signed constant, SGD lr 0.1, wd 1e-4, cosine)",
+    ),
+    "bernoulli": MethodCard(
+        "Zhou et al. 2019: Bernoulli(sigmoid(scores)) masks sampled each step and at evaluation; the density is "
+        "an outcome",
+        reference="Zhou et al. 2019, 'Deconstructing Lottery Tickets: Zeros, Signs, and the Supermask'; "
+                  "uber-research/deconstructing-lottery-tickets (train_supermask.py: SGD lr 100, l2 on weights only)",
+        defaults={"init": "signed-constant-glorot", "bernoulli_eval": "sample", "rescale_weights": False},
+        train_defaults={"lr": 100.0, "weight_decay": 0.0},
+        options=("bernoulli_eval", "rescale_weights"),
+        density_is_outcome=True,
+    ),
+    "biprop": MethodCard(
+        "Diffenderfer & Kailkhura 2021: edge-popup mask over binarised weights sign(w)*alpha per layer",
+        reference="Diffenderfer & Kailkhura 2021, 'Multi-Prize Lottery Ticket Hypothesis'; chrundle/biprop "
+                  "(smallscale configs: kaiming_normal, scale_fan, SGD lr 0.1, wd 1e-4, cosine)",
+        defaults={"init": "kaiming-normal", "scaled_fan": True},
+    ),
+    "gem-miner": MethodCard(
+        "Sreenivasan et al. 2022: [0, 1] scores rounded at 0.5, lambda*sum(s^2) in the loss, periodic global "
+        "freezing",
+        reference="Sreenivasan et al. 2022, 'Rare Gems: Finding Lottery Tickets at Initialization'; "
+                  "ksreenivasan/pruning_is_enough (hc_iter, BottomK, L2 lmbda, iter_period 5, wd 0, SGD lr 0.1)",
+        defaults={"scope": "global", "score_l2": 1e-4, "freeze_every": 5},
+        # lr 1.0 is ours, measured on the bundled data (supermask.methods.gem_miner); the reference's
+        # configs use 0.01-0.1 over 150+ CIFAR epochs.
+        train_defaults={"lr": 1.0, "weight_decay": 0.0},
+        options=("score_l2", "freeze_every"),
+    ),
+    "iterand": MethodCard(
+        "Chijiwa et al. 2021: edge-popup, pruned weights re-drawn with probability r every K steps",
+        reference="Chijiwa et al. 2021, 'Pruning Randomly Initialized Neural Networks with Iterative Randomization'; "
+                  "dchiji-ntt/iterand (config.yaml: rerand_freq 300 iterations, rerand_lambda 0.1)",
+        defaults={"rerandomize_every": 300, "rerandomize_rate": 0.1},
+        options=("rerandomize_every", "rerandomize_rate"),
+    ),
+}
+
+#: The dense baseline's training defaults beside TrainConfig's (``supermask train``): SGD lr 0.01,
+#: the edge-popup reference's dense baselines for Conv-2/4/6/8.
+DENSE_TRAIN_DEFAULTS = {"lr": 0.01}
+
+#: Pruning at initialisation (``supermask prune``): weak tickets, trained.
+PRUNERS = {
+    "random": "a uniformly random mask of the density, then training",
+    "magnitude": "the largest |w| at initialisation, then training",
+    "snip": "Lee et al. 2019: |g * w| on one batch, then training",
+    "grasp": "Wang et al. 2020: keep the highest w * Hg (gradient-flow preserving), then training",
+    "synflow": "Tanaka et al. 2020: iterative, data-free synaptic flow, then training",
+}
+
+#: The other ticket finders: (name, command, summary).
+OTHER_FINDERS = (
+    ("imp", "imp", "Frankle & Carbin 2019: iterative magnitude pruning with rewinding"),
+    ("imp-early-bird-magnitude", "imp --early-bird magnitude",
+     "You et al. 2020, unstructured: dense training stops once IMP's mask settles"),
+    ("early-bird-channel", "imp --early-bird channel",
+     "You et al. 2020: BatchNorm-γ channel ticket under L1, trained as a smaller network"),
+    ("dense", "train", "the dense baseline, weights trained"),
+)

@@ -1,0 +1,89 @@
+"""What ``supermask list`` prints: the built-in names from :mod:`supermask.catalog` (no torch),
+plus whatever user code registered (``--import``, entry points), read from the registries when
+that code has loaded them."""
+
+from __future__ import annotations
+
+import sys
+
+from . import catalog
+
+#: The module holding each registry; it is in ``sys.modules`` once anything registered into it.
+_REGISTRY_MODULES = {"archs": "supermask.models.registry", "datasets": "supermask.data.datasets",
+                     "methods": "supermask.methods", "inits": "supermask.nn.init"}
+
+
+def _registered(what: str) -> bool:
+    return _REGISTRY_MODULES[what] in sys.modules
+
+
+def items(what: str, verbose: bool = False) -> list[str]:
+    return {"archs": _archs, "datasets": _datasets, "methods": lambda: _methods(verbose), "inits": _inits}[what]()
+
+
+def _archs() -> list[str]:
+    if _registered("archs"):
+        from .models import MODELS
+
+        names = MODELS.names()
+    else:
+        names = sorted(catalog.ARCHITECTURES)
+    return names + [catalog.TORCHVISION_PREFIX + "<name>"]
+
+
+def _datasets() -> list[str]:
+    if _registered("datasets"):
+        from .data import DATASETS
+
+        names = DATASETS.names()
+    else:
+        names = sorted(catalog.DATASETS)
+    return names + [catalog.IMAGEFOLDER_PREFIX + "PATH"]
+
+
+def _inits() -> list[str]:
+    if _registered("inits"):
+        from .nn import SCORE_INITS, WEIGHT_INITS
+
+        weights, scores = WEIGHT_INITS.names(), SCORE_INITS.names()
+    else:
+        weights, scores = sorted(catalog.WEIGHT_INITS), sorted(catalog.SCORE_INITS)
+    return weights + [f"score: {name}" for name in scores]
+
+
+def _methods(verbose: bool) -> list[str]:
+    cards = dict(catalog.SEARCH_METHODS)
+    if _registered("methods"):
+        from .methods import METHODS
+
+        cards.update({name: METHODS.get(name) for name in METHODS if name not in cards})
+    lines = []
+    for name in sorted(cards):
+        lines.append(f"{name} (search): {cards[name].summary}")
+        if verbose:
+            defaults = ", ".join(f"{k} {v}" for k, v in resolved_defaults(name).items())
+            lines += [f"    defaults: {defaults}", f"    reference: {cards[name].reference}"]
+    lines += [f"{name} (prune): {summary}" for name, summary in catalog.PRUNERS.items()]
+    lines += [f"{name} ({command}): {summary}" for name, command, summary in catalog.OTHER_FINDERS]
+    return lines
+
+
+def resolved_defaults(method: str) -> dict:
+    """The settings a search with ``method`` runs at when nothing else is given: the method's
+    card, then the generic search defaults, then :class:`TrainConfig`'s (as ``SearchConfig.validate``
+    resolves them; ``tests/test_catalog.py`` checks the two agree)."""
+    from .training.config import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, TrainConfig
+
+    card = catalog.SEARCH_METHODS.get(method)
+    if card is None:  # a user's method: resolve it the library's way
+        from .search import resolved_defaults as library_resolved
+
+        return library_resolved(method)
+    fields = {**catalog.GENERIC_SEARCH_DEFAULTS, **{k: card.defaults[k] for k in card.defaults}}
+    fields = {k: fields[k] for k in (*catalog.GENERIC_SEARCH_DEFAULTS, *card.options)}
+    train = TrainConfig(lr=DEFAULT_LR, weight_decay=DEFAULT_WEIGHT_DECAY)
+    for name, value in card.train_defaults.items():
+        setattr(train, name, value)
+    fields.update(optimizer=train.optimizer, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay,
+                  schedule=train.schedule, batch_size=train.batch_size, epochs=train.epochs)
+    return fields

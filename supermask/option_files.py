@@ -1,0 +1,115 @@
+"""Option files: a command's options kept in a TOML file.
+
+``supermask search --config run.toml --lr 0.05`` takes every option the file sets (keys are the
+option names, ``batch-size`` or ``batch_size``) and lets the command line win. Options that take a
+list on the command line (``--seed 0,1,2``) take a TOML list too: that is a sweep.
+``--save-config FILE`` writes the options a command resolved to, so that ``--config FILE`` gives
+the same runs (the same config hashes). Read with the standard library's ``tomllib``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+import click
+
+from .errors import SupermaskError
+from .io import atomic_write_bytes
+
+#: Options about this invocation, not about the runs: never read from or written to a file.
+INVOCATION_OPTIONS = ("config", "save_config", "dry_run", "quiet", "verbose", "help")
+
+
+def _options(command: click.Command) -> dict[str, click.Option]:
+    """The file keys of ``command``'s options: each option's long flag without its dashes."""
+    return {_key(p): p for p in command.params if isinstance(p, click.Option) and p.name not in INVOCATION_OPTIONS}
+
+
+def _key(option: click.Option) -> str:
+    return next(o for o in option.opts if o.startswith("--"))[2:]
+
+
+def read_option_file(path: str, command: click.Command) -> dict[str, Any]:
+    """The options ``path`` sets for ``command``, as click's ``default_map`` takes them (each value
+    in its command-line form, so that click converts and checks it as if it had been typed)."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise SupermaskError(f"--config {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SupermaskError(f"--config {path}: not a TOML file: {exc}") from None
+    options = _options(command)
+    values = {}
+    for key, value in data.items():
+        option = options.get(key.replace("_", "-"))
+        if option is None:
+            raise SupermaskError(f"--config {path}: {key!r} is not an option of `supermask {command.name}` "
+                                 f"(see `supermask {command.name} -h`)")
+        values[option.name] = _command_line_form(value, option, f"--config {path}: {key}")
+    return values
+
+
+def _command_line_form(value: Any, option: click.Option, where: str) -> Any:
+    if option.is_flag and not option.multiple:
+        if not isinstance(value, bool):
+            raise SupermaskError(f"{where} must be true or false, got {value!r}")
+        return value
+    items = value if isinstance(value, list) else [value]
+    for item in items:
+        if isinstance(item, (dict, list, bool)) or not isinstance(item, (str, int, float)):
+            raise SupermaskError(f"{where}: {item!r} is not a number or a string")
+        if isinstance(item, float) and not math.isfinite(item):
+            raise SupermaskError(f"{where} must be finite, got {item!r}")
+    if option.multiple:
+        return [str(item) for item in items]
+    if isinstance(value, list) and option.type is not click.STRING:
+        raise SupermaskError(f"{where} takes one value, not a list")
+    return ",".join(str(item) for item in items)
+
+
+def write_option_file(path: str, command: click.Command, params: dict[str, Any], header: Iterable[str] = ()) -> None:
+    """Write ``params`` (click's parsed values of ``command``) as a TOML option file; None (not
+    given: a default the library resolves) is left out."""
+    target = Path(path)
+    if target.exists() and not target.is_file():
+        raise SupermaskError(f"--save-config {path}: exists and is not a regular file")
+    lines = [f"# {line}" for line in header]
+    for key, option in _options(command).items():
+        value = params.get(option.name)
+        if value is None or (option.multiple and not value):
+            continue
+        lines.append(f"{key} = {_toml_value(value, option)}")
+    atomic_write_bytes(target, ("\n".join(lines) + "\n").encode())
+
+
+def _toml_value(value: Any, option: click.Option) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if option.multiple:
+        return "[" + ", ".join(json.dumps(str(v)) for v in value) + "]"
+    if option.type is click.STRING and "," in str(value):  # a list: write it as one
+        return "[" + ", ".join(_scalar(x.strip()) for x in str(value).split(",") if x.strip()) + "]"
+    return _scalar(str(value))
+
+
+def _scalar(text: str) -> str:
+    """A command-line word as TOML: a number stays a number (it reads back as the same word)."""
+    for convert in (int, float):
+        try:
+            number = convert(text)
+        except ValueError:
+            continue
+        if str(number) == text and math.isfinite(number):
+            return text
+    return json.dumps(text)
