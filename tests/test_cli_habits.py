@@ -190,6 +190,13 @@ def test_a_users_module_model_runs_through_search_import(tmp_path):
     listed = subprocess.run([sys.executable, "-m", "supermask", "list", "archs", "--import", "mymodule"],
                             cwd=tmp_path, capture_output=True, text=True)
     assert "my_net" in listed.stdout.split()
+    saved = subprocess.run([sys.executable, "-m", "supermask", *args, "--dry-run", "--save-config", "my.toml"],
+                           cwd=tmp_path, capture_output=True, text=True)
+    assert 'import = ["mymodule"]' in (tmp_path / "my.toml").read_text()
+    again = subprocess.run([sys.executable, "-m", "supermask", "search", "--config", "my.toml", "--dry-run"],
+                           cwd=tmp_path, capture_output=True, text=True)
+    assert again.returncode == 0 and again.stdout.splitlines()[0] == saved.stdout.splitlines()[0]
+    assert "finished)" in again.stdout.splitlines()[0]
     broken = subprocess.run([sys.executable, "-m", "supermask", "list", "archs", "--import", "nosuchmodule"],
                             cwd=tmp_path, capture_output=True, text=True)
     assert broken.returncode == 2 and broken.stderr.count("\n") == 1 and "No module named 'nosuchmodule'" in broken.stderr
