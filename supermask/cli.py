@@ -230,7 +230,20 @@ def _describe(config, index: int, total: int) -> None:
     click.echo(json.dumps(config_dict(config), indent=2, sort_keys=True))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Interrupted(Exception):
+    """Ctrl-C inside a command: raised instead of KeyboardInterrupt, which click would answer with
+    a blank line of its own before ours."""
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise _Interrupted() from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="supermask")
 def cli() -> None:
     """Find lottery tickets: strong (edge-popup, untrained) and weak (IMP, trained)."""
@@ -550,7 +563,7 @@ def _main(argv: Optional[list[str]]) -> int:
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
         return _fail(f"{where}{exc.strerror or exc}")
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (_Interrupted, KeyboardInterrupt, click.exceptions.Abort):
         click.echo("supermask: interrupted; run the same command again to resume", err=True)
         return EXIT_INTERRUPTED
     finally:

@@ -48,7 +48,10 @@ class DenseConfig(ExperimentConfig):
                 if getattr(self, name) != getattr(search, name):
                     raise SupermaskError(f"--ticket {self.ticket} is a {name} {getattr(search, name)!r} run, "
                                          f"not {getattr(self, name)!r}")
-            found = read_json(Path(self.ticket) / "ticket" / "ticket.json").get("state_checksum")
+            meta = read_json(Path(self.ticket) / "ticket" / "ticket.json")
+            if not isinstance(meta, dict):
+                raise SupermaskError(f"{self.ticket}/ticket/ticket.json: not a ticket description")
+            found = meta.get("state_checksum")
             if found is None:
                 raise SupermaskError(f"{self.ticket}: its ticket records no checksum (supermask < 0.2): rerun it")
             if self.ticket_checksum is not None and self.ticket_checksum != found:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,7 @@ class ExperimentConfig:
             if self.image_size is None:
                 self.image_size = DEFAULT_IMAGE_SIZE
             _positive_size(self.image_size)
+            _check_batch_fits(self.image_size, self.train.batch_size)
         else:
             DATASETS.get(self.dataset)
             if self.image_size is not None:
@@ -123,6 +125,23 @@ class ExperimentResult:
 def _positive_size(size) -> None:
     if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
         raise SupermaskError(f"image size must be a positive integer, got {size!r}")
+
+
+def _physical_memory() -> Optional[int]:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_batch_fits(image_size: int, batch_size) -> None:
+    """Refuse an image size whose one batch of RGB float32 images outgrows this machine's memory."""
+    memory = _physical_memory()
+    batch = batch_size if isinstance(batch_size, int) and batch_size > 0 else 1
+    needed = batch * 3 * image_size * image_size * 4
+    if memory is not None and needed > memory:
+        raise SupermaskError(f"image size {image_size}: one batch of {batch} images takes {needed / 2**30:,.1f} GiB "
+                             f"as float32, more than this machine's {memory / 2**30:.0f} GiB of memory")
 
 
 def load_data(config: ExperimentConfig) -> tuple[Dataset, InputSpec]:
@@ -191,6 +210,24 @@ def describe_density(model: nn.Module) -> dict:
     return {"density": density_report(model_masks(model))[0]}
 
 
+def check_input_shape(model: nn.Module, spec: InputSpec, arch: str) -> None:
+    """One forward pass of a zero image of the data's shape (eval mode, no grad, the RNG untouched):
+    an architecture that cannot take the data (a ViT's fixed image size, a patch size that does
+    not divide it, a net that pools 8-pixel images to nothing) is one line, not a traceback
+    from the middle of training."""
+    was_training = model.training
+    x = torch.zeros(1, spec.in_channels, spec.image_size, spec.image_size)
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            model.eval()(x)
+    except (RuntimeError, AssertionError, ValueError, IndexError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SupermaskError(f"{arch} cannot take {spec.in_channels}x{spec.image_size}x{spec.image_size} inputs "
+                             f"with {spec.num_classes} classes: {first}") from None
+    finally:
+        model.train(was_training)
+
+
 def run_experiment(
     config: ExperimentConfig,
     build: Callable[[InputSpec, Dataset], nn.Module],
@@ -214,9 +251,10 @@ def run_experiment(
         return ExperimentResult(run.path, run.read_result(RESULT_KEYS), skipped=True)
     device = resolve_device(config.device)
     writer = distributed.is_main()
+    torch.manual_seed(config.seed)
+    model = build(spec, data)  # before the run directory is written: a model that cannot be built writes nothing
+    check_input_shape(model, spec, config.arch)
     with writing(run, config):
-        torch.manual_seed(config.seed)
-        model = build(spec, data)
         started = time.time()
         summary = train(model, [p for p in model.parameters() if p.requires_grad], data, config.train,
                         seed=config.seed, device=device, run=run, callbacks=[*callbacks, *tracking(config, run)],

@@ -26,7 +26,8 @@ def current_umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def write_temporary(path: Path, data: bytes) -> Path:
+    """``data`` in a new, fsynced temporary file beside ``path`` (to be renamed over it)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -35,10 +36,20 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        raise
+    return Path(tmp)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = write_temporary(path, data)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp.exists():
+            tmp.unlink()
         raise
 
 
@@ -46,12 +57,13 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
+def checkpoint_bytes(state: dict) -> bytes:
     import torch  # here, not at the top: the CLI's help and lists import this module without torch
 
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()
+
 
 
 def load_checkpoint(path: Path, map_location="cpu") -> dict:
@@ -73,6 +85,23 @@ def read_json(path: Path) -> Any:
         raise RunError(f"{path}: not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RunError(f"{path}: not valid JSON ({exc})") from None
+
+
+def check_shapes(found: dict, expected: dict, path, complete: bool = False) -> None:
+    """Each tensor of ``found`` (read from ``path``) has a name of ``expected`` and its shape; with
+    ``complete``, every name of ``expected`` is there too. Else one ``RunError`` naming the first
+    mismatch: a damaged file, or one written for another architecture or width."""
+    for name, tensor in found.items():
+        if name not in expected:
+            raise RunError(f"{path}: {name!r} is not a tensor of this network (damaged, or another architecture)")
+        want = tuple(expected[name].shape)
+        if tuple(tensor.shape) != want:
+            raise RunError(f"{path}: {name} has shape {list(tensor.shape)}, this network's has {list(want)} "
+                           f"(damaged, or another architecture or width)")
+    if complete:
+        absent = [name for name in expected if name not in found]
+        if absent:
+            raise RunError(f"{path}: lacks {', '.join(absent[:3])}{', ...' if len(absent) > 3 else ''}")
 
 
 def read_tensors(path: Path, missing: str = "") -> dict:

@@ -31,7 +31,8 @@ from typing import Any, Iterable, Iterator, Optional
 
 from .catalog import IMAGEFOLDER_PREFIX
 from .errors import RunError, RunLocked
-from .io import atomic_write_bytes, atomic_write_json, load_checkpoint, read_json, read_tensors, save_checkpoint
+from .io import (atomic_write_bytes, atomic_write_json, checkpoint_bytes, load_checkpoint, read_json, read_tensors,
+                 write_temporary)
 
 log = logging.getLogger(__name__)
 
@@ -144,10 +145,32 @@ class RunDir:
         return self.checkpoint_path.exists() or self.previous_checkpoint_path.exists()
 
     def save_checkpoint(self, state: dict) -> None:
-        """Write ``state`` as the latest checkpoint; the one it replaces becomes the previous one."""
-        if self.checkpoint_path.exists():
+        """Write ``state`` as the latest checkpoint; the one it replaces becomes the previous one.
+
+        The new checkpoint is written (and fsynced) before anything moves, and the old one
+        becomes the previous one through a hard link, so a kill at any instant leaves
+        ``checkpoint.pt`` (the old or the new) in place: a resume never falls back further
+        than it must."""
+        tmp = write_temporary(self.checkpoint_path, checkpoint_bytes(state))
+        try:
+            if self.checkpoint_path.exists():
+                self._keep_as_previous()
+            os.replace(tmp, self.checkpoint_path)
+        except BaseException:
+            if tmp.exists():
+                tmp.unlink()
+            raise
+
+    def _keep_as_previous(self) -> None:
+        link = self.path / f".{PREVIOUS_CHECKPOINT}.link"
+        try:
+            if link.exists():
+                link.unlink()
+            os.link(self.checkpoint_path, link)
+        except OSError:  # a file system without hard links: a plain rename (a short window without the latest)
             os.replace(self.checkpoint_path, self.previous_checkpoint_path)
-        save_checkpoint(self.checkpoint_path, state)
+            return
+        os.replace(link, self.previous_checkpoint_path)
 
     def load_checkpoint(self, map_location="cpu") -> tuple[dict, Path]:
         """The latest readable checkpoint and its path; a damaged latest one falls back to the previous."""

@@ -135,27 +135,47 @@ def search(config: SearchConfig, callbacks: Sequence[Callback] = ()) -> SearchRe
     )
 
 
+#: What a search run's ``config.json`` must hold to rebuild its network.
+CONFIG_REQUIRED = ("arch", "dataset", "method", "density", "scope", "init", "scaled_fan", "score_init", "seed", "train")
+
+
 def config_from_dict(data: dict) -> SearchConfig:
-    """A :class:`SearchConfig` from a run's ``config.json``."""
-    if not isinstance(data, dict) or not isinstance(data.get("train", {}), dict):
-        raise SupermaskError("config.json is not a run config")
+    """A :class:`SearchConfig` from a run's ``config.json``, validated; a damaged one is a
+    ``SupermaskError`` naming what is wrong."""
+    if not isinstance(data, dict) or not isinstance(data.get("train"), dict):
+        raise SupermaskError("config.json is not a search run's config")
+    absent = [name for name in CONFIG_REQUIRED if data.get(name) is None]
+    if absent:
+        raise SupermaskError(f"config.json is not a search run's config: it lacks {', '.join(absent)}")
     data = dict(data)
-    train_fields = data.pop("train", {})
-    train = TrainConfig(**{**train_fields, "milestones": tuple(train_fields.get("milestones", ()))})
+    train_fields = dict(data.pop("train"))
     known = {f.name for f in dataclasses.fields(SearchConfig)}
-    return SearchConfig(**{k: v for k, v in data.items() if k in known}, train=train)
+    known_train = {f.name for f in dataclasses.fields(TrainConfig)}
+    try:
+        train_fields["milestones"] = tuple(train_fields.get("milestones") or ())
+        train = TrainConfig(**{k: v for k, v in train_fields.items() if k in known_train})
+        return SearchConfig(**{k: v for k, v in data.items() if k in known}, train=train).validate()
+    except (TypeError, ValueError, AttributeError) as exc:
+        if isinstance(exc, SupermaskError):
+            raise SupermaskError(f"config.json: {exc}") from None
+        raise SupermaskError(f"config.json is not a search run's config ({type(exc).__name__}: {exc})") from None
 
 
 def load_search_model(run_dir: Path, meta: Optional[dict] = None, state: Optional[dict] = None) -> nn.Module:
     """The supermask network a finished search run reports (its ticket's state), in eval mode;
     ``meta`` (``ticket.json``) and ``state`` are read from the run unless the caller has them."""
-    from .io import read_json
-    from .tickets import META_FILE, ticket_state
+    from .io import check_shapes, read_json
+    from .tickets import META_FILE, MODEL_FILE, ticket_state
 
     run_dir = Path(run_dir)
     config = config_from_dict(read_json(run_dir / "config.json"))
     meta = read_json(run_dir / "ticket" / META_FILE) if meta is None else meta
-    spec = InputSpec(meta["in_channels"], meta["image_size"], meta["num_classes"])
+    shape = [meta.get(name) if isinstance(meta, dict) else None for name in ("in_channels", "image_size", "num_classes")]
+    if not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in shape):
+        raise SupermaskError(f"{run_dir / 'ticket' / META_FILE}: damaged (no input shape and classes): rerun the run")
+    spec = InputSpec(*shape)
     model = METHODS.get(config.method).build(config, spec)
-    model.load_state_dict(ticket_state(run_dir) if state is None else state)
+    state = ticket_state(run_dir) if state is None else state
+    check_shapes(state, model.state_dict(), run_dir / "ticket" / MODEL_FILE, complete=True)
+    model.load_state_dict(state)
     return model.eval()

@@ -34,7 +34,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from .errors import RunError, SupermaskError
-from .io import atomic_write_bytes, atomic_write_json, read_json, read_tensors
+from .io import atomic_write_bytes, atomic_write_json, check_shapes, read_json, read_tensors
 
 
 MASK_FILE = "mask.safetensors"
@@ -140,9 +140,7 @@ def _run_state(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.
     if not isinstance(meta, dict):
         raise RunError(f"{run.ticket_dir / META_FILE}: not a ticket description")
     state = ticket_state(run.path)
-    missing = [name for name in masks if name not in state]
-    if missing:
-        raise RunError(f"{run.path}: masks for weights the ticket's network lacks: {missing[:3]}")
+    check_shapes(masks, state, run.ticket_dir / MASK_FILE)
     return state, masks, result, meta
 
 

@@ -35,9 +35,9 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from supermask.errors import RunError, SupermaskError
-from supermask.experiment import (ExperimentConfig, describe_density, load_data, result_record, ticket_record, tracking,
+from supermask.experiment import (ExperimentConfig, check_input_shape, describe_density, load_data, result_record, ticket_record, tracking,
                                   writing)
-from supermask.io import atomic_write_bytes, load_checkpoint, read_tensors
+from supermask.io import atomic_write_bytes, check_shapes, load_checkpoint, read_tensors
 from supermask.models import InputSpec, create_model, masked_layer_types
 from supermask.nn import WEIGHT_INITS, check_density, derived_seed, init_model
 from supermask.nn.init import canonical
@@ -257,7 +257,7 @@ def run_imp(config: IMPConfig, callbacks: Sequence[Callback] = ()) -> IMPResult:
     if rewind_step >= total_steps:
         raise SupermaskError(f"rewind point {rewind_point} (step {rewind_step}) is not before the end of training "
                              f"({total_steps} steps): a rewound level would train no step")
-    _check_kept_names(config, spec)
+    _check_model(config, spec)
     writer = distributed.is_main()
     with writing(root, config):
         if config.early_bird == "channel":
@@ -273,8 +273,11 @@ def run_imp(config: IMPConfig, callbacks: Sequence[Callback] = ()) -> IMPResult:
     return IMPResult(root.path, rows)
 
 
-def _check_kept_names(config: IMPConfig, spec: InputSpec) -> None:
-    names = list(get_masks(create_model(config.arch, spec, config.layer_types(masked_layer_types()), **config.model_kwargs())))
+def _check_model(config: IMPConfig, spec: InputSpec) -> None:
+    """The architecture takes the data, and every ``--keep-unpruned`` name is one of its weights."""
+    model = create_model(config.arch, spec, config.layer_types(masked_layer_types()), **config.model_kwargs())
+    check_input_shape(model, spec, config.arch)
+    names = list(get_masks(model))
     unknown = sorted(set(config.keep_unpruned) - set(names))
     if unknown:
         raise SupermaskError(f"--keep-unpruned names no prunable weight of {config.arch}: {', '.join(unknown)} "
@@ -308,6 +311,9 @@ def _run_levels(config, data, spec, device, root, main, rewind_point, rewind_ste
         with run.tracking_status() if writer else contextlib.nullcontext():
             start_state = _starting_state(config, level, spec, rewind_path, main)
             if start_state is not None:
+                own = {k: v for k, v in model.state_dict().items() if not k.endswith("weight_mask")}
+                check_shapes({k: v for k, v in start_state.items() if not k.endswith("weight_mask")}, own,
+                             rewind_path, complete=True)
                 rewind(model, start_state, masks)
             else:
                 set_masks(model, masks)
@@ -368,10 +374,12 @@ def _target_pruner(config: IMPConfig, names: list[str], conv_names: set[str]):
 def _level_masks(config, level, masks, previous, main, names, conv_names, device):
     if main is not None:
         ticket_masks, _ = read_ticket(main.run_dir / f"level-{level}" / "ticket")
+        check_shapes(ticket_masks, masks, main.run_dir / f"level-{level}" / "ticket", complete=True)
         if config.control == "random-prune":
             return random_masks_like(ticket_masks, derived_seed(config.seed, f"random-prune-{level}"))
         return ticket_masks
     state = _final_state(previous, "cpu")
+    check_shapes({n: state[n] for n in names if n in state}, masks, previous.checkpoint_path, complete=True)
     weights = {n: state[n] for n in names}
     current = {n: state[n.rsplit(".", 1)[0] + ".weight_mask"] for n in names}
     return magnitude_prune(weights, current, config.level_fractions(names, conv_names), scope=config.scope,

@@ -106,7 +106,7 @@ def export_with_a_ticket_json_that_is_a_list(tmp_path):
 def finetune_a_ticket_whose_config_is_a_list(tmp_path):
     run = finished_run(tmp_path)
     (run / "config.json").write_text("[]")
-    return ["train", "--ticket", str(run), *SMALL[2:]], "not a run config"
+    return ["train", "--ticket", str(run), *SMALL[2:]], "not a search run's config"
 
 
 def export_unknown_format(tmp_path):
@@ -178,13 +178,90 @@ def interrupted_download(tmp_path, monkeypatch=None):
         "downloading fashion-mnist failed, nothing written"
 
 
+def torchvision_vit_on_28_pixel_images(tmp_path):
+    return ["search", *SMALL, "--arch", "torchvision/vit_b_16"], "cannot be built for 28-pixel images"
+
+
+def architecture_that_pools_the_images_away(tmp_path):
+    return ["search", *SMALL, "--arch", "torchvision/alexnet"], "cannot take 1x28x28 inputs"
+
+
+def imp_on_an_architecture_that_pools_the_images_away(tmp_path):
+    return ["imp", *SMALL, "--arch", "torchvision/alexnet"], "cannot take 1x28x28 inputs"
+
+
+def _images(root: Path, classes=("a", "b"), n=4):
+    import numpy as np
+    from PIL import Image
+
+    for part in ("train", "val"):
+        for c in classes:
+            (root / part / c).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(root / part / c / f"{i}.jpg")
+    return root
+
+
+def image_size_beyond_memory(tmp_path):
+    folder = _images(tmp_path / "imgs")
+    return ["search", *SMALL, "--dataset", f"imagefolder:{folder}", "--image-size", "1000000"], \
+        "more than this machine's"
+
+
+def truncated_image_read_by_workers(tmp_path):
+    folder = _images(tmp_path / "imgs")
+    image = folder / "train" / "a" / "1.jpg"
+    image.write_bytes(image.read_bytes()[:40])
+    return ["search", *SMALL, "--dataset", f"imagefolder:{folder}", "--image-size", "8", "--num-workers", "2",
+            "--batch-size", "8"], "1.jpg: not a readable image"
+
+
+def _finished_imp(tmp_path: Path) -> Path:
+    assert main(["imp", *SMALL, "--levels", "1", "--out", str(tmp_path / "imp")]) == 0
+    return next((tmp_path / "imp").rglob("rewind.safetensors")).parent
+
+
+def imp_resumed_with_a_reshaped_rewind_point(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    root = _finished_imp(tmp_path)
+    state = load_file(root / "rewind.safetensors")
+    state["1.weight"] = state["1.weight"][:10].clone()
+    save_file(state, root / "rewind.safetensors")
+    import shutil
+
+    shutil.rmtree(root / "level-1")
+    (root / "result.json").unlink()
+    return ["imp", *SMALL, "--levels", "1", "--out", str(tmp_path / "imp")], "1.weight has shape [10, 784]"
+
+
+def export_a_mask_of_the_wrong_shape(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    run = finished_run(tmp_path)
+    masks = load_file(run / "ticket" / "mask.safetensors")
+    name = next(iter(masks))
+    masks[name] = masks[name][:3].clone()
+    save_file(masks, run / "ticket" / "mask.safetensors")
+    return ["export", str(run), "--format", "state-dict"], "mask.safetensors: 1.weight has shape [3, 784]"
+
+
+def download_failing_with_a_long_message(tmp_path):
+    return ["search", "--dataset", "mnist", "--data-root", str(tmp_path / "data"), "--download"], \
+        "downloading mnist failed, nothing written to"
+
+
 CASES = [cifar_with_junk, mnist_truncated, image_folder_without_images, image_folder_without_train,
          data_root_is_a_file, export_not_a_run, export_a_file, export_over_a_device_node,
          export_over_a_file_it_did_not_write, export_into_another_run_directory, export_unknown_format,
          rerun_with_a_result_that_is_a_list, rerun_with_a_result_lacking_a_key,
          export_with_a_ticket_json_that_is_a_list, finetune_a_ticket_whose_config_is_a_list, export_corrupt_ticket_state,
          resume_from_checkpoint_that_runs_code, export_corrupt_mask, export_corrupt_ticket_json, export_corrupt_result,
-         compare_a_file, run_dir_of_another_config, output_is_unwritable, interrupted_download]
+         compare_a_file, run_dir_of_another_config, output_is_unwritable, interrupted_download,
+         torchvision_vit_on_28_pixel_images, architecture_that_pools_the_images_away,
+         imp_on_an_architecture_that_pools_the_images_away, image_size_beyond_memory, truncated_image_read_by_workers,
+         imp_resumed_with_a_reshaped_rewind_point, export_a_mask_of_the_wrong_shape,
+         download_failing_with_a_long_message]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.__name__ for c in CASES])
@@ -197,7 +274,13 @@ def test_bad_input_is_one_clear_line_and_status_2(case, tmp_path, capsys, monkey
             (Path(root) / "FashionMNIST" / "raw" / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b")
             raise OSError("[Errno 101] Network is unreachable")
 
+    class ChattyFailure:  # prints to stdout and fails with a message over several lines, as mirrors do
+        def __init__(self, root, *args, **kwargs):
+            print("Downloading http://example.invalid/train-images-idx3-ubyte.gz")
+            raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried http://a, got:\nHTTP Error 503")
+
     monkeypatch.setattr(torchvision.datasets, "FashionMNIST", NoNetwork)
+    monkeypatch.setattr(torchvision.datasets, "MNIST", ChattyFailure)
     args, message = case(tmp_path)
     finished_before = set(tmp_path.rglob("result.json"))
     checkpoints_before = set(tmp_path.rglob("checkpoint.pt"))
@@ -205,8 +288,10 @@ def test_bad_input_is_one_clear_line_and_status_2(case, tmp_path, capsys, monkey
                     if p.is_file() and not p.is_symlink() and p.name != "status.json"}
     capsys.readouterr()
     code = main(args + (["--out", str(tmp_path / "out")] if args[0] in ("search",) and "--out" not in args else []))
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    err = captured.err
     assert code == 2, err
+    assert "Downloading" not in captured.out  # a library's chatter is not the user's output
     assert err.startswith("supermask: error:") and err.count("\n") == 1, err
     assert "Traceback" not in err and "pwned" not in err
     assert message in err, err

@@ -83,3 +83,33 @@ def test_find_runs_lists_finished_runs_only(tmp_path):
 
 PINNED_DEFAULT_HASH = "8228bd68f7fe"  # 0.2: train.selection and data_fingerprint joined the config
 MNIST_5K_FINGERPRINT = "5e1267f330e0ec89"
+
+
+def test_a_checkpoint_is_in_place_at_every_instant_of_its_rotation(tmp_path, monkeypatch):
+    """A kill at any point of saving leaves checkpoint.pt (old or new): the rotation never moves
+    the latest away before the new one is in place."""
+    import os
+
+    from supermask.io import load_checkpoint
+    from supermask.runs import RunDir
+
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    run.save_checkpoint({"model": {}, "step": 1})
+    present = []
+
+    def watched(fn):
+        def call(*args, **kwargs):
+            present.append(run.checkpoint_path.exists())
+            result = fn(*args, **kwargs)
+            present.append(run.checkpoint_path.exists())
+            return result
+        return call
+
+    monkeypatch.setattr(os, "replace", watched(os.replace))
+    monkeypatch.setattr(os, "link", watched(os.link))
+    run.save_checkpoint({"model": {}, "step": 2})
+    assert len(present) >= 4 and all(present), present
+    assert load_checkpoint(run.checkpoint_path)["step"] == 2
+    assert load_checkpoint(run.previous_checkpoint_path)["step"] == 1
+    assert sorted(p.name for p in run.path.iterdir()) == ["checkpoint.prev.pt", "checkpoint.pt"]  # no leftovers

@@ -13,7 +13,9 @@ test split is only ever reported.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import logging
 import os
 import shutil
@@ -123,10 +125,15 @@ def _download(name: str, root: Path, fetch: Callable[[str], object]) -> None:
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".download-{name}-", dir=root))
     try:
+        chatter = io.StringIO()  # torchvision prints its progress and every failed mirror
         try:
-            fetch(str(staging))
+            with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+                fetch(str(staging))
         except Exception as exc:  # network errors come in many types
-            raise DataError(f"downloading {name} failed, nothing written to {root}: {exc}") from None
+            detail = " ".join(str(exc).split())[:300] or type(exc).__name__
+            raise DataError(f"downloading {name} failed, nothing written to {root}: {detail}") from None
+        finally:
+            log.debug("download of %s said: %s", name, chatter.getvalue())
         for path in sorted(staging.rglob("*")):
             if path.is_file():
                 target = root / path.relative_to(staging)

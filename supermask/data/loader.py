@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from ..errors import DataError
 from ..nn.init import derived_seed
 from .datasets import DatasetInfo, Split, TensorSplit
 
@@ -155,7 +156,29 @@ class _SeededExamples(torch.utils.data.Dataset):
         index, position = item
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derived_seed(self.seed, f"folder-{self.epoch}-{position}"))
-            return self.dataset[index]
+            try:
+                return self.dataset[index]
+            except (OSError, SyntaxError, ValueError) as exc:  # PIL: truncated, unidentified, corrupt
+                raise DataError(f"{_sample_path(self.dataset, index)}: not a readable image "
+                                f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+
+
+def _sample_path(dataset, index: int) -> str:
+    """The file behind example ``index`` of an image folder (through any ``Subset`` around it)."""
+    while isinstance(dataset, torch.utils.data.Subset):
+        dataset, index = dataset.dataset, dataset.indices[index]
+    samples = getattr(dataset, "samples", None)
+    return str(samples[index][0]) if samples is not None else f"example {index}"
+
+
+def _worker_message(exc: DataError) -> str:
+    """A ``DataError`` raised in a DataLoader worker arrives wrapped in the worker's traceback:
+    its own message is the traceback's last line."""
+    text = str(exc).strip()
+    if "Original Traceback" not in text:
+        return text
+    last = text.splitlines()[-1]
+    return last.split(": ", 1)[1] if ": " in last else last
 
 
 class FolderLoader:
@@ -187,8 +210,11 @@ class FolderLoader:
         loader = DataLoader(_SeededExamples(self.dataset, self.seed, self.epoch), batch_sampler=batches,
                             num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
                             persistent_workers=False, generator=workers)
-        for images, labels in loader:
-            yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+        try:
+            for images, labels in loader:
+                yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+        except DataError as exc:
+            raise DataError(_worker_message(exc)) from None
 
 
 def make_loader(split: Split, info: DatasetInfo, batch_size: int, *, train: bool, seed: int = 0,

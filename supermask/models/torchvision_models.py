@@ -5,7 +5,7 @@ from __future__ import annotations
 import torchvision
 from torch import nn
 
-from ..errors import UnknownNameError
+from ..errors import SupermaskError, UnknownNameError
 from .registry import InputSpec
 
 
@@ -16,8 +16,16 @@ def check_torchvision_name(name: str) -> str:
 
 
 def torchvision_model(name: str, spec: InputSpec, **kwargs) -> nn.Module:
+    """``name`` built for ``spec``: its classes, its input channels, and (vision transformers,
+    whose position embedding fixes the image size) the data's image size."""
     check_torchvision_name(name)
-    model = torchvision.models.get_model(name, weights=None, num_classes=spec.num_classes, **kwargs)
+    if name.startswith("vit_"):
+        kwargs.setdefault("image_size", spec.image_size)
+    try:
+        model = torchvision.models.get_model(name, weights=None, num_classes=spec.num_classes, **kwargs)
+    except (AssertionError, ValueError, TypeError) as exc:  # e.g. a patch size that does not divide the image
+        raise SupermaskError(f"torchvision/{name} cannot be built for {spec.image_size}-pixel images: "
+                             f"{str(exc).strip() or type(exc).__name__}") from None
     if spec.in_channels != 3:
         _adapt_first_conv(model, spec.in_channels)
     return model

@@ -370,7 +370,8 @@ def train(
                     if _callback_key(cb) == name:
                         cb.load_state_dict(cb_state)
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-            raise RunError(f"{path}: checkpoint does not fit this run ({exc})") from None
+            detail = " ".join(str(exc).split())[:300]  # load_state_dict's report spans lines
+            raise RunError(f"{path}: checkpoint does not fit this run ({detail})") from None
         selected.resumed(state.history)
         if writer:
             run.truncate_metrics(state.step)
