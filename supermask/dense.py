@@ -67,6 +67,10 @@ def _ticket_config(run_dir: str):
     run = RunDir(Path(run_dir))
     if not run.is_finished() or not (run.ticket_dir / "ticket.json").exists():
         raise SupermaskError(f"{run_dir}: not a finished search run with a ticket")
+    engine = run.read_result().get("engine")
+    if engine != "search":
+        raise SupermaskError(f"{run_dir}: not a search run (engine {engine!r}): --ticket fine-tunes a strong "
+                             f"ticket, whose weights were never trained")
     return config_from_dict(read_json(run.config_path))
 
 

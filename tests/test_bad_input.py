@@ -246,6 +246,11 @@ def export_a_mask_of_the_wrong_shape(tmp_path):
     return ["export", str(run), "--format", "state-dict"], "mask.safetensors: 1.weight has shape [3, 784]"
 
 
+def finetune_an_imp_level(tmp_path):
+    root = _finished_imp(tmp_path)
+    return ["train", "--ticket", str(root / "level-1"), *SMALL[2:]], "not a search run (engine 'imp')"
+
+
 def download_failing_with_a_long_message(tmp_path):
     return ["search", "--dataset", "mnist", "--data-root", str(tmp_path / "data"), "--download"], \
         "downloading mnist failed, nothing written to"
@@ -261,7 +266,7 @@ CASES = [cifar_with_junk, mnist_truncated, image_folder_without_images, image_fo
          torchvision_vit_on_28_pixel_images, architecture_that_pools_the_images_away,
          imp_on_an_architecture_that_pools_the_images_away, image_size_beyond_memory, truncated_image_read_by_workers,
          imp_resumed_with_a_reshaped_rewind_point, export_a_mask_of_the_wrong_shape,
-         download_failing_with_a_long_message]
+         download_failing_with_a_long_message, finetune_an_imp_level]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.__name__ for c in CASES])

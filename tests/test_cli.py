@@ -27,6 +27,7 @@ def run_cli(args, capsys):
     (["search", "--method", "magic"], "unknown method"),
     (["search", "--epochs", "0"], "epochs must be a positive integer"),
     (["search", "--lr", "-1"], "learning rate must be a positive number"),
+    (["search", "--lr", "1e308"], "learning rate 1e+308 overflows float32"),
     (["search", "--batch-size", "x"], "Invalid value for '--batch-size'"),
     (["search", "--scope", "local"], "Invalid value for '--scope'"),
     (["search", "--device", "tpu"], "device must be auto, cpu or cuda"),

@@ -15,6 +15,7 @@ PRECISIONS = ("32", "bf16", "16")
 #: accuracy at the final density (ties: the earliest), or the last one.
 SELECTIONS = ("best-val", "last")
 DEFAULT_LR = 0.1
+FLOAT32_MAX = 3.4028234663852886e38
 DEFAULT_WEIGHT_DECAY = 1e-4
 
 
@@ -64,6 +65,8 @@ class TrainConfig:
         _positive_int(self.batch_size, "batch size")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise SupermaskError(f"learning rate must be a positive number, got {self.lr!r}")
+        if self.lr > FLOAT32_MAX:  # the optimiser's step multiplies float32 tensors by it
+            raise SupermaskError(f"learning rate {self.lr!r} overflows float32 (at most {FLOAT32_MAX:.3g})")
         for name in ("momentum", "weight_decay", "warmup_epochs", "label_smoothing"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
