@@ -61,6 +61,9 @@ REWIND_FILE = "rewind.safetensors"
 WEIGHTS_FILE = "weights.safetensors"
 
 
+EB_EPSILON, EB_WINDOW = 0.1, 5  # early-bird's mask-distance threshold and window (You et al. 2020)
+
+
 @dataclass
 class IMPConfig(ExperimentConfig):
     levels: int = 10  # pruning levels after the dense level 0
@@ -79,8 +82,8 @@ class IMPConfig(ExperimentConfig):
     # target density settles, then IMP goes on); "channel" (the paper's: BatchNorm-γ channel masks under
     # an L1 penalty, then the physically smaller network is trained; see channel_early_bird.py).
     early_bird: Optional[str] = None
-    eb_epsilon: float = 0.1
-    eb_window: int = 5
+    eb_epsilon: float = EB_EPSILON
+    eb_window: int = EB_WINDOW
     eb_l1: Optional[float] = None  # channel: the L1 penalty on BatchNorm γ [1e-4]
     train: TrainConfig = field(default_factory=lambda: default_train_config("conv6"))
 
@@ -91,10 +94,11 @@ class IMPConfig(ExperimentConfig):
         """The paper's defaults for ``arch``'s family (see :mod:`imp.defaults`), then ``overrides``."""
         d = family_defaults(arch)
         train = default_train_config(arch, **({"epochs": epochs} if epochs else {}))
+        layerwise = (overrides.get("scope") or d.scope) == "layerwise"  # the per-layer fractions: layerwise only
         base = dict(arch=arch, scope=d.scope, prune_fraction=d.fc_fraction, train=train,
                     keep_unpruned=d.keep_unpruned, bn_init=d.bn_init,
-                    conv_prune_fraction=d.conv_fraction if d.scope == "layerwise" else None,
-                    output_prune_fraction=d.output_fraction if d.scope == "layerwise" else None)
+                    conv_prune_fraction=d.conv_fraction if layerwise else None,
+                    output_prune_fraction=d.output_fraction if layerwise else None)
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)
 
@@ -107,6 +111,10 @@ class IMPConfig(ExperimentConfig):
             raise SupermaskError(f"levels must be a positive integer, got {self.levels!r}")
         check_fraction(self.prune_fraction)
         for name in ("conv_prune_fraction", "output_prune_fraction"):
+            if getattr(self, name) is not None and self.scope == "global":
+                # does nothing under one global threshold: dropped (with a warning), so it changes no hash
+                log.warning("--%s applies to --scope layerwise only; ignored", name.replace("_", "-"))
+                setattr(self, name, None)
             if getattr(self, name) is not None:
                 check_fraction(getattr(self, name), name.replace("_", " "))
         if self.target_density is not None:
@@ -122,6 +130,8 @@ class IMPConfig(ExperimentConfig):
             self._check_channel_early_bird()
         elif self.eb_l1 is not None:
             raise SupermaskError("--eb-l1 applies to --early-bird channel only")
+        if self.early_bird is None and (self.eb_epsilon, self.eb_window) != (EB_EPSILON, EB_WINDOW):
+            raise SupermaskError("--eb-epsilon and --eb-window apply to --early-bird only")
         if not (0.0 < self.eb_epsilon < 1.0):
             raise SupermaskError(f"early-bird epsilon must be in (0, 1), got {self.eb_epsilon!r}")
         if not isinstance(self.eb_window, int) or self.eb_window < 1:

@@ -234,3 +234,24 @@ def test_early_bird_stops_dense_training_once_the_mask_settles(tmp_path):
     assert distances[0] > distances[-1]  # the mask settles
     assert result.levels[1]["epochs"] == 12  # later levels train the configured length
     assert mask_distance({"a": torch.tensor([1, 0, 1, 1])}, {"a": torch.tensor([1, 1, 1, 0])}) == 0.5
+
+
+def test_options_that_would_do_nothing_are_refused_or_dropped_not_hashed(caplog):
+    from supermask.runs import config_hash
+    from supermask_imp import IMPConfig
+
+    with pytest.raises(SupermaskError, match="apply to --early-bird only"):
+        IMPConfig.for_arch("lenet_300_100", eb_window=3).validate()
+    plain = IMPConfig.for_arch("lenet_300_100", scope="global").validate()
+    assert plain.conv_prune_fraction is None and plain.output_prune_fraction is None
+    given = IMPConfig.for_arch("lenet_300_100", scope="global", conv_prune_fraction=0.1,
+                               output_prune_fraction=0.3).validate()
+    assert config_hash(given) == config_hash(plain)
+    assert "applies to --scope layerwise only; ignored" in caplog.text
+
+
+def test_nesterov_is_refused_for_adam():
+    from supermask.training import TrainConfig
+
+    with pytest.raises(SupermaskError, match="applies to SGD only"):
+        TrainConfig(optimizer="adam", nesterov=True).validate()

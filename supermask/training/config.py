@@ -54,6 +54,8 @@ class TrainConfig:
             raise SupermaskError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise SupermaskError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.nesterov and self.optimizer != "sgd":
+            raise SupermaskError(f"--nesterov applies to SGD only, not {self.optimizer}")
         if self.selection not in SELECTIONS:
             raise SupermaskError(f"selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}")
         self.precision = str(self.precision)
