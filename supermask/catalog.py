@@ -32,6 +32,7 @@ class MethodCard:
     train_defaults: dict = field(default_factory=dict)  # TrainConfig fields, e.g. {"lr": 100.0}
     options: tuple[str, ...] = ()  # the SearchConfig fields that only this method reads
     density_is_outcome: bool = False  # the mask's density is learned, not imposed (Bernoulli)
+    structures: tuple[str, ...] = ("unstructured",)  # mask structures it supports ("nm": N:M, supermask.nn.nm)
 
 
 #: The search's defaults where a method sets none (edge-popup's: Ramanujan et al. 2020).
@@ -43,6 +44,7 @@ SEARCH_METHODS = {
         "Ramanujan et al. 2020: learned scores, top-k mask, straight-through gradient",
         reference="Ramanujan et al. 2020, 'What's Hidden in a Randomly Weighted Neural Network?'; "
                   "allenai/hidden-networks (configs for Conv-2/4/6/8: signed constant, SGD lr 0.1, wd 1e-4, cosine)",
+        structures=("unstructured", "nm"),
     ),
     "bernoulli": MethodCard(
         "Zhou et al. 2019: Bernoulli(sigmoid(scores)) masks sampled each step and at evaluation; the density is "
@@ -59,6 +61,7 @@ SEARCH_METHODS = {
         reference="Diffenderfer & Kailkhura 2021, 'Multi-Prize Lottery Ticket Hypothesis'; chrundle/biprop "
                   "(smallscale configs: kaiming_normal, scale_fan, SGD lr 0.1, wd 1e-4, cosine)",
         defaults={"init": "kaiming-normal", "scaled_fan": True},
+        structures=("unstructured", "nm"),
     ),
     "gem-miner": MethodCard(
         "Sreenivasan et al. 2022: [0, 1] scores rounded at 0.5, lambda*sum(s^2) in the loss, periodic global "
@@ -77,6 +80,7 @@ SEARCH_METHODS = {
                   "dchiji-ntt/iterand (config.yaml: rerand_freq 300 iterations, rerand_lambda 0.1)",
         defaults={"rerandomize_every": 300, "rerandomize_rate": 0.1},
         options=("rerandomize_every", "rerandomize_rate"),
+        structures=("unstructured", "nm"),
     ),
 }
 

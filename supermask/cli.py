@@ -264,8 +264,12 @@ def _method_option_help(text: str, field: str) -> str:
 @cli.command()
 @model_options
 @click.option("--method", default="edge-popup", show_default=True, help="Ticket finder (see `supermask list methods`).")
-@click.option("--density", default=None, help="Fraction of weights kept, in (0, 1], or a list. [default: 0.5]")
+@click.option("--density", default=None,
+              help="Fraction of weights kept, in (0, 1], or a list. [default: 0.5; N/M with --structure nm:N:M]")
 @click.option("--sparsity", default=None, help="Fraction of weights removed (1 - density), or a list. [default: from --density]")
+@click.option("--structure", default="unstructured", show_default=True,
+              help="Mask structure: unstructured (top-k over the layer) or nm:N:M (N kept in every group of M "
+                   "consecutive weights along the input dimension; density N/M; e.g. nm:2:4).")
 @click.option("--scope", default=None, type=click.Choice(["layerwise", "global"]),
               help=_method_option_help("One top-k threshold per layer, or one over all layers.", "scope"))
 @click.option("--init", "init", default=None,
@@ -303,11 +307,15 @@ def search(**kw) -> None:
     invocation = _invocation(kw)
     _refuse_pruner(kw["method"])
     train_cfg = with_train_overrides(TrainConfig(), kw)  # what is not given stays None: the method's defaults fill it
-    densities = resolve_densities(kw.pop("density"), kw.pop("sparsity"), 0.5)
+    densities = resolve_densities(kw.pop("density"), kw.pop("sparsity"), None)  # None: the library's default
     seeds, inits = _seeds(kw), parse_list(kw.pop("init"), str, "--init")
     configs = expand_grid(SearchConfig(train=train_cfg, **kw), init=inits, density=densities, seed=seeds)
-    _run_points(configs, lambda c, cb: run_search(c, callbacks=cb), invocation,
-                lambda c: f"{c.arch} {c.method} {c.init} d={c.density:g} s={c.seed}", _echo_result)
+    _run_points(configs, lambda c, cb: run_search(c, callbacks=cb), invocation, _search_label, _echo_result)
+
+
+def _search_label(c) -> str:
+    structure = "" if c.structure == "unstructured" else f" {c.structure}"
+    return f"{c.arch} {c.method}{structure} {c.init} d={c.density:g} s={c.seed}"
 
 
 def _dense_default(field: str) -> str:

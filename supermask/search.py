@@ -27,6 +27,7 @@ from .experiment import ExperimentConfig, ExperimentResult, run_experiment
 from .methods import METHODS
 from .models import InputSpec
 from .nn import SCORE_INITS, WEIGHT_INITS, check_density, check_scope
+from .nn.nm import UNSTRUCTURED, parse_structure
 from .errors import SupermaskError
 from .nn.init import canonical
 from .training import Callback, TrainConfig
@@ -36,6 +37,7 @@ SearchResult = ExperimentResult
 log = logging.getLogger(__name__)
 
 
+DEFAULT_DENSITY = 0.5  # k = 50%: the edge-popup paper's best Conv-6 point
 #: Below this starting density Bernoulli's sampled network rarely learns (measured: docs/fidelity.md).
 BERNOULLI_LOW_START = 0.1
 
@@ -51,7 +53,8 @@ class SearchConfig(ExperimentConfig):
     the resolved values into the config, so they are in ``config.json`` and the hash."""
 
     method: str = "edge-popup"
-    density: float = 0.5
+    density: Optional[float] = None  # None: DEFAULT_DENSITY, or N/M with an N:M structure
+    structure: str = UNSTRUCTURED  # or "nm:N:M" (supermask.nn.nm): N kept in every group of M
     scope: Optional[str] = None  # layerwise | global
     init: Optional[str] = None  # weight initialiser (supermask list inits)
     scaled_fan: Optional[bool] = None  # scale the init's fan by the density (Ramanujan et al. 2020)
@@ -68,8 +71,9 @@ class SearchConfig(ExperimentConfig):
     ENGINE = "search"
 
     def validate(self) -> "SearchConfig":
-        self.density = check_density(self.density)
         method = METHODS.get(self.method)
+        self._resolve_structure(method)
+        self.density = check_density(self.density)
         for name in METHOD_OPTIONS:
             if getattr(self, name) is not None and name not in method.options:
                 owners = [m for m in METHODS if name in METHODS.get(m).options]
@@ -102,6 +106,26 @@ class SearchConfig(ExperimentConfig):
         return super().validate()
 
 
+    def _resolve_structure(self, method) -> None:
+        nm = parse_structure(self.structure)
+        if nm is None:
+            self.structure = UNSTRUCTURED
+            if self.density is None:
+                self.density = DEFAULT_DENSITY
+            return
+        self.structure = str(nm)
+        if "nm" not in method.structures:
+            raise SupermaskError(f"--structure {nm} applies to "
+                                 f"{', '.join(m for m in METHODS if 'nm' in METHODS.get(m).structures)}, "
+                                 f"not {self.method}")
+        if self.density is not None and self.density != nm.density:
+            raise SupermaskError(f"--structure {nm} keeps {nm.n} of every {nm.m} weights (density {nm.density:g}): "
+                                 f"--density {self.density:g} contradicts it; leave --density out")
+        if self.scope == "global":
+            raise SupermaskError(f"--structure {nm} is per group of {nm.m} weights: --scope global does not apply")
+        self.density = nm.density
+
+
 def resolved_defaults(method: str) -> dict:
     """The settings a search with ``method`` runs at when nothing else is given (as ``validate``
     resolves them: the method's defaults, then the generic ones)."""
@@ -120,6 +144,7 @@ def ticket_meta(config: SearchConfig, spec: InputSpec) -> dict:
         "width": config.width, "dropout": config.dropout, "in_channels": spec.in_channels, "image_size": spec.image_size,
         "num_classes": spec.num_classes, "init": config.init, "scaled_fan": config.scaled_fan,
         "seed": config.seed, "density": config.density, "scope": config.scope, "learned_bn": config.learned_bn,
+        "structure": config.structure,
     }
 
 
@@ -131,7 +156,7 @@ def search(config: SearchConfig, callbacks: Sequence[Callback] = ()) -> SearchRe
         config, lambda spec, data: method.build(config, spec), callbacks=[*method.callbacks(config), *callbacks],
         ticket_meta=lambda spec: ticket_meta(config, spec),
         result_fields={"method": config.method, "init": config.init, "scope": config.scope,
-                       "requested_density": config.density},
+                       "requested_density": config.density, "structure": config.structure},
     )
 
 

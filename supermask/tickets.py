@@ -358,7 +358,8 @@ def load_ticket(path: Path) -> torch.nn.Module:
         raise RunError(f"{path}: not a supermask ticket ({type(exc).__name__})") from None
     spec = InputSpec(recipe["in_channels"], recipe["image_size"], recipe["num_classes"])
     kwargs = {"width": recipe["width"]} if recipe.get("width", 1.0) != 1.0 else {}
-    layers = supermask_layer_types(recipe["density"], recipe["learned_bn"]).with_dropout(recipe.get("dropout", 0.0))
+    layers = supermask_layer_types(recipe["density"], recipe["learned_bn"], structure=recipe.get("structure")
+                                   ).with_dropout(recipe.get("dropout", 0.0))
     model = create_model(recipe["arch"], spec, layers, **kwargs)
     init_model(model, recipe["init"], recipe["seed"], scaled_fan=recipe["scaled_fan"])
     _check_regenerated(path, recipe, model.state_dict())

@@ -50,6 +50,7 @@ class Method:
     train_defaults: dict = field(default_factory=dict)  # TrainConfig fields, e.g. {"lr": 100.0}
     reference: str = ""  # the paper and the reference code the defaults come from
     options: tuple[str, ...] = ()  # the SearchConfig fields that only this method reads
+    structures: tuple[str, ...] = ("unstructured",)  # the mask structures it supports ("nm": N:M)
 
     @classmethod
     def builtin(cls, name: str, build: Callable, callbacks: Callable = _no_callbacks) -> "Method":
@@ -57,7 +58,7 @@ class Method:
         card = SEARCH_METHODS[name]
         return cls(name, card.summary, build, callbacks, density_is_outcome=card.density_is_outcome,
                    defaults=dict(card.defaults), train_defaults=dict(card.train_defaults),
-                   reference=card.reference, options=card.options)
+                   reference=card.reference, options=card.options, structures=card.structures)
 
 
 METHODS: Registry[Method] = Registry("method")

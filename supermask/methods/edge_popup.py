@@ -18,7 +18,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def build_edge_popup(config: "SearchConfig", spec: InputSpec) -> nn.Module:
     """Frozen random weights from ``config.init``/``config.seed``; scores trained; top-k mask per forward."""
-    layers = config.layer_types(supermask_layer_types(config.density, learned_bn=config.learned_bn))
+    layers = config.layer_types(supermask_layer_types(config.density, learned_bn=config.learned_bn,
+                                                      structure=config.structure))
     model = create_model(config.arch, spec, layers, **config.model_kwargs())
     init_model(model, config.init, config.seed, scaled_fan=config.scaled_fan, score_init=config.score_init)
     if config.scope == "global":

@@ -59,18 +59,19 @@ class Layers:
 DENSE = Layers()
 
 
-def supermask_layer_types(density: float, learned_bn: bool = False) -> Layers:
+def supermask_layer_types(density: float, learned_bn: bool = False, structure: Optional[str] = None) -> Layers:
     """Layer types for the strong-ticket variant: supermask conv/linear, non-affine BN by default."""
     from ..nn import SupermaskConv2d, SupermaskLinear, check_density, convert
 
     density = check_density(density)
     return Layers(
-        conv=partial(SupermaskConv2d, density=density),
-        linear=partial(SupermaskLinear, density=density),
+        conv=partial(SupermaskConv2d, density=density, structure=structure),
+        linear=partial(SupermaskLinear, density=density, structure=structure),
         norm=nn.BatchNorm2d if learned_bn else partial(nn.BatchNorm2d, affine=False),
         layer_norm=nn.LayerNorm if learned_bn else partial(nn.LayerNorm, elementwise_affine=False),
         # init=None: the builder's caller draws the weights (init_model) after adapting.
-        adapt=partial(convert, density=density, init=None, bn="learned" if learned_bn else "non-affine", inplace=True),
+        adapt=partial(convert, density=density, init=None, bn="learned" if learned_bn else "non-affine",
+                      structure=structure, inplace=True),
     )
 
 

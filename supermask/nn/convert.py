@@ -98,6 +98,7 @@ def convert(
     keep_dense: Iterable[str] = (),
     learned_bn: bool = False,
     bn: str | None = None,
+    structure: str | None = None,
     scaled_fan: bool = False,
     score_init: str = "kaiming-uniform",
     inplace: bool = False,
@@ -110,6 +111,7 @@ def convert(
       (``None`` keeps the model's own weights, e.g. pretrained ones).
     - ``keep_dense``: qualified module names, or ``"first"``/``"last"``, left as plain
       layers (frozen, all edges kept).
+    - ``structure``: ``"nm:N:M"`` for N:M masks (see :mod:`supermask.nn.nm`; the density is then N/M).
     - ``bn``: ``"non-affine"``, ``"frozen"`` or ``"learned"`` (see the module docstring); by
       default ``"learned"`` with ``learned_bn``, else ``"frozen"`` with ``init=None``, else
       ``"non-affine"``.
@@ -125,9 +127,9 @@ def convert(
         if isinstance(module, SupermaskMixin) or name in dense:
             continue
         if isinstance(module, nn.Conv2d):
-            _replace(model, name, SupermaskConv2d.from_dense(module, density))
+            _replace(model, name, SupermaskConv2d.from_dense(module, density, structure))
         elif isinstance(module, nn.Linear):
-            _replace(model, name, SupermaskLinear.from_dense(module, density))
+            _replace(model, name, SupermaskLinear.from_dense(module, density, structure))
         elif isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine and bn == "non-affine":
             _replace(model, name, _non_affine_copy(module))
         elif isinstance(module, nn.LayerNorm) and module.elementwise_affine and bn == "non-affine":

@@ -10,6 +10,7 @@ state-dict keys of the plain architecture (``features.0.weight``) stay valid.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Iterable, Optional
 
@@ -17,8 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .nm import nm_applies, nm_mask, parse_structure, straight_through_nm
 from .topk import (check_density, global_threshold, kept_count, straight_through_threshold,
                    straight_through_topk, threshold_mask, topk_mask)
+
+log = logging.getLogger(__name__)
 
 
 class SupermaskMixin:
@@ -29,7 +33,7 @@ class SupermaskMixin:
     scores: nn.Parameter
     density: float
 
-    def _setup_supermask(self, density: float) -> None:
+    def _setup_supermask(self, density: float, structure: Optional[str] = None) -> None:
         self.weight.requires_grad_(False)
         if self.bias is not None:
             self.bias.requires_grad_(False)
@@ -37,6 +41,15 @@ class SupermaskMixin:
         # PyTorch's default layer init: kaiming_uniform(a=sqrt(5)), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
         nn.init.kaiming_uniform_(self.scores, a=math.sqrt(5))
         self.density = check_density(density)
+        # N:M (see supermask.nn.nm): the density is N/M; None: unstructured top-k.
+        self.nm = parse_structure(structure)
+        if self.nm is not None:
+            self.density = self.nm.density
+            if not nm_applies(self.weight.shape, self.nm.m):
+                log.warning("a %s of weight shape %s: rows do not split into groups of %d; masked unstructured at "
+                            "density %g instead", type(self).__name__, list(self.weight.shape), self.nm.m,
+                            self.density)
+                self.nm = None
         # Not a submodule: a plain attribute, so it is not in state_dict or children().
         object.__setattr__(self, "global_scope", None)
         self._mask_cache: Optional[Tensor] = None
@@ -54,12 +67,16 @@ class SupermaskMixin:
         """The mask the forward pass applies (differentiable w.r.t. ``scores`` in training)."""
         if self.global_scope is not None:
             return self.global_scope.mask_for(self)
+        nm = getattr(self, "nm", None)
         if self._use_cached_mask():
             key = (self.scores._version, self.scores.data_ptr(), self.density)
             if self._mask_cache is None or self._mask_cache_key != key:
-                self._mask_cache = topk_mask(self.scores.abs(), kept_count(self.scores.numel(), self.density))
+                self._mask_cache = (nm_mask(self.scores.abs(), nm.n, nm.m) if nm is not None else
+                                    topk_mask(self.scores.abs(), kept_count(self.scores.numel(), self.density)))
                 self._mask_cache_key = key
             return self._mask_cache
+        if nm is not None:
+            return straight_through_nm(self.scores.abs(), nm.n, nm.m)
         return straight_through_topk(self.scores.abs(), kept_count(self.scores.numel(), self.density))
 
     @torch.no_grad()
@@ -84,25 +101,26 @@ class SupermaskMixin:
 
     def extra_repr(self) -> str:  # type: ignore[override]
         scope = "global" if self.global_scope is not None else "layerwise"
-        return f"{super().extra_repr()}, density={self.density}, scope={scope}"  # type: ignore[misc]
+        structure = f", structure={self.nm}" if getattr(self, "nm", None) is not None else ""
+        return f"{super().extra_repr()}, density={self.density}, scope={scope}{structure}"  # type: ignore[misc]
 
 
 class SupermaskConv2d(SupermaskMixin, nn.Conv2d):
     """``nn.Conv2d`` with frozen weights and a learned top-k mask over them."""
 
-    def __init__(self, *args, density: float = 0.5, **kwargs):
+    def __init__(self, *args, density: float = 0.5, structure: Optional[str] = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self._setup_supermask(density)
+        self._setup_supermask(density, structure)
 
     def forward(self, x: Tensor) -> Tensor:
         return self._conv_forward(x, self.masked_weight(), self.bias)
 
     @classmethod
-    def from_dense(cls, conv: nn.Conv2d, density: float) -> "SupermaskConv2d":
+    def from_dense(cls, conv: nn.Conv2d, density: float, structure: Optional[str] = None) -> "SupermaskConv2d":
         new = cls(
             conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
             padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
-            bias=conv.bias is not None, padding_mode=conv.padding_mode, density=density,
+            bias=conv.bias is not None, padding_mode=conv.padding_mode, density=density, structure=structure,
             device=conv.weight.device, dtype=conv.weight.dtype,
         )
         _copy_frozen(new, conv)
@@ -112,17 +130,17 @@ class SupermaskConv2d(SupermaskMixin, nn.Conv2d):
 class SupermaskLinear(SupermaskMixin, nn.Linear):
     """``nn.Linear`` with frozen weights and a learned top-k mask over them."""
 
-    def __init__(self, *args, density: float = 0.5, **kwargs):
+    def __init__(self, *args, density: float = 0.5, structure: Optional[str] = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self._setup_supermask(density)
+        self._setup_supermask(density, structure)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(x, self.masked_weight(), self.bias)
 
     @classmethod
-    def from_dense(cls, linear: nn.Linear, density: float) -> "SupermaskLinear":
+    def from_dense(cls, linear: nn.Linear, density: float, structure: Optional[str] = None) -> "SupermaskLinear":
         new = cls(
-            linear.in_features, linear.out_features, bias=linear.bias is not None, density=density,
+            linear.in_features, linear.out_features, bias=linear.bias is not None, density=density, structure=structure,
             device=linear.weight.device, dtype=linear.weight.dtype,
         )
         _copy_frozen(new, linear)
