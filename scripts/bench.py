@@ -13,7 +13,9 @@
 6. one edge-popup epoch of Conv6 on the bundled mnist-5k, end to end through ``train`` (data,
    step, evaluation), vs one dense epoch;
 7. ``supermask --help`` (a fresh interpreter: the CLI imports no torch for help and lists) vs
-   ``python -c pass``.
+   ``python -c pass``;
+8. the sparse export of LeNet-300-100 (masked Linear weights as CSR) vs the same network dense,
+   at densities 0.5, 0.2, 0.05 and 0.01, batch 1 and 256 (inference, no grad).
 
 Every comparison alternates its two sides within each round, so machine noise hits both alike,
 and reports the median ratio over rounds with its spread (min-max). Targets (issue 5, CPU):
@@ -278,6 +280,39 @@ def bench_cli(rounds: int) -> dict:
     return ratio_row("cli_help", "`supermask --help` (fresh process) / `python -c pass`", "help", ta, "pass", tb)
 
 
+def bench_sparse(rounds: int) -> list[dict]:
+    """Inference of LeNet-300-100's sparse export (CSR Linear layers) against the dense network."""
+    from supermask.sparse import sparse_model, sparse_state_dict
+    from supermask.tickets import folded_state_dict
+
+    spec = InputSpec(1, 28, 10)
+    rows = []
+    for density in (0.5, 0.2, 0.05, 0.01):
+        torch.manual_seed(0)
+        dense = create_model("lenet_300_100", spec, DENSE).eval()
+        state = dense.state_dict()
+        masks = {k: (torch.rand_like(v) < density).float() for k, v in state.items() if k.endswith("weight")}
+        folded = folded_state_dict(state, masks)
+        dense.load_state_dict(folded)
+        sparse = sparse_model(create_model("lenet_300_100", spec, DENSE), sparse_state_dict(folded, masks),
+                              "bench").eval()
+        for batch in (1, 256):
+            x = torch.randn(batch, 1, 28, 28)
+
+            def forward(model):
+                def run():
+                    with torch.no_grad():
+                        model(x)
+                return run
+
+            ta, tb = paired_rounds(forward(sparse), forward(dense), rounds, torch.device("cpu"),
+                                   calls=200 if batch == 1 else 20)
+            rows.append(ratio_row(f"sparse_lenet_d{density:g}_b{batch}",
+                                  f"LeNet-300-100 inference, density {density:g}, batch {batch}: sparse (CSR) / dense",
+                                  "sparse", ta, "dense", tb))
+    return rows
+
+
 def machine() -> dict:
     info = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
@@ -322,7 +357,7 @@ def main(argv=None) -> int:
     parser.add_argument("--step-rounds", type=int, default=15,
                         help="Rounds for the training-step comparisons (the noisiest: ~1 s steps).")
     parser.add_argument("--threads", type=int, default=None, help="torch threads [default: torch's].")
-    parser.add_argument("--only", default=None, help="Comma-separated subset: selection,steps,data,eval,epoch,cli.")
+    parser.add_argument("--only", default=None, help="Comma-separated subset: selection,steps,data,eval,epoch,cli,sparse.")
     parser.add_argument("--quick", action="store_true", help="2 rounds and a small data set (a smoke test).")
     parser.add_argument("--json", default=None, help="Also write the rows and the machine to this JSON file.")
     parser.add_argument("--markdown", default=None, help="Also write the table, machine and command as Markdown.")
@@ -335,7 +370,7 @@ def main(argv=None) -> int:
         print("bench: error: --device cuda but CUDA is not available", file=sys.stderr)
         return 2
     rounds = 2 if args.quick else args.rounds
-    parts = set((args.only or "selection,steps,data,eval,epoch,cli").split(","))
+    parts = set((args.only or "selection,steps,data,eval,epoch,cli,sparse").split(","))
     torch.manual_seed(0)
     rows: list[dict] = []
     if "selection" in parts:
@@ -350,6 +385,8 @@ def main(argv=None) -> int:
         rows.append(bench_epoch(1 if args.quick else max(1, rounds // 2), device))
     if "cli" in parts:
         rows.append(bench_cli(rounds))
+    if "sparse" in parts:
+        rows += bench_sparse(rounds)
     info = machine()
     header = (f"supermask benchmarks on {args.device}: {info.get('cpu', info['processor'])}, {info['cpus']} CPUs, "
               f"{info['threads']} threads, torch {info['torch']}, Python {info['python']}"

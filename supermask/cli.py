@@ -490,7 +490,11 @@ def compare(paths: tuple[str, ...], out: str) -> None:
 @cli.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @plugin_option
-@click.option("--format", "fmt", required=True, type=click.Choice(["mask", "state-dict", "torch-prune", "ticket"]))
+@click.option("--format", "fmt", required=True,
+              type=click.Choice(["mask", "state-dict", "torch-prune", "ticket", "sparse"]),
+              help="mask: the {0,1} masks; state-dict: the plain network, weights x mask; torch-prune: "
+                   "torch.nn.utils.prune's weight_orig + weight_mask; ticket: a strong ticket's seed and "
+                   "1-bit mask; sparse: as state-dict, masked Linear weights as CSR.")
 @click.option("--out", default=None, type=click.Path(),
               help="Output file, or a folder for <format>.safetensors [default: RUN_DIR/export/<format>.safetensors].")
 @click.option("--force", is_flag=True, help="Replace an existing regular file that export did not write.")
@@ -513,7 +517,7 @@ def export(run_dir: str, fmt: str, out: Optional[str], force: bool) -> None:
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
 @plugin_option
 def evaluate_cmd(path: str, data_root: Optional[str], device: str) -> None:
-    """Re-evaluate an export (ticket, state-dict or torch-prune) on its data set's test split."""
+    """Re-evaluate an export (ticket, state-dict, torch-prune or sparse) on its data set's test split."""
     from pathlib import Path
 
     from .tickets import evaluate_export

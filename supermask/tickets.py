@@ -104,7 +104,7 @@ def read_ticket(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
 # Every export works from a finished run directory's ticket (the selected network's state and
 # its mask), so it serves strong (search) and weak (IMP level, pruning at init) runs alike.
 
-EXPORT_FORMATS = ("mask", "state-dict", "torch-prune", "ticket")
+EXPORT_FORMATS = ("mask", "state-dict", "torch-prune", "ticket", "sparse")
 PACKED_SUFFIX = ".mask_bits"
 
 
@@ -306,6 +306,10 @@ def export_run(run_dir: Path, fmt: str, out: Path, force: bool = False) -> dict:
     elif fmt == "torch-prune":
         data = st_save({k: v.contiguous() for k, v in torch_prune_state_dict(state, masks).items()},
                        metadata=metadata)
+    elif fmt == "sparse":
+        from .sparse import sparse_state_dict
+
+        data = st_save(sparse_state_dict(folded_state_dict(state, masks), masks), metadata=metadata)
     else:
         if meta.get("kind") != "strong":
             raise SupermaskError("the compact ticket holds strong tickets only (weights regenerated from the seed); "
@@ -416,6 +420,10 @@ def load_export(path: Path) -> tuple[torch.nn.Module, dict]:
         state = st_load(path.read_bytes())
         if fmt == "torch-prune":
             load_torch_prune(model, state)
+        elif fmt == "sparse":
+            from .sparse import sparse_model
+
+            model = sparse_model(model, state, path)
         else:
             model.load_state_dict(state)
     except (KeyError, TypeError, ValueError) as exc:

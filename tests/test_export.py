@@ -1,5 +1,7 @@
 """Exports of a found ticket: folded state dict, torch.nn.utils.prune form, compact ticket, masks."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -103,3 +105,31 @@ def test_export_out_folder_and_replacing_its_own_files(runs, tmp_path, capsys):
     assert main(["export", str(runs["conv6"]), "--format", "mask", "--out", str(tmp_path / "mine.bin")]) == 2
     assert (tmp_path / "mine.bin").read_bytes() == b"precious"
     assert main(["export", str(runs["conv6"]), "--format", "mask", "--out", str(tmp_path / "mine.bin"), "--force"]) == 0
+
+
+def test_sparse_export_of_a_lenet_ticket_at_density_0_05_gives_the_same_predictions(tmp_path, capsys):
+    from supermask.cli import main
+    from supermask.data import load_dataset
+    from supermask.search import load_search_model
+    from supermask.sparse import SparseLinear
+    from supermask.tickets import load_export
+
+    args = ["search", "--arch", "lenet_300_100", "--density", "0.05", "--iterations", "5", "--batch-size", "500",
+            "--out", str(tmp_path), "--quiet", "--device", "cpu"]
+    assert main(args) == 0
+    run = Path(capsys.readouterr().out.splitlines()[0].split(": ", 1)[1])
+    assert main(["export", str(run), "--format", "sparse"]) == 0
+    sparse, provenance = load_export(run / "export" / "sparse.safetensors")
+    assert provenance["format"] == "sparse"
+    layers = [m for m in sparse.modules() if isinstance(m, SparseLinear)]
+    masked = load_search_model(run)
+    masks = {n: m.mask() for n, m in masked.named_modules() if hasattr(m, "scores")}
+    assert len(layers) == 3 and sum(m.weight.values().numel() for m in layers) == sum(
+        int(m.sum()) for m in masks.values())
+    x = load_dataset("mnist-5k").test.images[:256].float()
+    with torch.no_grad():
+        expected, got = masked(x), sparse(x)
+    assert (got - expected).abs().max() < 1e-5
+    assert torch.equal(got.argmax(1), expected.argmax(1))
+    assert main(["evaluate", str(run / "export" / "sparse.safetensors")]) == 0
+    assert "(the same)" in capsys.readouterr().out

@@ -1,0 +1,86 @@
+"""Sparse exports: a ticket whose masked Linear layers hold only their kept weights.
+
+``export --format sparse`` writes the plain architecture's state dict (weights x mask, as
+``state-dict``) with each masked Linear weight replaced by its CSR components
+(``<name>.crow_indices``, ``<name>.col_indices``, ``<name>.values``; 32-bit indices); convolutions and every other
+tensor stay dense. :func:`sparse_model` loads it into the plain architecture with each such Linear
+replaced by a :class:`SparseLinear` computing ``bias + W_csr @ x`` (CPU and CUDA), whose outputs
+equal the masked network's within float tolerance. On a CPU CSR pays off only at low density
+(``scripts/bench.py --only sparse`` measures it against the dense layer).
+"""
+
+from __future__ import annotations
+
+import warnings
+import torch
+from torch import Tensor, nn
+
+from .errors import RunError
+
+CSR_PARTS = ("crow_indices", "col_indices", "values")
+
+
+def _quietly(fn, *args):
+    with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta state"
+        warnings.simplefilter("ignore", UserWarning)
+        return fn(*args)
+
+
+def sparse_state_dict(folded: dict[str, Tensor], masks: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``folded`` (weights x mask) with every masked 2-D weight as its CSR components."""
+    out = {}
+    for key, value in folded.items():
+        if key in masks and value.dim() == 2:
+            csr = _quietly(value.to_sparse_csr)
+            parts = {part: getattr(csr, part)().contiguous() for part in CSR_PARTS}
+            if value.numel() < 2**31:  # 32-bit indices: a third smaller file
+                parts = {k: v.to(torch.int32) if k != "values" else v for k, v in parts.items()}
+            out.update({f"{key}.{part}": tensor for part, tensor in parts.items()})
+        else:
+            out[key] = value
+    return out
+
+
+class SparseLinear(nn.Module):
+    """A Linear layer whose weight is a sparse CSR tensor: ``y = x W^T + b``."""
+
+    def __init__(self, weight: Tensor, bias: bool = True):
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        self.register_buffer("weight", weight, persistent=False)  # the export stores its CSR parts
+        self.bias = nn.Parameter(torch.zeros(self.out_features), requires_grad=False) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        flat = x.reshape(-1, self.in_features)
+        if self.bias is None:
+            y = _quietly(torch.mm, self.weight, flat.T).T
+        else:
+            y = _quietly(torch.addmm, self.bias[:, None], self.weight, flat.T).T
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, kept={self.weight.values().numel()}"
+
+
+def sparse_model(model: nn.Module, state: dict[str, Tensor], path) -> nn.Module:
+    """``model`` (the plain architecture) holding a sparse export's ``state``."""
+    weights = sorted({key.rsplit(".", 1)[0] for key in state if key.endswith(".crow_indices")})
+    dense_state = {k: v for k, v in state.items() if not any(k.startswith(w + ".") for w in weights)}
+    for weight in weights:
+        layer_name = weight.rsplit(".", 1)[0]
+        try:
+            layer = model.get_submodule(layer_name)
+        except AttributeError:
+            raise RunError(f"{path}: {weight} is not a weight of this architecture") from None
+        if not isinstance(layer, nn.Linear):
+            raise RunError(f"{path}: {weight} is not a Linear layer's weight")
+        try:
+            csr = _quietly(torch.sparse_csr_tensor, *(state[f"{weight}.{part}"] for part in CSR_PARTS),
+                           (layer.out_features, layer.in_features))
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise RunError(f"{path}: {weight}: damaged CSR parts ({type(exc).__name__})") from None
+        parent_name, _, child = layer_name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child,
+                SparseLinear(csr, bias=layer.bias is not None))
+    model.load_state_dict(dense_state)  # biases and every dense tensor, by the plain names
+    return model
