@@ -16,8 +16,9 @@ from supermask.nn import SupermaskConv2d, SupermaskLinear
 
 
 def _reference_nm(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
-    """Per group of m consecutive entries of each flattened row: the n largest |s|, ties to the lower index."""
-    flat = scores.abs().reshape(scores.shape[0], -1).tolist()
+    """Per group of m consecutive entries along the last dimension (rows of the 2-D view): the n
+    largest |s|, ties to the lower index."""
+    flat = scores.abs().reshape(-1, scores.shape[-1]).tolist()
     mask = []
     for row in flat:
         kept = []
@@ -50,13 +51,17 @@ def test_nm_mask_keeps_exactly_n_of_every_m_and_the_largest(nm, rows, groups, se
 
 @settings(max_examples=20, deadline=None)
 @given(nm=nm_pairs, out=st.integers(1, 6), kernel=st.sampled_from([1, 3]), seed=st.integers(0, 2**31 - 1))
-def test_conv_groups_run_along_the_flattened_input_dimension(nm, out, kernel, seed):
+def test_conv_groups_run_along_the_input_channels_at_each_kernel_position(nm, out, kernel, seed):
+    """As NVIDIA's ASP: the weight seen as (out, kh, kw, in), groups of m input channels."""
     n, m = nm
     torch.manual_seed(seed)
-    layer = SupermaskConv2d(m, out, kernel, bias=False, structure=f"nm:{n}:{m}")  # rows of m*k*k: whole groups
+    layer = SupermaskConv2d(2 * m, out, kernel, bias=False, structure=f"nm:{n}:{m}")
     mask = layer.mask()
-    assert torch.equal(mask.reshape(out, -1, m).sum(-1), torch.full((out, kernel * kernel), float(n)))
-    assert torch.equal(mask, _reference_nm(layer.scores.detach(), n, m))
+    per_position = mask.permute(0, 2, 3, 1)  # (out, kh, kw, in)
+    assert torch.equal(per_position.reshape(out, kernel, kernel, 2, m).sum(-1),
+                       torch.full((out, kernel, kernel, 2), float(n)))
+    expected = _reference_nm(layer.scores.detach().permute(0, 2, 3, 1), n, m).permute(0, 3, 1, 2)
+    assert torch.equal(mask, expected)
 
 
 def test_the_straight_through_gradient_reaches_every_score():
@@ -74,7 +79,7 @@ def test_the_straight_through_gradient_reaches_every_score():
 
 
 def test_rows_that_do_not_split_into_groups_fall_back_to_unstructured_at_n_over_m(caplog):
-    layer = SupermaskConv2d(1, 8, 3, bias=False, structure="nm:2:4")  # rows of 9
+    layer = SupermaskConv2d(1, 8, 3, bias=False, structure="nm:2:4")  # 1 input channel
     assert layer.nm is None and layer.density == 0.5 and "masked unstructured" in caplog.text
     assert int(layer.mask().sum()) == 36  # floor(0.5 * 72 + 0.5)
 

@@ -46,9 +46,9 @@ class SupermaskMixin:
         if self.nm is not None:
             self.density = self.nm.density
             if not nm_applies(self.weight.shape, self.nm.m):
-                log.warning("a %s of weight shape %s: rows do not split into groups of %d; masked unstructured at "
-                            "density %g instead", type(self).__name__, list(self.weight.shape), self.nm.m,
-                            self.density)
+                log.warning("a %s of weight shape %s: its %d inputs do not split into groups of %d; masked "
+                            "unstructured at density %g instead", type(self).__name__, list(self.weight.shape),
+                            self.weight.shape[1], self.nm.m, self.density)
                 self.nm = None
         # Not a submodule: a plain attribute, so it is not in state_dict or children().
         object.__setattr__(self, "global_scope", None)

@@ -1,15 +1,17 @@
 """N:M structured masks: in every group of M consecutive weights, keep the N with the largest
 magnitude (2:4 is what NVIDIA's sparse tensor cores run).
 
-Groups run along the input dimension of the layer's matrix: a Linear weight ``(out, in)`` row by
-row; a convolution's ``(out, in, kh, kw)`` as the ``(out, in*kh*kw)`` matrix of its im2col GEMM
-(PyTorch's memory order). Within a group the N largest magnitudes are kept; among equal ones the
-lowest index wins, so the mask is a pure function of the scores. Selection sorts each group of M
-(a constant) and never the tensor: O(n). The density is N/M by construction.
+Groups run along the input dimension, as NVIDIA's ASP (apex ``contrib/sparsity``) lays them out
+for the sparse tensor cores: a Linear weight ``(out, in)`` row by row; a convolution's
+``(out, in, kh, kw)`` along the input channels, separately at each kernel position (ASP permutes
+it to ``(kh, kw, out, in)``). Within a group the N largest magnitudes are kept (ASP: the pattern
+of largest kept sum, the same set); among equal ones the lowest index wins, so the mask is a pure
+function of the scores. Selection sorts each group of M (a constant) and never the tensor: O(n).
+The density is N/M by construction.
 
-A layer whose rows do not split into groups of M (a first convolution over 1 or 3 input channels
-with a 3x3 kernel: rows of 9 or 27) keeps the unstructured top-k at density N/M instead, with a
-warning, as NVIDIA's ASP leaves such layers out of the 2:4 format.
+A layer whose input dimension does not split into groups of M (a first convolution over 1 or 3
+input channels) keeps the unstructured top-k at density N/M instead, with a warning (ASP pads
+such rows with zeros; a padded group is no group the hardware runs).
 """
 
 from __future__ import annotations
@@ -57,20 +59,23 @@ def parse_structure(text: Optional[str]) -> Optional[NM]:
 
 
 def nm_applies(shape: torch.Size | tuple, m: int) -> bool:
-    """Whether a weight of ``shape`` splits into rows of whole groups of ``m``."""
-    row = 1
-    for size in tuple(shape)[1:]:
-        row *= size
-    return len(shape) >= 2 and row % m == 0
+    """Whether a weight of ``shape`` (``(out, in)`` or ``(out, in, kh, kw)``) splits its input
+    dimension into whole groups of ``m``."""
+    return len(shape) in (2, 4) and shape[1] % m == 0
 
 
 def nm_mask(magnitudes: Tensor, n: int, m: int) -> Tensor:
-    """The {0, 1} mask keeping, in each group of ``m`` consecutive entries of each row, the ``n``
-    largest (ties: the lowest index)."""
-    groups = magnitudes.detach().reshape(-1, m)
+    """The {0, 1} mask keeping, in each group of ``m`` consecutive entries along the input
+    dimension, the ``n`` largest (ties: the lowest index)."""
+    inputs_last = magnitudes.detach()
+    if inputs_last.dim() == 4:  # (out, in, kh, kw) -> (out, kh, kw, in)
+        inputs_last = inputs_last.permute(0, 2, 3, 1)
+    groups = inputs_last.reshape(-1, m)
     order = torch.sort(groups, dim=1, descending=True, stable=True).indices[:, :n]
-    mask = torch.zeros_like(groups).scatter_(1, order, 1.0)
-    return mask.view_as(magnitudes).to(magnitudes.dtype)
+    mask = torch.zeros_like(groups).scatter_(1, order, 1.0).view(inputs_last.shape)
+    if magnitudes.dim() == 4:
+        mask = mask.permute(0, 3, 1, 2)
+    return mask.contiguous().to(magnitudes.dtype)
 
 
 class _StraightThroughNM(torch.autograd.Function):
