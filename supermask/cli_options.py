@@ -31,17 +31,20 @@ def _shown(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def _train_default(field: str):
+    """What ``TrainConfig.validate`` resolves ``field`` to when nothing sets it."""
+    return _ENGINE_DEFAULTS.get(field, getattr(_TRAIN_DEFAULTS, field))
+
+
 def plain_default(field: str, overrides: Optional[dict] = None) -> str:
     """``TrainConfig``'s default of ``field`` (or an engine's override of it)."""
-    overrides = overrides or {}
-    value = overrides.get(field, _ENGINE_DEFAULTS.get(field, getattr(_TRAIN_DEFAULTS, field)))
-    return _shown(value)
+    return _shown((overrides or {}).get(field, _train_default(field)))
 
 
 def method_default(field: str, train: bool = False) -> str:
     """A search field's default, per method: ``the method's: signed-constant; bernoulli
     signed-constant-glorot, biprop kaiming-normal``."""
-    generic = _ENGINE_DEFAULTS.get(field, getattr(_TRAIN_DEFAULTS, field)) if train else GENERIC_SEARCH_DEFAULTS.get(field)
+    generic = _train_default(field) if train else GENERIC_SEARCH_DEFAULTS.get(field)
     special = [f"{name} {_shown(card.train_defaults[field] if train else card.defaults[field])}"
                for name, card in SEARCH_METHODS.items()
                if field in (card.train_defaults if train else card.defaults)]

@@ -67,7 +67,7 @@ class SupermaskMixin:
         """The mask the forward pass applies (differentiable w.r.t. ``scores`` in training)."""
         if self.global_scope is not None:
             return self.global_scope.mask_for(self)
-        nm = getattr(self, "nm", None)
+        nm = self.nm
         if self._use_cached_mask():
             key = (self.scores._version, self.scores.data_ptr(), self.density)
             if self._mask_cache is None or self._mask_cache_key != key:
@@ -101,7 +101,7 @@ class SupermaskMixin:
 
     def extra_repr(self) -> str:  # type: ignore[override]
         scope = "global" if self.global_scope is not None else "layerwise"
-        structure = f", structure={self.nm}" if getattr(self, "nm", None) is not None else ""
+        structure = f", structure={self.nm}" if self.nm is not None else ""
         return f"{super().extra_repr()}, density={self.density}, scope={scope}{structure}"  # type: ignore[misc]
 
 
