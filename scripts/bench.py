@@ -15,7 +15,12 @@
 7. ``supermask --help`` (a fresh interpreter: the CLI imports no torch for help and lists) vs
    ``python -c pass``;
 8. the sparse export of LeNet-300-100 (masked Linear weights as CSR) vs the same network dense,
-   at densities 0.5, 0.2, 0.05 and 0.01, batch 1 and 256 (inference, no grad).
+   at densities 0.5, 0.2, 0.05 and 0.01, batch 1 and 256 (inference, no grad);
+9. deployment (``--only deploy``): for LeNet-300-100 (1x28x28) and Conv-6 (3x32x32) at densities
+   0.5, 0.2, 0.05, 0.01 and batch 1 and 256, the masked edge-popup network (eval, cached masks)
+   against its ``sparse`` export, and a channel ticket (channel density sqrt(density), so its
+   weights' density is near the density) against its ``compact-dense`` export; and the memory
+   each holds (every tensor its modules reference, caches included; CSR: its three parts).
 
 Every comparison alternates its two sides within each round, so machine noise hits both alike,
 and reports the median ratio over rounds with its spread (min-max). Targets (issue 5, CPU):
@@ -83,7 +88,7 @@ def ratio_row(name: str, what: str, a_label: str, ta: list[float], b_label: str,
               ratio_of: str = "a/b", unit: str = "ms") -> dict:
     """Median times and the median (min-max) of the per-round ratio."""
     ratios = [x / y for x, y in zip(ta, tb)] if ratio_of == "a/b" else [y / x for x, y in zip(ta, tb)]
-    scale = 1e3 if unit == "ms" else 1.0
+    scale = 1e3 if unit == "ms" else 1.0  # other units are given as they are
     return {"name": name, "what": what, "a": a_label, "a_value": statistics.median(ta) * scale, "b": b_label,
             "b_value": statistics.median(tb) * scale, "unit": unit, "ratio": statistics.median(ratios),
             "ratio_min": min(ratios), "ratio_max": max(ratios), "ratio_of": ratio_of}
@@ -313,6 +318,92 @@ def bench_sparse(rounds: int) -> list[dict]:
     return rows
 
 
+def _model_bytes(model: nn.Module) -> int:
+    """Bytes of every distinct tensor the model's modules hold: parameters, buffers and the tensors
+    kept as attributes (a supermask layer's eval caches, a CSR weight's parts)."""
+    seen, total = set(), 0
+
+    def add(t: torch.Tensor) -> None:
+        nonlocal total
+        if t.layout == torch.sparse_csr:
+            for part in (t.crow_indices(), t.col_indices(), t.values()):
+                add(part)
+            return
+        key = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+        if key not in seen:
+            seen.add(key)
+            total += t.untyped_storage().nbytes()
+
+    for module in model.modules():
+        for value in list(module._parameters.values()) + list(module._buffers.values()) + list(vars(module).values()):
+            if isinstance(value, torch.Tensor):
+                add(value)
+    return total
+
+
+def _search_model(arch: str, spec: InputSpec, density: float, structure: str = "unstructured") -> nn.Module:
+    from supermask.methods import METHODS
+    from supermask.search import SearchConfig
+
+    config = SearchConfig(arch=arch, density=density, structure=structure).validate()
+    return METHODS.get("edge-popup").build(config, spec).eval()
+
+
+def _plain_of(arch: str, spec: InputSpec, masked: nn.Module) -> nn.Module:
+    from supermask.nn import model_masks
+    from supermask.tickets import folded_state_dict
+
+    plain = create_model(arch, spec, DENSE)
+    plain.load_state_dict(folded_state_dict(masked.state_dict(), model_masks(masked)))
+    return plain.eval()
+
+
+def bench_deploy(rounds: int) -> list[dict]:
+    """The masked network against what export writes, for LeNet-300-100 and Conv-6 on the CPU."""
+    from supermask.nn import density_report, model_masks
+    from supermask.nn.channels import compact_dense
+    from supermask.sparse import sparse_model, sparse_state_dict
+
+    rows = []
+    cpu = torch.device("cpu")
+    for arch, spec in (("lenet_300_100", InputSpec(1, 28, 10)), ("conv6", CONV6)):
+        shape = (spec.in_channels, spec.image_size, spec.image_size)
+        for density in (0.5, 0.2, 0.05, 0.01):
+            torch.manual_seed(0)
+            masked = _search_model(arch, spec, density)
+            masks = model_masks(masked)
+            plain = _plain_of(arch, spec, masked)
+            sparse = sparse_model(create_model(arch, spec, DENSE), sparse_state_dict(plain.state_dict(), masks),
+                                  "bench").eval()
+            channel = _search_model(arch, spec, density ** 0.5, "channel")
+            reached = density_report(model_masks(channel))[0]
+            small = compact_dense(_plain_of(arch, spec, channel), shape).eval()
+            for batch in (1, 256):
+                x = torch.randn(batch, *shape)
+
+                def forward(model):
+                    def run():
+                        with torch.no_grad():
+                            model(x)
+                    return run
+
+                calls = (200 if arch == "lenet_300_100" else 10) if batch == 1 else (20 if arch == "lenet_300_100" else 1)
+                ta, tb = paired_rounds(forward(sparse), forward(masked), rounds, cpu, calls=calls)
+                rows.append(ratio_row(f"deploy_{arch}_d{density:g}_b{batch}_sparse",
+                                      f"{arch} inference, density {density:g}, batch {batch}: sparse export / masked",
+                                      "sparse", ta, "masked", tb))
+                ta, tb = paired_rounds(forward(small), forward(channel), rounds, cpu, calls=calls)
+                rows.append(ratio_row(f"deploy_{arch}_d{density:g}_b{batch}_compact",
+                                      f"{arch} inference, channel ticket at density {reached:.3g}, batch {batch}: "
+                                      f"compact-dense / masked", "compact-dense", ta, "masked", tb))
+            for label, a, b in (("sparse", sparse, masked), ("compact-dense", small, channel)):
+                rows.append(ratio_row(f"deploy_{arch}_d{density:g}_memory_{label}",
+                                      f"{arch} memory held, density {density:g}: {label} / masked (eval, caches)",
+                                      label, [_model_bytes(a) / 2**20], "masked", [_model_bytes(b) / 2**20],
+                                      unit="MiB"))
+    return rows
+
+
 def machine() -> dict:
     info = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
@@ -357,7 +448,8 @@ def main(argv=None) -> int:
     parser.add_argument("--step-rounds", type=int, default=15,
                         help="Rounds for the training-step comparisons (the noisiest: ~1 s steps).")
     parser.add_argument("--threads", type=int, default=None, help="torch threads [default: torch's].")
-    parser.add_argument("--only", default=None, help="Comma-separated subset: selection,steps,data,eval,epoch,cli,sparse.")
+    parser.add_argument("--only", default=None, help="Comma-separated subset: selection,steps,data,eval,epoch,cli,sparse,deploy "
+                        "[default: all but deploy].")
     parser.add_argument("--quick", action="store_true", help="2 rounds and a small data set (a smoke test).")
     parser.add_argument("--json", default=None, help="Also write the rows and the machine to this JSON file.")
     parser.add_argument("--markdown", default=None, help="Also write the table, machine and command as Markdown.")
@@ -387,6 +479,8 @@ def main(argv=None) -> int:
         rows.append(bench_cli(rounds))
     if "sparse" in parts:
         rows += bench_sparse(rounds)
+    if "deploy" in parts:
+        rows += bench_deploy(rounds)
     info = machine()
     header = (f"supermask benchmarks on {args.device}: {info.get('cpu', info['processor'])}, {info['cpus']} CPUs, "
               f"{info['threads']} threads, torch {info['torch']}, Python {info['python']}"

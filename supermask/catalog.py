@@ -32,7 +32,8 @@ class MethodCard:
     train_defaults: dict = field(default_factory=dict)  # TrainConfig fields, e.g. {"lr": 100.0}
     options: tuple[str, ...] = ()  # the SearchConfig fields that only this method reads
     density_is_outcome: bool = False  # the mask's density is learned, not imposed (Bernoulli)
-    structures: tuple[str, ...] = ("unstructured",)  # mask structures it supports ("nm": N:M, supermask.nn.nm)
+    # mask structures it supports: "nm" (N:M, supermask.nn.nm), "channel" (supermask.nn.channels)
+    structures: tuple[str, ...] = ("unstructured",)
 
 
 #: The search's defaults where a method sets none (edge-popup's: Ramanujan et al. 2020).
@@ -44,7 +45,7 @@ SEARCH_METHODS = {
         "Ramanujan et al. 2020: learned scores, top-k mask, straight-through gradient",
         reference="Ramanujan et al. 2020, 'What's Hidden in a Randomly Weighted Neural Network?'; "
                   "allenai/hidden-networks (configs for Conv-2/4/6/8: signed constant, SGD lr 0.1, wd 1e-4, cosine)",
-        structures=("unstructured", "nm"),
+        structures=("unstructured", "nm", "channel"),
     ),
     "bernoulli": MethodCard(
         "Zhou et al. 2019: Bernoulli(sigmoid(scores)) masks sampled each step and at evaluation; the density is "

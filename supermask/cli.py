@@ -268,8 +268,9 @@ def _method_option_help(text: str, field: str) -> str:
               help="Fraction of weights kept, in (0, 1], or a list. [default: 0.5; N/M with --structure nm:N:M]")
 @click.option("--sparsity", default=None, help="Fraction of weights removed (1 - density), or a list. [default: from --density]")
 @click.option("--structure", default="unstructured", show_default=True,
-              help="Mask structure: unstructured (top-k over the layer) or nm:N:M (N kept in every group of M "
-                   "consecutive weights along the input dimension; density N/M; e.g. nm:2:4).")
+              help="Mask structure: unstructured (top-k over the layer), nm:N:M (N kept in every group of M "
+                   "consecutive weights along the input dimension; density N/M; e.g. nm:2:4) or channel (a score "
+                   "per output channel, --density of each layer's channels kept; edge-popup, chain networks).")
 @click.option("--scope", default=None, type=click.Choice(["layerwise", "global"]),
               help=_method_option_help("One top-k threshold per layer, or one over all layers.", "scope"))
 @click.option("--init", "init", default=None,
@@ -313,9 +314,12 @@ def search(**kw) -> None:
     _run_points(configs, lambda c, cb: run_search(c, callbacks=cb), invocation, _search_label, _echo_result)
 
 
+def _structure_label(c) -> str:
+    return "" if c.structure == "unstructured" else f" {c.structure}"
+
+
 def _search_label(c) -> str:
-    structure = "" if c.structure == "unstructured" else f" {c.structure}"
-    return f"{c.arch} {c.method}{structure} {c.init} d={c.density:g} s={c.seed}"
+    return f"{c.arch} {c.method}{_structure_label(c)} {c.init} d={c.density:g} s={c.seed}"
 
 
 def _dense_default(field: str) -> str:
@@ -387,6 +391,10 @@ options given win): {_family_table()}.""")
               help=_family_help("Comma-separated weight names never pruned.", "keep_unpruned"))
 @click.option("--bn-init", default=None, type=click.Choice(["ones", "uniform"]),
               help=_family_help("BatchNorm γ at initialisation (uniform: U(0, 1), as open_lth).", "bn_init"))
+@click.option("--structure", default="unstructured", show_default=True,
+              help="Mask structure: unstructured, nm:N:M (one level: the N largest |w| of every group of M "
+                   "inputs) or channel (each level removes the filters of smallest L1 norm, the next layer's "
+                   "inputs with them; layerwise fractions).")
 @click.option("--rewind", default="0", show_default=True, help="Rewind to step 0, <N>it or <N>ep (late rewinding).")
 @click.option("--control", default="none", show_default=True,
               help="none, reinit or random-prune, or a list (controls run after the IMP run they use).")
@@ -416,7 +424,8 @@ def imp_cmd(**kw) -> None:
     config.train = dataclasses.replace(config.train, **overrides)
     configs = expand_grid(config, control=controls, seed=seeds)
     _run_points(configs, lambda c, cb: run_imp(c, callbacks=cb), invocation,
-                lambda c: f"{c.arch} imp{'' if c.control == 'none' else ' ' + c.control} s={c.seed}", _echo_levels)
+                lambda c: f"{c.arch} imp{_structure_label(c)}{'' if c.control == 'none' else ' ' + c.control} "
+                          f"s={c.seed}", _echo_levels)
 
 
 def _echo_levels(result, label: str) -> None:
@@ -446,10 +455,16 @@ def _prune_default(field: str) -> str:
 @model_options
 @click.option("--method", default="snip", show_default=True,
               help="random, magnitude, snip, grasp or synflow, or a list.")
-@click.option("--density", default=None, help="Fraction of weights kept, in (0, 1], or a list. [default: 0.1]")
+@click.option("--density", default=None,
+              help="Fraction of weights kept (channel: of each layer's channels), in (0, 1], or a list. "
+                   "[default: 0.1; N/M with --structure nm:N:M]")
 @click.option("--sparsity", default=None, help="Fraction of weights removed (1 - density), or a list. [default: from --density]")
-@click.option("--scope", default="global", show_default=True, type=click.Choice(["global", "layerwise"]),
-              help="One score threshold over all layers, or one per layer.")
+@click.option("--structure", default="unstructured", show_default=True,
+              help="Mask structure: unstructured, nm:N:M (the N of largest score in every group of M inputs) or "
+                   "channel (output channels by summed score, the next layer's inputs with them).")
+@click.option("--scope", default=None, type=click.Choice(["global", "layerwise"]),
+              help="One score threshold over all layers, or one per layer. [default: global; layerwise with "
+                   "--structure]")
 @click.option("--init", "init", default="kaiming-normal", show_default=True,
               help="Weight init (see `supermask list inits`).")
 @train_options(_prune_default)
@@ -464,13 +479,13 @@ def prune_cmd(**kw) -> None:
 
     invocation = _invocation(kw)
     overrides = train_overrides(kw)
-    densities = resolve_densities(kw.pop("density"), kw.pop("sparsity"), 0.1)
+    densities = resolve_densities(kw.pop("density"), kw.pop("sparsity"), None)  # None: the library's default
     seeds, methods = _seeds(kw), parse_list(kw.pop("method"), str, "--method")
     config = PruneConfig.for_arch(kw.pop("arch"), epochs=overrides.pop("epochs", None), **kw)
     config.train = dataclasses.replace(config.train, **overrides)
     configs = expand_grid(config, method=methods, density=densities, seed=seeds)
     _run_points(configs, lambda c, cb: prune_and_train(c, callbacks=cb), invocation,
-                lambda c: f"{c.arch} {c.method} d={c.density:g} s={c.seed}", _echo_result)
+                lambda c: f"{c.arch} {c.method}{_structure_label(c)} d={c.density:g} s={c.seed}", _echo_result)
 
 
 @cli.command()
@@ -491,10 +506,11 @@ def compare(paths: tuple[str, ...], out: str) -> None:
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @plugin_option
 @click.option("--format", "fmt", required=True,
-              type=click.Choice(["mask", "state-dict", "torch-prune", "ticket", "sparse"]),
+              type=click.Choice(["mask", "state-dict", "torch-prune", "ticket", "sparse", "compact-dense"]),
               help="mask: the {0,1} masks; state-dict: the plain network, weights x mask; torch-prune: "
                    "torch.nn.utils.prune's weight_orig + weight_mask; ticket: a strong ticket's seed and "
-                   "1-bit mask; sparse: as state-dict, masked Linear weights as CSR.")
+                   "packed mask; sparse: as state-dict, masked Linear weights as CSR; compact-dense: a channel "
+                   "ticket as the smaller plain network (removed channels gone).")
 @click.option("--out", default=None, type=click.Path(),
               help="Output file, or a folder for <format>.safetensors [default: RUN_DIR/export/<format>.safetensors].")
 @click.option("--force", is_flag=True, help="Replace an existing regular file that export did not write.")

@@ -72,21 +72,25 @@ class Collection:
 
 
 def method_label(result: dict) -> str:
+    """``edge-popup signed-constant``, ``edge-popup nm:2:4 signed-constant``, ``imp channel``,
+    ``imp random-prune``, ``snip kaiming-normal global``: the method, its mask structure (if not
+    unstructured), its init and scope, or IMP's control."""
     engine = result.get("engine")
     if engine == "train":
         return result.get("method", "dense")  # "dense", or "<method> fine-tuned" for a fine-tuned ticket
+    structure = result.get("structure") or "unstructured"
+    structure = "" if structure == "unstructured" else f" {structure}"
     if engine == "imp":
-        control, method = result.get("control", "none"), result.get("method", "imp")
+        control, method = result.get("control", "none"), result.get("method", "imp") + structure
         return method if control == "none" else f"{method} {control}"
-    label = f"{result.get('method', engine)} {result.get('init', '')}".strip()
+    label = f"{result.get('method', engine)}{structure} {result.get('init', '')}".strip()
     return label + (" global" if result.get("scope") == "global" else "")
 
 
-CONTROLS_OF = {"imp": ("imp reinit", "imp random-prune")}
-
-
 def controls_of(method: str) -> tuple[str, ...]:
-    return CONTROLS_OF.get(method, () if method.startswith("imp") or method == "dense" else (f"{method} random mask",))
+    if method == "imp" or (method.startswith("imp ") and method.split()[-1] not in ("reinit", "random-prune")):
+        return (f"{method} reinit", f"{method} random-prune")  # imp, imp nm:2:4, imp channel
+    return () if method.startswith("imp") or method == "dense" else (f"{method} random mask",)
 
 
 def flatten(config: dict, prefix: str = "") -> dict:

@@ -27,7 +27,7 @@ from .experiment import ExperimentConfig, ExperimentResult, run_experiment
 from .methods import METHODS
 from .models import InputSpec
 from .nn import SCORE_INITS, WEIGHT_INITS, check_density, check_scope
-from .nn.nm import UNSTRUCTURED, parse_structure
+from .nn.nm import CHANNEL, UNSTRUCTURED, check_structure, parse_structure
 from .errors import SupermaskError
 from .nn.init import canonical
 from .training import Callback, TrainConfig
@@ -54,7 +54,8 @@ class SearchConfig(ExperimentConfig):
 
     method: str = "edge-popup"
     density: Optional[float] = None  # None: DEFAULT_DENSITY, or N/M with an N:M structure
-    structure: str = UNSTRUCTURED  # or "nm:N:M" (supermask.nn.nm): N kept in every group of M
+    structure: str = UNSTRUCTURED  # "nm:N:M" (supermask.nn.nm): N kept in every group of M; "channel"
+    # (supermask.nn.channels): whole output channels, density = the fraction of each layer's channels kept
     scope: Optional[str] = None  # layerwise | global
     init: Optional[str] = None  # weight initialiser (supermask list inits)
     scaled_fan: Optional[bool] = None  # scale the init's fan by the density (Ramanujan et al. 2020)
@@ -107,17 +108,16 @@ class SearchConfig(ExperimentConfig):
 
 
     def _resolve_structure(self, method) -> None:
+        self.structure = check_structure(self.structure)
+        kind = "nm" if self.structure.startswith("nm:") else self.structure
+        if kind != UNSTRUCTURED and kind not in method.structures:
+            owners = [m for m in METHODS if kind in METHODS.get(m).structures]
+            raise SupermaskError(f"--structure {self.structure} applies to {', '.join(owners)}, not {self.method}")
         nm = parse_structure(self.structure)
-        if nm is None:
-            self.structure = UNSTRUCTURED
+        if nm is None:  # unstructured: the fraction of weights kept; channel: of each layer's channels
             if self.density is None:
                 self.density = DEFAULT_DENSITY
-            return
-        self.structure = str(nm)
-        if "nm" not in method.structures:
-            raise SupermaskError(f"--structure {nm} applies to "
-                                 f"{', '.join(m for m in METHODS if 'nm' in METHODS.get(m).structures)}, "
-                                 f"not {self.method}")
+            return  # a channel structure's chain is checked when the model is built (before any file is written)
         if self.density is not None and self.density != nm.density:
             raise SupermaskError(f"--structure {nm} keeps {nm.n} of every {nm.m} weights (density {nm.density:g}): "
                                  f"--density {self.density:g} contradicts it; leave --density out")
@@ -156,8 +156,15 @@ def search(config: SearchConfig, callbacks: Sequence[Callback] = ()) -> SearchRe
         config, lambda spec, data: method.build(config, spec), callbacks=[*method.callbacks(config), *callbacks],
         ticket_meta=lambda spec: ticket_meta(config, spec),
         result_fields={"method": config.method, "init": config.init, "scope": config.scope,
-                       "requested_density": config.density, "structure": config.structure},
+                       "structure": config.structure, **requested_density(config.structure, config.density)},
     )
+
+
+def requested_density(structure: str, density: float) -> dict:
+    """The result's record of the density asked for: ``requested_density`` (what a report groups
+    by), or with a channel structure ``channel_density`` (the fraction of channels kept; the
+    weights' density, the result's ``density``, follows from the chain, and reports group by it)."""
+    return {"channel_density": density} if structure == CHANNEL else {"requested_density": density}
 
 
 #: What a search run's ``config.json`` must hold to rebuild its network.

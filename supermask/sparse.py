@@ -7,6 +7,11 @@ tensor stay dense. :func:`sparse_model` loads it into the plain architecture wit
 replaced by a :class:`SparseLinear` computing ``bias + W_csr @ x`` (CPU and CUDA), whose outputs
 equal the masked network's within float tolerance. On a CPU CSR pays off only at low density
 (``scripts/bench.py --only sparse`` measures it against the dense layer).
+
+:func:`to_semi_structured` turns the Linear layers of a loaded network whose weights are 2:4
+along their inputs (an ``nm:2:4`` ticket's, from any export that holds weights) into
+``torch.sparse.to_sparse_semi_structured`` tensors, which NVIDIA's sparse tensor cores multiply
+(CUDA, compute capability 8.0 or later, float16/bfloat16). It is refused on a machine without one.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import warnings
 import torch
 from torch import Tensor, nn
 
-from .errors import RunError
+from .errors import RunError, SupermaskError
 
 CSR_PARTS = ("crow_indices", "col_indices", "values")
 
@@ -84,3 +89,34 @@ def sparse_model(model: nn.Module, state: dict[str, Tensor], path) -> nn.Module:
                 SparseLinear(csr, bias=layer.bias is not None))
     model.load_state_dict(dense_state)  # biases and every dense tensor, by the plain names
     return model
+
+
+def is_two_four(weight: Tensor) -> bool:
+    """Whether a 2-D weight keeps at most 2 nonzeros in every group of 4 consecutive inputs."""
+    if weight.dim() != 2 or weight.shape[1] % 4:
+        return False
+    return bool((weight.detach().ne(0).reshape(-1, 4).sum(dim=1) <= 2).all())
+
+
+def to_semi_structured(model: nn.Module, dtype: torch.dtype = torch.float16) -> tuple[nn.Module, list[str]]:
+    """``model`` on the GPU in ``dtype`` with every 2:4 Linear weight as a semi-structured sparse
+    tensor; returns it and the names of the layers converted (a layer whose shape the kernels do not
+    take stays dense)."""
+    import logging
+
+    if not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 0):
+        raise SupermaskError("semi-structured 2:4 tensors need a CUDA GPU of compute capability 8.0 or later "
+                             "(sparse tensor cores); this machine has none")
+    from torch.sparse import to_sparse_semi_structured
+
+    model = model.to("cuda", dtype).eval()
+    converted = []
+    for name, module in model.named_modules():
+        if type(module) is nn.Linear and is_two_four(module.weight):
+            try:
+                module.weight = nn.Parameter(to_sparse_semi_structured(module.weight.detach()), requires_grad=False)
+            except (RuntimeError, ValueError) as exc:
+                logging.getLogger(__name__).warning("%s stays dense: %s", name, str(exc).splitlines()[0])
+                continue
+            converted.append(name)
+    return model, converted

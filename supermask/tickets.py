@@ -104,8 +104,7 @@ def read_ticket(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
 # Every export works from a finished run directory's ticket (the selected network's state and
 # its mask), so it serves strong (search) and weak (IMP level, pruning at init) runs alike.
 
-EXPORT_FORMATS = ("mask", "state-dict", "torch-prune", "ticket", "sparse")
-PACKED_SUFFIX = ".mask_bits"
+EXPORT_FORMATS = ("mask", "state-dict", "torch-prune", "ticket", "sparse", "compact-dense")
 
 
 def ticket_state(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -191,21 +190,6 @@ def load_torch_prune(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> 
     return model
 
 
-def pack_masks(masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """One bit per weight: each mask flattened and packed eight to a byte."""
-    import numpy as np
-
-    return {name + PACKED_SUFFIX: torch.from_numpy(np.packbits(m.to(torch.uint8).reshape(-1).numpy()))
-            for name, m in masks.items()}
-
-
-def unpack_mask(bits: torch.Tensor, shape: list[int]) -> torch.Tensor:
-    import numpy as np
-
-    n = int(np.prod(shape))
-    return torch.from_numpy(np.unpackbits(bits.numpy(), count=n).copy()).view(*shape)
-
-
 def regenerated_keys(state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> set[str]:
     """The frozen weights and biases of a strong ticket's masked layers: what the seed regenerates."""
     keys = set()
@@ -217,14 +201,24 @@ def regenerated_keys(state: dict[str, torch.Tensor], masks: dict[str, torch.Tens
 
 def compact_ticket(state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], meta: dict,
                    metadata: Optional[dict[str, str]] = None) -> bytes:
-    """A strong ticket in one small safetensors file: masks at one bit per weight, the state that
-    the seed does not regenerate (BatchNorm statistics, learned BN), the rebuild recipe and the
-    checksum of the weights the recipe must regenerate."""
+    """A strong ticket in one small safetensors file: masks coded by their structure
+    (:mod:`supermask.mask_codes`: one bit per weight, an N:M pattern index per group, one bit per
+    channel), the state that the seed does not regenerate (BatchNorm statistics, learned BN), the
+    rebuild recipe and the checksum of the weights the recipe must regenerate."""
+    from .mask_codes import encode, stored_bits
+
+    structure = meta.get("structure") or "unstructured"
     regenerated = regenerated_keys(state, masks)
     extra = {k: v.contiguous() for k, v in state.items() if k not in regenerated and not k.endswith(".scores")}
-    recipe = dict(meta, shapes={name: list(m.shape) for name, m in masks.items()},
+    codings, coded = {}, {}
+    for name, mask in masks.items():
+        codings[name], tensors = encode(name, mask, structure)
+        coded.update(tensors)
+    bits = sum(stored_bits(codings[n], list(m.shape), structure) for n, m in masks.items())
+    recipe = dict(meta, shapes={name: list(m.shape) for name, m in masks.items()}, mask_codings=codings,
+                  mask_bits_per_weight=bits / max(1, sum(m.numel() for m in masks.values())),
                   weights_checksum=weights_checksum({k: state[k] for k in regenerated}))
-    return st_save({**pack_masks(masks), **extra}, metadata={**(metadata or {}), "supermask_ticket": json.dumps(recipe)})
+    return st_save({**coded, **extra}, metadata={**(metadata or {}), "supermask_ticket": json.dumps(recipe)})
 
 
 def _effective_weights(run_dir: Path, state: dict, masks: dict, meta: dict) -> dict:
@@ -310,6 +304,14 @@ def export_run(run_dir: Path, fmt: str, out: Path, force: bool = False) -> dict:
         from .sparse import sparse_state_dict
 
         data = st_save(sparse_state_dict(folded_state_dict(state, masks), masks), metadata=metadata)
+    elif fmt == "compact-dense":
+        from .compact_dense import compact_dense_state
+
+        provenance = export_provenance(meta, result, fmt)
+        plain = plain_model(provenance, out)
+        plain.load_state_dict(folded_state_dict(state, masks))
+        small, cost = compact_dense_state(plain, tuple(provenance["input_shape"]))
+        data = st_save(small, metadata={PROVENANCE_KEY: json.dumps({**provenance, **cost}, sort_keys=True)})
     else:
         if meta.get("kind") != "strong":
             raise SupermaskError("the compact ticket holds strong tickets only (weights regenerated from the seed); "
@@ -348,6 +350,7 @@ def load_ticket(path: Path) -> torch.nn.Module:
     exactly it)."""
     from safetensors import safe_open
 
+    from .mask_codes import BITMAP, SUFFIXES, decode, encode
     from .models import InputSpec, create_model, supermask_layer_types
     from .nn import attach_global_scope, init_model, model_masks
 
@@ -367,17 +370,30 @@ def load_ticket(path: Path) -> torch.nn.Module:
     model = create_model(recipe["arch"], spec, layers, **kwargs)
     init_model(model, recipe["init"], recipe["seed"], scaled_fan=recipe["scaled_fan"])
     _check_regenerated(path, recipe, model.state_dict())
-    masks = {name: unpack_mask(tensors[name + PACKED_SUFFIX], shape) for name, shape in recipe["shapes"].items()}
-    extra = {k: v for k, v in tensors.items() if not k.endswith(PACKED_SUFFIX)}
+    structure = recipe.get("structure") or "unstructured"
+    codings = recipe.get("mask_codings") or {name: BITMAP for name in recipe["shapes"]}
+    coded_keys = {name + suffix for name in recipe["shapes"] for suffix in SUFFIXES.values()}
+    extra = {k: v for k, v in tensors.items() if k not in coded_keys}
+    try:
+        selections = {name: decode(name, codings[name], tensors, shape, structure)
+                      for name, shape in recipe["shapes"].items()}
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise RunError(f"{path}: a damaged mask ({type(exc).__name__}: {exc})") from None
+    if structure == "channel":
+        from .nn.layers import link_channels
+
+        link_channels(model, (spec.in_channels, spec.image_size, spec.image_size))
     with torch.no_grad():
-        for name, mask in masks.items():
-            model.get_submodule(_layer_of(name)).scores.copy_(mask.float())
+        for name, selection in selections.items():
+            model.get_submodule(_layer_of(name)).scores.copy_(selection.float())
     model.load_state_dict(extra, strict=False)
     if recipe["scope"] == "global":
         attach_global_scope(model, recipe["density"])
     rebuilt = model_masks(model)
-    if any(not torch.equal(rebuilt[n].to(torch.uint8), masks[n]) for n in masks):
-        raise RunError(f"{path}: the stored mask does not match its density (a damaged ticket?)")
+    for name in recipe["shapes"]:  # the rebuilt network selects exactly what the ticket stores
+        _, again = encode(name, rebuilt[name], structure)
+        if any(not torch.equal(again[k], tensors.get(k, torch.empty(0))) for k in again):
+            raise RunError(f"{path}: the stored mask does not match its density (a damaged ticket?)")
     return model.eval()
 
 
@@ -398,11 +414,24 @@ def _check_regenerated(path: Path, recipe: dict, state: dict[str, torch.Tensor])
 
 # -- loading an export back -----------------------------------------------------------------------
 
+def plain_model(provenance: dict, path) -> torch.nn.Module:
+    """The plain (dense) architecture a ticket's provenance describes, as built for its data."""
+    from .models import DENSE, InputSpec, create_model
+
+    try:
+        channels, size, _ = provenance["input_shape"]
+        spec = InputSpec(channels, size, provenance["num_classes"])
+        width = provenance.get("width", 1.0)
+        layers = DENSE.with_dropout(provenance.get("dropout", 0.0))
+        kwargs = {**({"width": width} if width != 1.0 else {}), **provenance.get("model_kwargs", {})}
+        return create_model(provenance["arch"], spec, layers, **kwargs)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RunError(f"{path}: its provenance does not describe a loadable model ({type(exc).__name__}: {exc})") from None
+
+
 def load_export(path: Path) -> tuple[torch.nn.Module, dict]:
     """The network an export (``ticket``, ``state-dict`` or ``torch-prune``) holds, in eval mode,
     and its provenance. A ``mask`` export holds no weights and is refused."""
-    from .models import DENSE, InputSpec, create_model
-
     path = Path(path)
     provenance = read_provenance(path)
     fmt = provenance.get("format", "ticket")
@@ -411,12 +440,7 @@ def load_export(path: Path) -> tuple[torch.nn.Module, dict]:
     if fmt == "mask":
         raise SupermaskError(f"{path}: a mask export holds no weights; export the run as state-dict or ticket")
     try:
-        channels, size, _ = provenance["input_shape"]
-        spec = InputSpec(channels, size, provenance["num_classes"])
-        width = provenance.get("width", 1.0)
-        layers = DENSE.with_dropout(provenance.get("dropout", 0.0))
-        kwargs = {**({"width": width} if width != 1.0 else {}), **provenance.get("model_kwargs", {})}
-        model = create_model(provenance["arch"], spec, layers, **kwargs)
+        model = plain_model(provenance, path)
         state = st_load(path.read_bytes())
         if fmt == "torch-prune":
             load_torch_prune(model, state)
@@ -424,6 +448,10 @@ def load_export(path: Path) -> tuple[torch.nn.Module, dict]:
             from .sparse import sparse_model
 
             model = sparse_model(model, state, path)
+        elif fmt == "compact-dense":
+            from .compact_dense import load_compact_dense
+
+            model = load_compact_dense(model, state)
         else:
             model.load_state_dict(state)
     except (KeyError, TypeError, ValueError) as exc:

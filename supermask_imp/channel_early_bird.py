@@ -32,6 +32,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from supermask.models.cost import count_macs, count_parameters  # noqa: F401  (also imported from here)
 from supermask.runs import RESULT_KEYS, RunDir
 from supermask.training import Callback, distributed
 
@@ -163,35 +164,6 @@ def shrink_resnet(model: nn.Module, masks: list[torch.Tensor], small: nn.Module)
 
 def shrink(arch: str, model: nn.Module, masks: list[torch.Tensor], small: nn.Module) -> nn.Module:
     return shrink_resnet(model, masks, small) if arch in RESNETS else shrink_vgg(model, masks, small)
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-@torch.no_grad()
-def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Multiply-accumulates of one forward pass of one input (convolutions and linear layers)."""
-    total = [0]
-
-    def conv_hook(module, inputs, output):
-        k = module.kernel_size[0] * module.kernel_size[1] * (module.in_channels // module.groups)
-        total[0] += output.numel() * k
-
-    def linear_hook(module, inputs, output):
-        total[0] += output.numel() * module.in_features
-
-    hooks = [m.register_forward_hook(conv_hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
-    hooks += [m.register_forward_hook(linear_hook) for m in model.modules() if isinstance(m, nn.Linear)]
-    was = model.training
-    model.eval()
-    try:
-        model(torch.zeros(1, *input_shape, device=next(model.parameters()).device))
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was)
-    return total[0]
 
 
 def run_channel_levels(config, data, spec, device, root: RunDir, callbacks) -> list[dict]:

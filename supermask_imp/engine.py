@@ -41,6 +41,7 @@ from supermask.io import atomic_write_bytes, check_shapes, load_checkpoint, read
 from supermask.models import InputSpec, create_model, masked_layer_types
 from supermask.nn import WEIGHT_INITS, check_density, derived_seed, init_model
 from supermask.nn.init import canonical
+from supermask.nn.nm import check_structure, parse_structure
 from supermask.nn.masked import get_masks, set_masks
 from supermask.runs import RESULT_KEYS, RunDir, config_dict
 from supermask.tickets import read_ticket, save_ticket
@@ -51,6 +52,7 @@ from .defaults import default_train_config, family_defaults
 from .early_bird import EarlyBird
 from .pruning import check_fraction, frankle_carbin_rates, magnitude_prune, random_masks_like
 from .rewind import RewindPoint, SnapshotAt, rewind, snapshot
+from .structured import Selection, channel_prune, nm_keep, random_structured, resolve_structure, selection_for
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,9 @@ class IMPConfig(ExperimentConfig):
     conv_prune_fraction: Optional[float] = None  # layerwise convolutions (default: prune_fraction)
     output_prune_fraction: Optional[float] = None  # layerwise output layer (default: prune_fraction)
     keep_unpruned: tuple[str, ...] = ()
+    # "nm:N:M": one level to the N largest |w| of every group of M; "channel": every level removes
+    # the layer's filters of smallest L1 norm, the next layer's inputs with them (structured.py)
+    structure: str = "unstructured"
     bn_init: str = "ones"  # BatchNorm γ: "ones", or "uniform" U(0, 1) as open_lth (see defaults.py)
     rewind: str = "0"
     control: str = "none"
@@ -94,8 +99,10 @@ class IMPConfig(ExperimentConfig):
         """The paper's defaults for ``arch``'s family (see :mod:`imp.defaults`), then ``overrides``."""
         d = family_defaults(arch)
         train = default_train_config(arch, **({"epochs": epochs} if epochs else {}))
-        layerwise = (overrides.get("scope") or d.scope) == "layerwise"  # the per-layer fractions: layerwise only
-        base = dict(arch=arch, scope=d.scope, prune_fraction=d.fc_fraction, train=train,
+        structured = (overrides.get("structure") or "unstructured") != "unstructured"
+        scope = "layerwise" if structured else d.scope  # a structure selects layer by layer
+        layerwise = (overrides.get("scope") or scope) == "layerwise"  # the per-layer fractions: layerwise only
+        base = dict(arch=arch, scope=scope, prune_fraction=d.fc_fraction, train=train,
                     keep_unpruned=d.keep_unpruned, bn_init=d.bn_init,
                     conv_prune_fraction=d.conv_fraction if layerwise else None,
                     output_prune_fraction=d.output_fraction if layerwise else None)
@@ -107,6 +114,7 @@ class IMPConfig(ExperimentConfig):
             raise SupermaskError(f"control must be one of {', '.join(CONTROLS)}, got {self.control!r}")
         if self.scope not in ("global", "layerwise"):
             raise SupermaskError(f"scope must be global or layerwise, got {self.scope!r}")
+        self._check_structure()
         if not isinstance(self.levels, int) or self.levels < 1:
             raise SupermaskError(f"levels must be a positive integer, got {self.levels!r}")
         check_fraction(self.prune_fraction)
@@ -144,6 +152,19 @@ class IMPConfig(ExperimentConfig):
             raise SupermaskError(f"bn init must be one of {', '.join(BN_INITS)}, got {self.bn_init!r}")
         return super().validate()
 
+    def _check_structure(self) -> None:
+        self.structure = check_structure(self.structure)
+        if self.structure == "unstructured":
+            return
+        resolve_structure(self.structure, None, self.scope, 1.0)  # refuses --scope global
+        if self.early_bird is not None:
+            raise SupermaskError(f"--early-bird draws unstructured or BatchNorm-γ channel tickets: not with "
+                                 f"--structure {self.structure}")
+        nm = parse_structure(self.structure)
+        if nm is not None and self.target_density is not None and self.target_density != nm.density:
+            raise SupermaskError(f"--structure {nm} prunes to density {nm.density:g} in one level: "
+                                 f"--target-density {self.target_density:g} contradicts it")
+
     def _check_channel_early_bird(self) -> None:
         from .channel_early_bird import DEFAULT_L1, SUPPORTED
 
@@ -161,7 +182,7 @@ class IMPConfig(ExperimentConfig):
             self.target_density = 0.5  # channels kept (the paper's 50% pruning ratio)
 
     def pruning_levels(self) -> int:
-        if self.early_bird == "channel":
+        if self.early_bird == "channel" or parse_structure(self.structure) is not None:
             return 1
         if self.one_shot:
             return 1
@@ -300,6 +321,7 @@ def _run_levels(config, data, spec, device, root, main, rewind_point, rewind_ste
     model = build_masked(config, spec, config.seed)
     names = list(get_masks(model))
     conv_names = _conv_names(model)
+    selection = selection_for(model, config.scope, config.structure, (spec.in_channels, spec.image_size, spec.image_size))
     rewind_path = (main.run_dir if main else root.path) / REWIND_FILE
     rows: list[dict] = []
     masks = get_masks(model)
@@ -310,7 +332,7 @@ def _run_levels(config, data, spec, device, root, main, rewind_point, rewind_ste
     for level in range(first_level, config.pruning_levels() + 1):
         run = RunDir(root.path / f"level-{level}")
         if level > 0:
-            masks = _level_masks(config, level, masks, previous, main, names, conv_names, device)
+            masks = _level_masks(config, level, masks, previous, main, names, conv_names, selection)
         if run.is_finished():
             run.check_config(config_dict(config) | {"level": level})
             rows.append(run.read_result(RESULT_KEYS))
@@ -348,7 +370,8 @@ def _run_levels(config, data, spec, device, root, main, rewind_point, rewind_ste
                             describe=describe_density, start_step=rewind_step if level > 0 else 0,
                             **config.execution())
             fields = {"method": "imp-early-bird-magnitude" if config.early_bird else "imp", "level": level,
-                      "control": config.control, "rewind": str(rewind_point), "scope": config.scope}
+                      "control": config.control, "rewind": str(rewind_point), "scope": config.scope,
+                      "structure": config.structure}
             if early_bird is not None:
                 planned = config.train.iterations or config.train.epochs * -(-len(data.train) // config.train.batch_size)
                 fields.update(early_bird_epoch=early_bird.drawn_epoch, planned_steps=planned,
@@ -357,7 +380,8 @@ def _run_levels(config, data, spec, device, root, main, rewind_point, rewind_ste
             if writer:
                 meta = ticket_record(config, data.info, summary, model, masks,
                                      {"kind": "weak", "level": level, "control": config.control,
-                                      "rewind": str(rewind_point), "seed": config.seed, "init": config.init})
+                                      "rewind": str(rewind_point), "seed": config.seed, "init": config.init,
+                                      "structure": config.structure})
                 save_ticket(run.ticket_dir, masks, meta, model.state_dict())  # the selected network, trained
                 save_state(run.ticket_dir / WEIGHTS_FILE, ticket_state)
                 run.write_result(row)
@@ -381,19 +405,36 @@ def _target_pruner(config: IMPConfig, names: list[str], conv_names: set[str]):
     return prune
 
 
-def _level_masks(config, level, masks, previous, main, names, conv_names, device):
+def _level_masks(config, level, masks, previous, main, names, conv_names, selection):
     if main is not None:
         ticket_masks, _ = read_ticket(main.run_dir / f"level-{level}" / "ticket")
         check_shapes(ticket_masks, masks, main.run_dir / f"level-{level}" / "ticket", complete=True)
         if config.control == "random-prune":
-            return random_masks_like(ticket_masks, derived_seed(config.seed, f"random-prune-{level}"))
+            seed = derived_seed(config.seed, f"random-prune-{level}")
+            if isinstance(selection, Selection):
+                return random_structured(ticket_masks, selection, seed)
+            return random_masks_like(ticket_masks, seed)
         return ticket_masks
     state = _final_state(previous, "cpu")
     check_shapes({n: state[n] for n in names if n in state}, masks, previous.checkpoint_path, complete=True)
     weights = {n: state[n] for n in names}
     current = {n: state[n.rsplit(".", 1)[0] + ".weight_mask"] for n in names}
+    if isinstance(selection, Selection):
+        return _structured_level(config, weights, current, names, conv_names, selection)
     return magnitude_prune(weights, current, config.level_fractions(names, conv_names), scope=config.scope,
                            keep=config.keep_unpruned)
+
+
+def _structured_level(config, weights, current, names, conv_names, selection) -> dict:
+    """One structured IMP level: N:M over |w| (tensors in ``keep_unpruned`` stay whole), or the
+    channels of smallest L1 norm (``keep_unpruned`` layers keep their output channels)."""
+    keep = set(config.keep_unpruned)
+    if selection.nm is not None:
+        pruned = nm_keep({n: weights[n].abs() * current[n] for n in names if n not in keep}, selection.nm)
+        return {n: pruned.get(n, current[n]).to(current[n].dtype) for n in names}
+    fractions = {n: (0.0 if n in keep else rate) for n, rate in config.level_fractions(names, conv_names).items()}
+    new = channel_prune(weights, current, selection.links, fractions)
+    return {n: new[n].to(current[n].dtype) for n in names}
 
 
 def _starting_state(config, level, spec, rewind_path, main):

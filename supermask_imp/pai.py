@@ -40,9 +40,11 @@ from torch import Tensor, nn
 from supermask.data import make_loader
 from supermask.errors import SupermaskError
 from supermask.experiment import ExperimentConfig, ExperimentResult, run_experiment
+from supermask.search import requested_density
 from supermask.models import InputSpec, create_model, masked_layer_types
 from supermask.nn import WEIGHT_INITS, check_density, derived_seed, init_model
 from supermask.nn.init import canonical
+from supermask.nn.nm import check_structure
 from supermask.nn.masked import masked_layers, set_masks
 from supermask.nn.topk import global_topk_masks, kept_count, topk_mask
 from supermask.registry import Registry
@@ -51,6 +53,7 @@ from supermask.training import TrainConfig
 from .defaults import default_train_config
 from .engine import MaskAfterStep
 from .rewind import snapshot
+from .structured import Selection, channel_keep, nm_keep, resolve_structure, selection_for
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +66,15 @@ SYNFLOW_ROUNDS = 100
 GRASP_TEMPERATURE = 200.0  # the softmax temperature of GraSP's reference code
 
 
+DEFAULT_DENSITY = 0.1
+
+
 @dataclass
 class PruneConfig(ExperimentConfig):
     method: str = "snip"
-    density: float = 0.1
-    scope: str = "global"
+    density: Optional[float] = None  # None: DEFAULT_DENSITY, or N/M with an N:M structure
+    scope: Optional[str] = None  # None: global, or layerwise with a structure (channels and groups are per layer)
+    structure: str = "unstructured"  # "nm:N:M" or "channel" (supermask_imp.structured)
     init: str = "kaiming-normal"
     train: TrainConfig = field(default_factory=lambda: default_train_config("lenet_300_100"))
 
@@ -81,6 +88,8 @@ class PruneConfig(ExperimentConfig):
 
     def validate(self) -> "PruneConfig":
         PRUNERS.get(self.method)
+        self.structure = check_structure(self.structure)
+        self.density, self.scope = resolve_structure(self.structure, self.density, self.scope, DEFAULT_DENSITY)
         self.density = check_density(self.density)
         if self.scope not in ("global", "layerwise"):
             raise SupermaskError(f"scope must be global or layerwise, got {self.scope!r}")
@@ -89,8 +98,14 @@ class PruneConfig(ExperimentConfig):
         return super().validate()
 
 
-def keep_top(scores: Scores, density: float, scope: str) -> dict[str, Tensor]:
-    """Masks keeping the highest scores: ``density`` of all (global) or of each tensor (layerwise)."""
+def keep_top(scores: Scores, density: float, scope) -> dict[str, Tensor]:
+    """Masks keeping the highest scores: ``density`` of all (``scope`` "global") or of each tensor
+    ("layerwise"); ``scope`` may be a :class:`~supermask_imp.structured.Selection` (N:M groups, or
+    ``density`` of each layer's channels)."""
+    if isinstance(scope, Selection):
+        if scope.nm is not None:
+            return nm_keep(scores, scope.nm)
+        return channel_keep(scores, scope.links, density)
     names = list(scores)
     if scope == "global":
         low = min(float(s.min()) for s in scores.values())
@@ -194,7 +209,9 @@ def build_pruned(config: PruneConfig, spec: InputSpec, data, device) -> nn.Modul
         batches = calibration_batches(data, data.info, spec.num_classes, config.seed, device)
     start = snapshot(model)
     model.eval()  # scored with BatchNorm's running statistics (Synaptic-Flow's prune_loop default)
-    masks = PRUNERS.get(config.method)(model, batches, config.seed, config.density, config.scope, spec)
+    selection = selection_for(model, config.scope, config.structure,
+                              (spec.in_channels, spec.image_size, spec.image_size))
+    masks = PRUNERS.get(config.method)(model, batches, config.seed, config.density, selection, spec)
     model.train()
     model.load_state_dict(start)  # the drawn weights, whatever a pruner did to them
     set_masks(model, masks)
@@ -212,8 +229,9 @@ def prune_and_train(config: PruneConfig, callbacks: Sequence = ()) -> Experiment
     device = resolve_device(config.device)
     meta = lambda spec: {"kind": "weak", "engine": "prune", "method": config.method, "arch": config.arch,  # noqa: E731
                          "seed": config.seed, "init": config.init, "density": config.density,
-                         "scope": config.scope}
+                         "scope": config.scope, "structure": config.structure}
     return run_experiment(config, lambda spec, data: build_pruned(config, spec, data, device),
                           callbacks=[MaskAfterStep(), *callbacks], ticket_meta=meta,
                           result_fields={"method": config.method, "init": config.init, "scope": config.scope,
-                                         "requested_density": config.density})
+                                         "structure": config.structure,
+                                         **requested_density(config.structure, config.density)})

@@ -89,7 +89,8 @@ def test_rows_that_do_not_split_into_groups_fall_back_to_unstructured_at_n_over_
     ({"structure": "nm:2:4", "scope": "global"}, "--scope global does not apply"),
     ({"structure": "nm:2:4", "method": "gem-miner"}, "applies to biprop, edge-popup, iterand"),
     ({"structure": "nm:4:4"}, "need 0 < N < M"),
-    ({"structure": "channels"}, "structure must be unstructured or nm:N:M"),
+    ({"structure": "channels"}, "structure must be unstructured, nm:N:M .* or channel"),
+    ({"structure": "channel", "method": "biprop"}, "applies to edge-popup, not biprop"),
 ])
 def test_structure_config_rules(kwargs, message):
     with pytest.raises(SupermaskError, match=message):
@@ -128,3 +129,34 @@ def test_an_nm_search_ticket_and_its_compact_export(tmp_path, capsys):
     model, _ = load_export(run / "export" / "ticket.safetensors")
     rebuilt = {name + ".weight": m.mask() for name, m in model.named_modules() if hasattr(m, "scores")}
     assert all(torch.equal(rebuilt[name], masks[name].float()) for name in masks)
+
+
+def test_semi_structured_export_recognises_2_4_weights_and_needs_a_gpu():
+    from supermask.nn.nm import nm_mask
+    from supermask.sparse import is_two_four, to_semi_structured
+
+    w = torch.randn(64, 128)
+    assert is_two_four(w * nm_mask(w.abs(), 2, 4)) and not is_two_four(w) and not is_two_four(torch.zeros(4, 6))
+    model = torch.nn.Sequential(torch.nn.Linear(128, 64))
+    if torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 0):
+        pytest.skip("a GPU with sparse tensor cores: the CUDA test below runs instead")
+    with pytest.raises(SupermaskError, match="compute capability 8.0"):
+        to_semi_structured(model)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 0),
+                    reason="semi-structured 2:4 tensors need a CUDA GPU of compute capability 8.0+")
+def test_a_2_4_network_as_semi_structured_tensors_computes_what_the_masked_one_does():  # pragma: no cover
+    from supermask.nn.nm import nm_mask
+    from supermask.sparse import to_semi_structured
+
+    model = torch.nn.Sequential(torch.nn.Linear(256, 128), torch.nn.ReLU(), torch.nn.Linear(128, 64))
+    with torch.no_grad():
+        for layer in (model[0], model[2]):
+            layer.weight.mul_(nm_mask(layer.weight.abs(), 2, 4))
+    x = torch.randn(64, 256)
+    expected = model(x)
+    fast, converted = to_semi_structured(model)
+    assert converted == ["0", "2"]
+    got = fast(x.to("cuda", torch.float16)).float().cpu()
+    assert (got - expected).abs().max() < 2e-2 * expected.abs().max()

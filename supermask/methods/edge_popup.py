@@ -9,7 +9,8 @@ from torch import nn
 
 from ..models import InputSpec, create_model, supermask_layer_types
 from ..nn import attach_global_scope, init_model
-from ..nn.layers import SupermaskConv2d, SupermaskLinear
+from ..nn.channels import CHANNEL
+from ..nn.layers import SupermaskConv2d, SupermaskLinear, link_channels
 from . import METHODS, Method
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -22,6 +23,8 @@ def build_edge_popup(config: "SearchConfig", spec: InputSpec) -> nn.Module:
                                                       structure=config.structure))
     model = create_model(config.arch, spec, layers, **config.model_kwargs())
     init_model(model, config.init, config.seed, scaled_fan=config.scaled_fan, score_init=config.score_init)
+    if config.structure == CHANNEL:
+        link_channels(model, (spec.in_channels, spec.image_size, spec.image_size))
     if config.scope == "global":
         attach_global_scope(model, config.density)
     return model

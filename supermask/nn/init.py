@@ -144,5 +144,5 @@ def init_model(
                 bound = 1.0 / math.sqrt(fan_in)
                 module.bias.copy_((torch.rand(module.bias.shape, generator=weight_gen) * 2 - 1) * bound)
         if isinstance(module, SupermaskMixin):
-            module.scores.copy_(score_fn(shape, fan_in, score_gen))
+            module.scores.copy_(score_fn(tuple(module.scores.shape), fan_in, score_gen))  # channel: (out, 1, ...)
     return model

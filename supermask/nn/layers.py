@@ -18,6 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import SupermaskError
+
+from .channels import CHANNEL, channel_chain, input_mask
 from .nm import nm_applies, nm_mask, parse_structure, straight_through_nm
 from .topk import (check_density, global_threshold, kept_count, straight_through_threshold,
                    straight_through_topk, threshold_mask, topk_mask)
@@ -37,10 +40,18 @@ class SupermaskMixin:
         self.weight.requires_grad_(False)
         if self.bias is not None:
             self.bias.requires_grad_(False)
-        self.scores = nn.Parameter(torch.empty_like(self.weight))
+        # channel (supermask.nn.channels): one score per output channel, shaped to broadcast over the weight.
+        self.channel = structure == CHANNEL
+        shape = (self.weight.shape[0], *([1] * (self.weight.dim() - 1))) if self.channel else self.weight.shape
+        self.scores = nn.Parameter(torch.empty(shape, dtype=self.weight.dtype, device=self.weight.device))
         # PyTorch's default layer init: kaiming_uniform(a=sqrt(5)), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
         nn.init.kaiming_uniform_(self.scores, a=math.sqrt(5))
         self.density = check_density(density)
+        # Set by link_channels: the previous layer of the chain and the inputs each of its channels
+        # feeds (plain attributes, not submodules); the last layer keeps all its outputs.
+        object.__setattr__(self, "channel_input", None)
+        self.keeps_outputs = False
+        self._channel_cache: Optional[tuple] = None
         # N:M (see supermask.nn.nm): the density is N/M; None: unstructured top-k.
         self.nm = parse_structure(structure)
         if self.nm is not None:
@@ -65,6 +76,11 @@ class SupermaskMixin:
     @torch.compiler.disable  # data-dependent selection: run eagerly, compile what surrounds it
     def forward_mask(self) -> Tensor:
         """The mask the forward pass applies (differentiable w.r.t. ``scores`` in training)."""
+        return self._channel_mask() if self.channel else self.selected_mask()
+
+    def selected_mask(self) -> Tensor:
+        """The top-k (or N:M) selection over this layer's own scores: the weight's mask, or with a
+        channel structure the mask of its output channels, shaped ``(out, 1, ...)``."""
         if self.global_scope is not None:
             return self.global_scope.mask_for(self)
         nm = self.nm
@@ -79,10 +95,27 @@ class SupermaskMixin:
             return straight_through_nm(self.scores.abs(), nm.n, nm.m)
         return straight_through_topk(self.scores.abs(), kept_count(self.scores.numel(), self.density))
 
+    def _channel_mask(self) -> Tensor:
+        """``out[c] * in[j]``: this layer's output-channel selection times the previous layer's."""
+        own = None if self.keeps_outputs else self.selected_mask()
+        producer, repeat = self.channel_input if self.channel_input is not None else (None, 1)
+        previous = producer.selected_mask() if producer is not None else None
+        cached = self._use_cached_mask()
+        if cached and self._channel_cache is not None:
+            (own_was, previous_was), mask = self._channel_cache
+            if own_was is own and previous_was is previous:
+                return mask
+        mask = torch.ones_like(self.weight) if own is None else own.expand_as(self.weight)
+        if previous is not None:
+            mask = mask * input_mask(previous, repeat, self.weight.dim())
+        if cached:
+            self._channel_cache = ((own, previous), mask)
+        return mask
+
     @torch.no_grad()
     def mask(self) -> Tensor:
         """The current mask as a detached {0, 1} tensor of the weight's shape."""
-        return self.forward_mask().detach().clone()
+        return self.forward_mask().detach().expand_as(self.weight).clone()
 
     def masked_weight(self) -> Tensor:
         """``weight * mask``; in eval mode computed once per change of the mask or the weight."""
@@ -101,7 +134,7 @@ class SupermaskMixin:
 
     def extra_repr(self) -> str:  # type: ignore[override]
         scope = "global" if self.global_scope is not None else "layerwise"
-        structure = f", structure={self.nm}" if self.nm is not None else ""
+        structure = f", structure={self.nm}" if self.nm is not None else (", structure=channel" if self.channel else "")
         return f"{super().extra_repr()}, density={self.density}, scope={scope}{structure}"  # type: ignore[misc]
 
 
@@ -208,13 +241,29 @@ class GlobalScope:
 
 
 def attach_global_scope(model: nn.Module, density: float) -> GlobalScope:
-    """Make every supermask layer of ``model`` share one global top-k threshold at ``density``."""
-    layers = [layer for _, layer in supermask_layers(model)]
+    """Make every supermask layer of ``model`` share one global top-k threshold at ``density`` (with
+    channel masks: over the output channels of every layer but the last, which keeps them all)."""
+    layers = [layer for _, layer in supermask_layers(model) if not layer.keeps_outputs]
     scope = GlobalScope(layers, density)
     for layer in layers:
         object.__setattr__(layer, "global_scope", scope)
         layer.density = scope.density
     return scope
+
+
+def link_channels(model: nn.Module, input_shape: tuple[int, ...]) -> None:
+    """Tie the channel masks of ``model``'s supermask layers (built with ``structure="channel"``)
+    along its chain (:func:`supermask.nn.channels.channel_chain`): each layer's inputs follow the
+    previous layer's kept channels, and the last layer keeps all its outputs (the classes)."""
+    links = channel_chain(model, input_shape)
+    if not all(isinstance(link.layer, SupermaskMixin) and link.layer.channel for link in links):
+        plain = next(link.name for link in links if not getattr(link.layer, "channel", False))
+        raise SupermaskError(f"--structure channel: {plain} is not a supermask layer with channel scores")
+    for previous, link in zip([None, *links], links):
+        object.__setattr__(link.layer, "channel_input", None if previous is None else (previous.layer, previous.repeat))
+    last = links[-1].layer
+    last.keeps_outputs = True
+    last.scores.requires_grad_(False)  # no selection: its scores never reach the loss
 
 
 @torch.no_grad()

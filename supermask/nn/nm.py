@@ -45,17 +45,27 @@ class NM:
         return f"nm:{self.n}:{self.m}"
 
 
+CHANNEL = "channel"  # whole output channels (supermask.nn.channels)
+
+
 def parse_structure(text: Optional[str]) -> Optional[NM]:
-    """``"unstructured"`` (or None) -> None; ``"nm:2:4"`` -> ``NM(2, 4)``."""
-    if text is None or text == UNSTRUCTURED:
+    """The N:M of a mask structure: ``"nm:2:4"`` -> ``NM(2, 4)``; ``"unstructured"`` (or None) and
+    ``"channel"`` -> None; anything else is a ``SupermaskError``."""
+    if text is None or text in (UNSTRUCTURED, CHANNEL):
         return None
     match = _NM.match(str(text))
     if match is None:
-        raise SupermaskError(f"structure must be unstructured or nm:N:M (e.g. nm:2:4), got {text!r}")
+        raise SupermaskError(f"structure must be unstructured, nm:N:M (e.g. nm:2:4) or channel, got {text!r}")
     n, m = int(match.group(1)), int(match.group(2))
     if not 0 < n < m <= 64:
         raise SupermaskError(f"structure nm:{n}:{m}: need 0 < N < M <= 64")
     return NM(n, m)
+
+
+def check_structure(text: Optional[str]) -> str:
+    """The canonical name of a mask structure: ``unstructured``, ``nm:N:M`` or ``channel``."""
+    nm = parse_structure(text)
+    return str(nm) if nm is not None else (CHANNEL if text == CHANNEL else UNSTRUCTURED)
 
 
 def nm_applies(shape: torch.Size | tuple, m: int) -> bool:

@@ -1,0 +1,108 @@
+"""How a compact strong ticket stores its masks, by structure, with the bits per weight each costs.
+
+- ``bitmap`` (unstructured): one bit per weight, eight to a byte (``<weight>.mask_bits``);
+- ``nm-index`` (N:M): each group of M holds one of C(M, N) patterns; its index takes
+  ``ceil(log2 C(M, N))`` bits (2:4: 3 bits per 4 weights, 0.75 bits per weight; 1:4: 0.5), packed
+  into one bit stream (``<weight>.mask_nm``); the groups run as :mod:`supermask.nn.nm` lays them out;
+- ``channel``: one bit per output channel (``<weight>.mask_channels``); the weight mask follows
+  from the chain (a layer's channels times the previous layer's; the last layer keeps all its outputs).
+
+A layer whose mask is not of its structure's form (an N:M layer that fell back to unstructured)
+is stored as a bitmap.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import combinations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+BITMAP, NM_INDEX, CHANNEL_BITS = "bitmap", "nm-index", "channel"
+SUFFIXES = {BITMAP: ".mask_bits", NM_INDEX: ".mask_nm", CHANNEL_BITS: ".mask_channels"}
+MAX_PATTERNS = 1 << 16  # beyond this an N:M pattern table is not worth building: bitmap
+
+
+def _pack(bits: np.ndarray) -> Tensor:
+    return torch.from_numpy(np.packbits(bits.astype(np.uint8).reshape(-1)))
+
+
+def _unpack(packed: Tensor, count: int) -> np.ndarray:
+    return np.unpackbits(packed.numpy(), count=count)
+
+
+def _patterns(n: int, m: int) -> np.ndarray:
+    """Every group pattern with ``n`` of ``m`` bits set, as integers (bit j: the j-th weight), ascending."""
+    return np.array(sorted(sum(1 << j for j in kept) for kept in combinations(range(m), n)), dtype=np.int64)
+
+
+def index_bits(n: int, m: int) -> int:
+    return max(1, math.ceil(math.log2(math.comb(m, n))))
+
+
+def _groups(mask: Tensor, m: int) -> np.ndarray:
+    """``mask`` as rows of ``m`` (inputs last, as supermask.nn.nm groups them)."""
+    inputs_last = mask.permute(0, 2, 3, 1) if mask.dim() == 4 else mask
+    return inputs_last.reshape(-1, m).to(torch.uint8).numpy()
+
+
+def _ungroup(groups: np.ndarray, shape: list[int]) -> Tensor:
+    t = torch.from_numpy(groups.astype(np.uint8))
+    if len(shape) == 4:
+        out, inp, kh, kw = shape
+        return t.view(out, kh, kw, inp).permute(0, 3, 1, 2).contiguous()
+    return t.view(*shape)
+
+
+def encode(name: str, mask: Tensor, structure: str) -> tuple[str, dict[str, Tensor]]:
+    """(the coding, the tensors it stores) of one layer's {0, 1} mask."""
+    mask = mask.detach().cpu().to(torch.uint8)
+    if structure.startswith("nm:"):
+        n, m = (int(x) for x in structure.split(":")[1:])
+        if mask.dim() in (2, 4) and mask.shape[1] % m == 0 and math.comb(m, n) <= MAX_PATTERNS:
+            groups = _groups(mask, m)
+            values = (groups.astype(np.int64) << np.arange(m)).sum(axis=1)
+            table = _patterns(n, m)
+            index = np.searchsorted(table, values)
+            if np.all(index < len(table)) and np.array_equal(table[np.minimum(index, len(table) - 1)], values):
+                b = index_bits(n, m)
+                bits = (index[:, None] >> np.arange(b)) & 1
+                return NM_INDEX, {name + SUFFIXES[NM_INDEX]: _pack(bits)}
+    if structure == "channel":
+        rows = mask.reshape(mask.shape[0], -1).any(dim=1)
+        return CHANNEL_BITS, {name + SUFFIXES[CHANNEL_BITS]: _pack(rows.numpy())}
+    return BITMAP, {name + SUFFIXES[BITMAP]: _pack(mask.numpy())}
+
+
+def decode(name: str, coding: str, tensors: dict[str, Tensor], shape: list[int], structure: str) -> Tensor:
+    """The scores that make a layer select exactly the stored mask: the {0, 1} weight mask (bitmap,
+    N:M), or the {0, 1} channel mask shaped ``(out, 1, ...)`` (channel)."""
+    if coding == BITMAP:
+        count = int(np.prod(shape))
+        return torch.from_numpy(_unpack(tensors[name + SUFFIXES[BITMAP]], count).copy()).view(*shape)
+    if coding == NM_INDEX:
+        n, m = (int(x) for x in structure.split(":")[1:])
+        b, groups = index_bits(n, m), int(np.prod(shape)) // m
+        bits = _unpack(tensors[name + SUFFIXES[NM_INDEX]], groups * b).reshape(groups, b).astype(np.int64)
+        index = (bits << np.arange(b)).sum(axis=1)
+        table = _patterns(n, m)
+        if np.any(index >= len(table)):
+            raise ValueError(f"{name}: an N:M pattern index beyond the {len(table)} patterns")
+        return _ungroup((table[index][:, None] >> np.arange(m)) & 1, shape)
+    if coding == CHANNEL_BITS:
+        view = (shape[0], *([1] * (len(shape) - 1)))
+        return torch.from_numpy(_unpack(tensors[name + SUFFIXES[CHANNEL_BITS]], shape[0]).copy()).view(view)
+    raise ValueError(f"{name}: unknown mask coding {coding!r}")
+
+
+def stored_bits(coding: str, shape: list[int], structure: str) -> int:
+    """The bits a layer's mask takes in the ticket, before byte padding."""
+    count = int(np.prod(shape))
+    if coding == NM_INDEX:
+        n, m = (int(x) for x in structure.split(":")[1:])
+        return count // m * index_bits(n, m)
+    if coding == CHANNEL_BITS:
+        return shape[0]
+    return count
