@@ -62,7 +62,9 @@ def _methods(verbose: bool) -> list[str]:
         lines.append(f"{name} (search): {cards[name].summary}")
         if verbose:
             defaults = ", ".join(f"{k} {v}" for k, v in resolved_defaults(name).items())
-            lines += [f"    defaults: {defaults}", f"    reference: {cards[name].reference}"]
+            structures = ", ".join("nm:N:M" if s == "nm" else s for s in cards[name].structures)
+            lines += [f"    defaults: {defaults}", f"    structures: {structures}",
+                      f"    reference: {cards[name].reference}"]
     lines += [f"{name} (prune): {summary}" for name, summary in catalog.PRUNERS.items()]
     lines += [f"{name} ({command}): {summary}" for name, command, summary in catalog.OTHER_FINDERS]
     return lines

@@ -17,9 +17,13 @@ carrying the ticket's provenance in its metadata (``supermask_provenance``):
 - ``mask``: the masks alone;
 - ``state-dict``: the plain architecture's state dict with the mask folded into the weights;
 - ``torch-prune``: ``weight_orig`` / ``weight_mask`` as ``torch.nn.utils.prune`` keeps them;
-- ``ticket``: a compact strong ticket (mask at one bit per weight + the recipe), which
-  :func:`load_ticket` turns back into the exact network, refusing it when the weights it
-  regenerates differ from the recorded checksum (another torch's random streams).
+- ``ticket``: a compact strong ticket (the mask coded by its structure, :mod:`supermask.mask_codes`:
+  one bit per weight, an N:M pattern index per group, or one bit per channel; and the recipe),
+  which :func:`load_ticket` turns back into the exact network, refusing it when the weights it
+  regenerates differ from the recorded checksum (another torch's random streams);
+- ``sparse``: as ``state-dict``, masked Linear weights as CSR (:mod:`supermask.sparse`);
+- ``compact-dense``: a channel ticket as the physically smaller plain network
+  (:mod:`supermask.compact_dense`).
 """
 
 from __future__ import annotations
@@ -430,8 +434,9 @@ def plain_model(provenance: dict, path) -> torch.nn.Module:
 
 
 def load_export(path: Path) -> tuple[torch.nn.Module, dict]:
-    """The network an export (``ticket``, ``state-dict`` or ``torch-prune``) holds, in eval mode,
-    and its provenance. A ``mask`` export holds no weights and is refused."""
+    """The network an export (``ticket``, ``state-dict``, ``torch-prune``, ``sparse`` or
+    ``compact-dense``) holds, in eval mode, and its provenance. A ``mask`` export holds no weights
+    and is refused."""
     path = Path(path)
     provenance = read_provenance(path)
     fmt = provenance.get("format", "ticket")

@@ -48,6 +48,16 @@ def test_an_edge_popup_channel_mask_keeps_the_top_channels_and_their_inputs_down
         assert torch.equal(mask, r[:, None] * c[None, :])
 
 
+def test_a_global_channel_mask_keeps_the_top_channels_over_all_layers_but_the_last():
+    model = _build("lenet_300_100", density=0.3, width=0.2, scope="global")
+    layers = [m for m in model.modules() if hasattr(m, "scores")]
+    scores = torch.cat([l.scores.detach().abs().reshape(-1) for l in layers[:-1]])  # 60 + 20 channels
+    kept = _top(scores, math.floor(0.3 * 80 + 0.5))
+    masks = list(model_masks(model).values())
+    assert torch.equal(masks[0].any(1).float(), kept[:60]) and torch.equal(masks[1].any(1).float(), kept[60:])
+    assert masks[2].any(1).all()
+
+
 def test_the_channel_mask_passes_a_straight_through_gradient_to_every_channel_score():
     model = _build("lenet_300_100", width=0.1)
     model.train()
@@ -240,6 +250,17 @@ def test_an_imp_channel_level_removes_the_filters_of_smallest_l1_norm(tmp_path, 
     assert torch.equal(masks2["3.weight"].float(), rows2[1][:, None] * rows2[0][None, :])
     result = json.loads((root / "level-2" / "result.json").read_text())
     assert result["structure"] == "channel"
+    # the level's trained network, physically smaller: 38 and 13 channels, the same outputs
+    from supermask.tickets import load_export, ticket_state
+
+    assert main(["export", str(root / "level-2"), "--format", "compact-dense"]) == 0
+    small, provenance = load_export(root / "level-2" / "export" / "compact-dense.safetensors")
+    assert provenance["channels"] == {"1": [38, 784], "3": [13, 38], "5": [10, 13]}
+    trained = create_model("lenet_300_100", MNIST, DENSE, width=0.2)
+    trained.load_state_dict({k: v for k, v in ticket_state(root / "level-2").items() if not k.endswith("_mask")})
+    x = _test_images(64)
+    with torch.no_grad():
+        assert (small(x) - trained.eval()(x)).abs().max() < 1e-5
 
 
 def test_an_imp_nm_run_prunes_the_trained_weights_to_n_of_m_in_one_level(tmp_path, capsys):
@@ -294,3 +315,17 @@ def test_compare_labels_the_structure_and_places_channel_tickets_at_their_weight
         "imp nm:2:4 reinit"
     assert controls_of("imp channel") == ("imp channel reinit", "imp channel random-prune")
     assert controls_of("imp channel reinit") == ()
+
+
+def test_convert_ties_a_users_chain_and_needs_its_input_shape():
+    from supermask.nn import convert
+
+    plain = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 5))
+    with pytest.raises(SupermaskError, match="needs input_shape"):
+        convert(plain, 0.5, structure="channel")
+    model = convert(plain, 0.25, structure="channel", input_shape=(3, 8, 8))
+    conv = model[0]
+    rows = _top(conv.scores.detach().abs(), 2)
+    masks = model_masks(model)
+    assert torch.equal(masks["0.weight"], rows.view(8, 1, 1, 1).expand(8, 3, 3, 3))
+    assert torch.equal(masks["4.weight"], rows.repeat_interleave(36)[None, :].expand(5, 288))  # 6x6 maps flattened

@@ -70,9 +70,15 @@ def supermask_layer_types(density: float, learned_bn: bool = False, structure: O
         norm=nn.BatchNorm2d if learned_bn else partial(nn.BatchNorm2d, affine=False),
         layer_norm=nn.LayerNorm if learned_bn else partial(nn.LayerNorm, elementwise_affine=False),
         # init=None: the builder's caller draws the weights (init_model) after adapting.
-        adapt=partial(convert, density=density, init=None, bn="learned" if learned_bn else "non-affine",
-                      structure=structure, inplace=True),
+        adapt=(_no_channel_adapt if structure == "channel" else
+               partial(convert, density=density, init=None, bn="learned" if learned_bn else "non-affine",
+                       structure=structure, inplace=True)),
     )
+
+
+def _no_channel_adapt(model: nn.Module) -> nn.Module:
+    raise SupermaskError("--structure channel applies to the zoo's chain networks (conv2-8, lenet_300_100, "
+                         "vgg11/16/19), not to torchvision models")
 
 
 def masked_layer_types() -> Layers:

@@ -28,7 +28,8 @@ from torch import nn
 from ..errors import SupermaskError
 from .attention import split_attention
 from .init import init_model
-from .layers import SupermaskConv2d, SupermaskLinear, SupermaskMixin, attach_global_scope
+from .layers import SupermaskConv2d, SupermaskLinear, SupermaskMixin, attach_global_scope, link_channels
+from .nm import CHANNEL
 from .topk import check_density
 
 SCOPES = ("layerwise", "global")
@@ -99,6 +100,7 @@ def convert(
     learned_bn: bool = False,
     bn: str | None = None,
     structure: str | None = None,
+    input_shape: tuple[int, ...] | None = None,
     scaled_fan: bool = False,
     score_init: str = "kaiming-uniform",
     inplace: bool = False,
@@ -111,13 +113,19 @@ def convert(
       (``None`` keeps the model's own weights, e.g. pretrained ones).
     - ``keep_dense``: qualified module names, or ``"first"``/``"last"``, left as plain
       layers (frozen, all edges kept).
-    - ``structure``: ``"nm:N:M"`` for N:M masks (see :mod:`supermask.nn.nm`; the density is then N/M).
+    - ``structure``: ``"nm:N:M"`` for N:M masks (see :mod:`supermask.nn.nm`; the density is then N/M),
+      or ``"channel"`` for channel masks (:mod:`supermask.nn.channels`: ``density`` of each layer's
+      output channels, the next layer's inputs with them), which needs ``input_shape`` ``(C, H, W)``
+      to find and check the model's chain of layers.
     - ``bn``: ``"non-affine"``, ``"frozen"`` or ``"learned"`` (see the module docstring); by
       default ``"learned"`` with ``learned_bn``, else ``"frozen"`` with ``init=None``, else
       ``"non-affine"``.
     """
     density = check_density(density)
     check_scope(scope)
+    if structure == CHANNEL and input_shape is None:
+        raise SupermaskError("structure='channel' needs input_shape=(C, H, W): each layer's inputs follow the "
+                             "previous layer's channels along the model's chain, found by running it once")
     bn = _bn_mode(bn, learned_bn, init)
     if not inplace:
         model = copy.deepcopy(model)
@@ -141,6 +149,8 @@ def convert(
         )
         param.requires_grad_(trainable)
     init_model(model, init, seed, scaled_fan=scaled_fan, score_init=score_init)
+    if structure == CHANNEL:
+        link_channels(model, tuple(input_shape))
     if scope == "global":
         attach_global_scope(model, density)
     return model
