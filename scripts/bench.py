@@ -20,7 +20,9 @@
    0.5, 0.2, 0.05, 0.01 and batch 1 and 256, the masked edge-popup network (eval, cached masks)
    against its ``sparse`` export, and a channel ticket (channel density sqrt(density), so its
    weights' density is near the density) against its ``compact-dense`` export; and the memory
-   each holds (every tensor its modules reference, caches included; CSR: its three parts).
+   each holds (every tensor its modules reference, caches included; CSR: its three parts);
+   with ``--device cuda`` (compute capability 8.0+) also a 2:4 MLP (1024-4096-4096-1024, float16,
+   batch 8 and 256) with its weights as semi-structured sparse tensors against the same MLP dense.
 
 Every comparison alternates its two sides within each round, so machine noise hits both alike,
 and reports the median ratio over rounds with its spread (min-max). Targets (issue 5, CPU):
@@ -31,6 +33,7 @@ cached-mask eval <= 1.02x dense; ``supermask --help`` under 1 s (issue 14).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import os
@@ -404,6 +407,37 @@ def bench_deploy(rounds: int) -> list[dict]:
     return rows
 
 
+def bench_semi_structured(rounds: int, device: torch.device) -> list[dict]:
+    """2:4 Linear weights as semi-structured sparse tensors (sparse tensor cores) vs dense, float16."""
+    from supermask.nn.nm import nm_mask
+    from supermask.sparse import to_semi_structured
+
+    if device.type != "cuda":
+        return []
+    torch.manual_seed(0)
+    dense = nn.Sequential(nn.Linear(1024, 4096), nn.ReLU(), nn.Linear(4096, 4096), nn.ReLU(), nn.Linear(4096, 1024))
+    with torch.no_grad():
+        for layer in dense[::2]:
+            layer.weight.mul_(nm_mask(layer.weight.abs(), 2, 4))
+    fast, converted = to_semi_structured(copy.deepcopy(dense))
+    dense = dense.to(device, torch.float16).eval()
+    rows = []
+    for batch in (8, 256):
+        x = torch.randn(batch, 1024, device=device, dtype=torch.float16)
+
+        def forward(model):
+            def run():
+                with torch.no_grad():
+                    model(x)
+            return run
+
+        ta, tb = paired_rounds(forward(fast), forward(dense), rounds, device, calls=50)
+        rows.append(ratio_row(f"semi_structured_mlp_b{batch}",
+                              f"2:4 MLP 1024-4096-4096-1024 fp16, batch {batch}, {len(converted)} layers semi-structured: "
+                              f"semi-structured / dense", "2:4", ta, "dense", tb))
+    return rows
+
+
 def machine() -> dict:
     info = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
@@ -481,6 +515,7 @@ def main(argv=None) -> int:
         rows += bench_sparse(rounds)
     if "deploy" in parts:
         rows += bench_deploy(rounds)
+        rows += bench_semi_structured(rounds, device)
     info = machine()
     header = (f"supermask benchmarks on {args.device}: {info.get('cpu', info['processor'])}, {info['cpus']} CPUs, "
               f"{info['threads']} threads, torch {info['torch']}, Python {info['python']}"

@@ -346,6 +346,19 @@ def csv_text(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
+CONTROL_SUFFIXES = (" random mask", " reinit", " random-prune")
+
+
+def _without_control(method: str) -> str:
+    """``imp channel reinit`` -> ``imp channel``: the method a control belongs to (labels may carry
+    a config suffix in brackets after it)."""
+    head, bracket, rest = method.partition(" (")
+    for suffix in CONTROL_SUFFIXES:
+        if head.endswith(suffix):
+            return head[: -len(suffix)] + bracket + rest
+    return method
+
+
 def _panels(rows: list[dict], value: str, ylabel: str, path: Path, methods_filter=lambda m: True) -> bool:
     import matplotlib
 
@@ -357,10 +370,11 @@ def _panels(rows: list[dict], value: str, ylabel: str, path: Path, methods_filte
     if not keys:
         return False
     fig, axes = plt.subplots(1, len(keys), figsize=(9 * len(keys), 5), squeeze=False)
-    palette = plt.get_cmap("tab20").colors  # enough distinct colours for every method of a sweep
-    for ax, key in zip(axes[0], keys):
+    palette = plt.get_cmap("tab20").colors  # pairs: a method in the dark colour, its controls in the light one
+    bases = sorted({_without_control(r["method"]) for r in rows if methods_filter(r["method"])})  # one colour per
+    for ax, key in zip(axes[0], keys):  # method in every panel
         part = [r for r in rows if (r["arch"], r["dataset"]) == key and methods_filter(r["method"])]
-        for index, method in enumerate(sorted({r["method"] for r in part})):
+        for method in sorted({r["method"] for r in part}):
             series = sorted((r for r in part if r["method"] == method), key=lambda r: r["reached"])
             if series[0]["method_name"] == "dense":
                 if value == "mean":  # one line per dense baseline config
@@ -373,7 +387,8 @@ def _panels(rows: list[dict], value: str, ylabel: str, path: Path, methods_filte
             else:
                 series = [r for r in series if r["early_stop"]]
                 xs, ys, sd = [r["reached"] for r in series], [r["early_stop"][0] for r in series], [r["early_stop"][1] for r in series]
-            control = "random mask" in method or "reinit" in method or "random-prune" in method
+            control = _without_control(method) != method
+            index = 2 * bases.index(_without_control(method)) + control
             line, = ax.plot(xs, ys, marker="o", label=method, linestyle="--" if control else "-",
                             color=palette[index % len(palette)])
             ax.fill_between(xs, [y - s for y, s in zip(ys, sd)], [y + s for y, s in zip(ys, sd)], alpha=0.15,

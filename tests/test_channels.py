@@ -329,3 +329,11 @@ def test_convert_ties_a_users_chain_and_needs_its_input_shape():
     masks = model_masks(model)
     assert torch.equal(masks["0.weight"], rows.view(8, 1, 1, 1).expand(8, 3, 3, 3))
     assert torch.equal(masks["4.weight"], rows.repeat_interleave(36)[None, :].expand(5, 288))  # 6x6 maps flattened
+
+
+def test_a_control_is_drawn_in_its_methods_colour_family():
+    from supermask.report import _without_control
+
+    assert _without_control("imp channel random-prune") == "imp channel"
+    assert _without_control("edge-popup signed-constant random mask (epochs=2)") == "edge-popup signed-constant (epochs=2)"
+    assert _without_control("imp nm:2:4") == "imp nm:2:4"
