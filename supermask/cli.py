@@ -265,7 +265,8 @@ def _method_option_help(text: str, field: str) -> str:
 @model_options
 @click.option("--method", default="edge-popup", show_default=True, help="Ticket finder (see `supermask list methods`).")
 @click.option("--density", default=None,
-              help="Fraction of weights kept, in (0, 1], or a list. [default: 0.5; N/M with --structure nm:N:M]")
+              help="Fraction of weights kept (channel: of each layer's channels), in (0, 1], or a list. "
+                   "[default: 0.5; N/M with --structure nm:N:M]")
 @click.option("--sparsity", default=None, help="Fraction of weights removed (1 - density), or a list. [default: from --density]")
 @click.option("--structure", default="unstructured", show_default=True,
               help="Mask structure: unstructured (top-k over the layer), nm:N:M (N kept in every group of M "
@@ -376,7 +377,8 @@ options given win): {_family_table()}.""")
 @model_options
 @click.option("--levels", default=10, show_default=True, type=int, help="Pruning levels after the dense level 0.")
 @click.option("--target-density", default=None, type=float,
-              help="Prune until this density (overrides --levels). [default: off]")
+              help="Prune until this density (overrides --levels; --structure channel: the fraction of "
+                   "channels kept). [default: off]")
 @click.option("--one-shot", is_flag=True, help="Prune straight to the final density in one level.")
 @click.option("--scope", default=None, type=click.Choice(["global", "layerwise"]),
               help=_family_help("One magnitude threshold over all layers, or per-layer fractions.", "scope"))

@@ -7,11 +7,17 @@ learning rate and the data order continuing from step k, as open_lth's ``start_s
 control does the same). Pruned weights are zeroed after every optimiser step, so they stay
 exactly zero.
 
+With ``structure`` (see :mod:`.structured`): ``nm:N:M`` prunes the dense level's weights to the
+N largest |w| of every group of M in one level; ``channel`` removes, each level, the filters of
+smallest L1 norm and the next layer's inputs with them (layerwise fractions of the surviving
+channels; ``target_density`` is then the fraction of channels kept).
+
 Controls run beside a finished IMP run of the same config and reuse its masks:
 
 - ``reinit``: level L keeps the IMP mask of level L and draws fresh random weights;
 - ``random-prune``: level L keeps the rewind weights and draws a random mask with the
-  same number of weights in every layer as the IMP mask of level L.
+  same number of weights in every layer as the IMP mask of level L (structured: a random N:M
+  mask, or as many random channels in every layer).
 
 Layout: ``<out>/imp/<arch>-<dataset>/<hash>/seed-<s>/level-<L>/`` with the files of any run
 (config, metrics, checkpoint, result, ticket = mask + starting weights); the seed folder
@@ -69,7 +75,8 @@ EB_EPSILON, EB_WINDOW = 0.1, 5  # early-bird's mask-distance threshold and windo
 @dataclass
 class IMPConfig(ExperimentConfig):
     levels: int = 10  # pruning levels after the dense level 0
-    target_density: Optional[float] = None  # if set: as many levels as reach it (one level with one_shot)
+    target_density: Optional[float] = None  # if set: as many levels as reach it (one level with one_shot);
+    # with structure "channel": the fraction of channels kept
     one_shot: bool = False
     scope: str = "global"
     prune_fraction: float = 0.2  # of the survivors, per level: global, or each layerwise FC layer
