@@ -150,6 +150,28 @@ def test_benchmark_script_measures_everything(tmp_path):
         f"sparse_lenet_d{d}_b{b}" for d in ("0.5", "0.2", "0.05", "0.01") for b in (1, 256)}
 
 
+@pytest.mark.slow
+def test_benchmark_script_measures_deployment(tmp_path):
+    names = _bench(tmp_path, "--only", "deploy")
+    expected = {f"deploy_{arch}_d{d}_{part}" for arch in ("lenet_300_100", "conv6") for d in ("0.5", "0.2", "0.05", "0.01")
+                for part in ("b1_sparse", "b256_sparse", "b1_compact", "b256_compact", "memory_sparse",
+                             "memory_compact-dense")}
+    assert names == expected
+
+
+@pytest.mark.slow
+def test_export_sizes_script_writes_every_format(tmp_path):
+    import pathlib
+
+    script = pathlib.Path(__file__).resolve().parent.parent / "scripts" / "export_sizes.py"
+    proc = subprocess.run([sys.executable, str(script), "--out", str(tmp_path / "runs"), "--markdown",
+                           str(tmp_path / "sizes.md")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in (tmp_path / "sizes.md").read_text().splitlines() if line.startswith("| lenet")
+             or line.startswith("| conv6")]
+    assert len(lines) == 10 and sum("n/a" in line for line in lines) == 6  # compact-dense: channel tickets only
+
+
 def test_export_command_writes_the_compact_ticket(capsys, tmp_path):
     code, out, _ = run_cli(["search", "--arch", "lenet_300_100", "--iterations", "2", "--batch-size", "500",
                             "--out", str(tmp_path), "--quiet", "--device", "cpu"], capsys)
