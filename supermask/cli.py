@@ -19,8 +19,8 @@ from typing import Callable, Optional
 
 import click
 
-from .cli_options import (family_default, family_train_default, help_with_default, method_default, plain_default,
-                          search_train_default, train_options, train_overrides, with_train_overrides)
+from .cli_options import (density_options, family_default, family_train_default, help_with_default, method_default,
+                          plain_default, search_train_default, train_options, train_overrides, with_train_overrides)
 from .errors import RunLocked, SupermaskError, TrainingDiverged
 
 EXIT_USAGE = 2
@@ -264,14 +264,9 @@ def _method_option_help(text: str, field: str) -> str:
 @cli.command()
 @model_options
 @click.option("--method", default="edge-popup", show_default=True, help="Ticket finder (see `supermask list methods`).")
-@click.option("--density", default=None,
-              help="Fraction of weights kept (channel: of each layer's channels), in (0, 1], or a list. "
-                   "[default: 0.5; N/M with --structure nm:N:M]")
-@click.option("--sparsity", default=None, help="Fraction of weights removed (1 - density), or a list. [default: from --density]")
-@click.option("--structure", default="unstructured", show_default=True,
-              help="Mask structure: unstructured (top-k over the layer), nm:N:M (N kept in every group of M "
-                   "consecutive weights along the input dimension; density N/M; e.g. nm:2:4) or channel (a score "
-                   "per output channel, --density of each layer's channels kept; edge-popup, chain networks).")
+@density_options("0.5", "Mask structure: unstructured (top-k over the layer), nm:N:M (N kept in every group of M "
+                        "consecutive weights along the input dimension; density N/M; e.g. nm:2:4) or channel (a score "
+                        "per output channel, --density of each layer's channels kept; edge-popup, chain networks).")
 @click.option("--scope", default=None, type=click.Choice(["layerwise", "global"]),
               help=_method_option_help("One top-k threshold per layer, or one over all layers.", "scope"))
 @click.option("--init", "init", default=None,
@@ -457,13 +452,8 @@ def _prune_default(field: str) -> str:
 @model_options
 @click.option("--method", default="snip", show_default=True,
               help="random, magnitude, snip, grasp or synflow, or a list.")
-@click.option("--density", default=None,
-              help="Fraction of weights kept (channel: of each layer's channels), in (0, 1], or a list. "
-                   "[default: 0.1; N/M with --structure nm:N:M]")
-@click.option("--sparsity", default=None, help="Fraction of weights removed (1 - density), or a list. [default: from --density]")
-@click.option("--structure", default="unstructured", show_default=True,
-              help="Mask structure: unstructured, nm:N:M (the N of largest score in every group of M inputs) or "
-                   "channel (output channels by summed score, the next layer's inputs with them).")
+@density_options("0.1", "Mask structure: unstructured, nm:N:M (the N of largest score in every group of M inputs) "
+                        "or channel (output channels by summed score, the next layer's inputs with them).")
 @click.option("--scope", default=None, type=click.Choice(["global", "layerwise"]),
               help="One score threshold over all layers, or one per layer. [default: global; layerwise with "
                    "--structure]")

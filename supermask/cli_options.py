@@ -111,6 +111,25 @@ def train_options(default_text: Callable[[str], str]) -> Callable:
     return decorate
 
 
+def density_options(default: str, structure_help: str) -> Callable:
+    """``--density``, ``--sparsity`` and ``--structure``, as ``search`` and ``prune`` take them;
+    ``default`` is the library's density when none is given."""
+
+    def decorate(f: Callable) -> Callable:
+        for option in reversed([
+            click.option("--density", default=None,
+                         help="Fraction of weights kept (channel: of each layer's channels), in (0, 1], or a list. "
+                              f"[default: {default}; N/M with --structure nm:N:M]"),
+            click.option("--sparsity", default=None,
+                         help="Fraction of weights removed (1 - density), or a list. [default: from --density]"),
+            click.option("--structure", default="unstructured", show_default=True, help=structure_help),
+        ]):
+            f = option(f)
+        return f
+
+    return decorate
+
+
 def search_train_default(field: str) -> str:
     return method_default(field, train=True) if field in ("lr", "weight_decay") else plain_default(field)
 

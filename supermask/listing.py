@@ -21,33 +21,30 @@ def items(what: str, verbose: bool = False) -> list[str]:
     return {"archs": _archs, "datasets": _datasets, "methods": lambda: _methods(verbose), "inits": _inits}[what]()
 
 
-def _archs() -> list[str]:
-    if _registered("archs"):
-        from .models import MODELS
+def _names(what: str, registries: str, attrs: tuple[str, ...], builtin: tuple) -> list[list[str]]:
+    """Each registry's names (``registries``' ``attrs``) once user code has loaded it, else the
+    catalog's built-in names (``builtin``), without importing torch."""
+    if _registered(what):
+        import importlib
 
-        names = MODELS.names()
-    else:
-        names = sorted(catalog.ARCHITECTURES)
+        module = importlib.import_module(registries)
+        return [getattr(module, attr).names() for attr in attrs]
+    return [sorted(names) for names in builtin]
+
+
+def _archs() -> list[str]:
+    [names] = _names("archs", "supermask.models", ("MODELS",), (catalog.ARCHITECTURES,))
     return names + [catalog.TORCHVISION_PREFIX + "<name>"]
 
 
 def _datasets() -> list[str]:
-    if _registered("datasets"):
-        from .data import DATASETS
-
-        names = DATASETS.names()
-    else:
-        names = sorted(catalog.DATASETS)
+    [names] = _names("datasets", "supermask.data", ("DATASETS",), (catalog.DATASETS,))
     return names + [catalog.IMAGEFOLDER_PREFIX + "PATH"]
 
 
 def _inits() -> list[str]:
-    if _registered("inits"):
-        from .nn import SCORE_INITS, WEIGHT_INITS
-
-        weights, scores = WEIGHT_INITS.names(), SCORE_INITS.names()
-    else:
-        weights, scores = sorted(catalog.WEIGHT_INITS), sorted(catalog.SCORE_INITS)
+    weights, scores = _names("inits", "supermask.nn", ("WEIGHT_INITS", "SCORE_INITS"),
+                             (catalog.WEIGHT_INITS, catalog.SCORE_INITS))
     return weights + [f"score: {name}" for name in scores]
 
 
