@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .nn.nm import from_groups, to_groups
+
 BITMAP, NM_INDEX, CHANNEL_BITS = "bitmap", "nm-index", "channel"
 SUFFIXES = {BITMAP: ".mask_bits", NM_INDEX: ".mask_nm", CHANNEL_BITS: ".mask_channels"}
 MAX_PATTERNS = 1 << 16  # beyond this an N:M pattern table is not worth building: bitmap
@@ -42,27 +44,13 @@ def index_bits(n: int, m: int) -> int:
     return max(1, math.ceil(math.log2(math.comb(m, n))))
 
 
-def _groups(mask: Tensor, m: int) -> np.ndarray:
-    """``mask`` as rows of ``m`` (inputs last, as supermask.nn.nm groups them)."""
-    inputs_last = mask.permute(0, 2, 3, 1) if mask.dim() == 4 else mask
-    return inputs_last.reshape(-1, m).to(torch.uint8).numpy()
-
-
-def _ungroup(groups: np.ndarray, shape: list[int]) -> Tensor:
-    t = torch.from_numpy(groups.astype(np.uint8))
-    if len(shape) == 4:
-        out, inp, kh, kw = shape
-        return t.view(out, kh, kw, inp).permute(0, 3, 1, 2).contiguous()
-    return t.view(*shape)
-
-
 def encode(name: str, mask: Tensor, structure: str) -> tuple[str, dict[str, Tensor]]:
     """(the coding, the tensors it stores) of one layer's {0, 1} mask."""
     mask = mask.detach().cpu().to(torch.uint8)
     if structure.startswith("nm:"):
         n, m = (int(x) for x in structure.split(":")[1:])
         if mask.dim() in (2, 4) and mask.shape[1] % m == 0 and math.comb(m, n) <= MAX_PATTERNS:
-            groups = _groups(mask, m)
+            groups = to_groups(mask, m).numpy()
             values = (groups.astype(np.int64) << np.arange(m)).sum(axis=1)
             table = _patterns(n, m)
             index = np.searchsorted(table, values)
@@ -90,7 +78,8 @@ def decode(name: str, coding: str, tensors: dict[str, Tensor], shape: list[int],
         table = _patterns(n, m)
         if np.any(index >= len(table)):
             raise ValueError(f"{name}: an N:M pattern index beyond the {len(table)} patterns")
-        return _ungroup((table[index][:, None] >> np.arange(m)) & 1, shape)
+        bits = torch.from_numpy(((table[index][:, None] >> np.arange(m)) & 1).astype(np.uint8))
+        return from_groups(bits, shape)
     if coding == CHANNEL_BITS:
         view = (shape[0], *([1] * (len(shape) - 1)))
         return torch.from_numpy(_unpack(tensors[name + SUFFIXES[CHANNEL_BITS]], shape[0]).copy()).view(view)

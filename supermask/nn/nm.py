@@ -74,18 +74,27 @@ def nm_applies(shape: torch.Size | tuple, m: int) -> bool:
     return len(shape) in (2, 4) and shape[1] % m == 0
 
 
+def to_groups(t: Tensor, m: int) -> Tensor:
+    """``t`` (``(out, in)`` or ``(out, in, kh, kw)``) as rows of ``m`` consecutive inputs, the N:M
+    groups: a convolution permuted to ``(out, kh, kw, in)`` first, as ASP lays them out."""
+    return (t.permute(0, 2, 3, 1) if t.dim() == 4 else t).reshape(-1, m)
+
+
+def from_groups(groups: Tensor, shape: torch.Size | tuple) -> Tensor:
+    """The inverse of :func:`to_groups`: rows of ``m`` back into a tensor of ``shape``."""
+    if len(shape) == 4:
+        out, inputs, kh, kw = shape
+        return groups.reshape(out, kh, kw, inputs).permute(0, 3, 1, 2).contiguous()
+    return groups.reshape(shape)
+
+
 def nm_mask(magnitudes: Tensor, n: int, m: int) -> Tensor:
     """The {0, 1} mask keeping, in each group of ``m`` consecutive entries along the input
     dimension, the ``n`` largest (ties: the lowest index)."""
-    inputs_last = magnitudes.detach()
-    if inputs_last.dim() == 4:  # (out, in, kh, kw) -> (out, kh, kw, in)
-        inputs_last = inputs_last.permute(0, 2, 3, 1)
-    groups = inputs_last.reshape(-1, m)
+    groups = to_groups(magnitudes.detach(), m)
     order = torch.sort(groups, dim=1, descending=True, stable=True).indices[:, :n]
-    mask = torch.zeros_like(groups).scatter_(1, order, 1.0).view(inputs_last.shape)
-    if magnitudes.dim() == 4:
-        mask = mask.permute(0, 3, 1, 2)
-    return mask.contiguous().to(magnitudes.dtype)
+    mask = torch.zeros_like(groups).scatter_(1, order, 1.0)
+    return from_groups(mask, magnitudes.shape).to(magnitudes.dtype)
 
 
 class _StraightThroughNM(torch.autograd.Function):
