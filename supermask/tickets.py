@@ -296,7 +296,8 @@ def export_run(run_dir: Path, fmt: str, out: Path, force: bool = False) -> dict:
     raw_state = state  # a compact ticket stores what the seed does not regenerate, as the run holds it
     if result.get("engine") == "search":
         state = _effective_weights(Path(run_dir), state, masks, meta)
-    metadata = {PROVENANCE_KEY: json.dumps(export_provenance(meta, result, fmt), sort_keys=True)}
+    provenance = export_provenance(meta, result, fmt)
+    metadata = {PROVENANCE_KEY: json.dumps(provenance, sort_keys=True)}
     if fmt == "mask":
         data = st_save({n: m.contiguous() for n, m in masks.items()}, metadata=metadata)
     elif fmt == "state-dict":
@@ -311,7 +312,6 @@ def export_run(run_dir: Path, fmt: str, out: Path, force: bool = False) -> dict:
     elif fmt == "compact-dense":
         from .compact_dense import compact_dense_state
 
-        provenance = export_provenance(meta, result, fmt)
         plain = plain_model(provenance, out)
         plain.load_state_dict(folded_state_dict(state, masks))
         small, cost = compact_dense_state(plain, tuple(provenance["input_shape"]))

@@ -32,7 +32,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from supermask.models.cost import count_macs, count_parameters  # noqa: F401  (also imported from here)
+from supermask.models.cost import count_macs, count_parameters
 from supermask.runs import RESULT_KEYS, RunDir
 from supermask.training import Callback, distributed
 

@@ -58,7 +58,7 @@ from .defaults import default_train_config, family_defaults
 from .early_bird import EarlyBird
 from .pruning import check_fraction, frankle_carbin_rates, magnitude_prune, random_masks_like
 from .rewind import RewindPoint, SnapshotAt, rewind, snapshot
-from .structured import Selection, channel_prune, nm_keep, random_structured, resolve_structure, selection_for
+from .structured import Selection, channel_prune, nm_keep, random_structured, refuse_global_scope, selection_for
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ class IMPConfig(ExperimentConfig):
         self.structure = check_structure(self.structure)
         if self.structure == "unstructured":
             return
-        resolve_structure(self.structure, None, self.scope, 1.0)  # refuses --scope global
+        refuse_global_scope(self.structure, self.scope)
         if self.early_bird is not None:
             raise SupermaskError(f"--early-bird draws unstructured or BatchNorm-γ channel tickets: not with "
                                  f"--structure {self.structure}")

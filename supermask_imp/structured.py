@@ -55,14 +55,19 @@ def selection_for(model: nn.Module, scope: str, structure: str, input_shape: tup
     return Selection(scope, structure, links)
 
 
+def refuse_global_scope(structure: str, scope: Optional[str]) -> None:
+    """A structure selects layer by layer: ``--scope global`` with one is a ``SupermaskError``."""
+    if structure != "unstructured" and scope == "global":
+        raise SupermaskError(f"--structure {structure} selects layer by layer (groups of weights, or channels whose "
+                             f"scores have other fan-ins): use --scope layerwise (or leave --scope out)")
+
+
 def resolve_structure(structure: str, density: Optional[float], scope: Optional[str],
                       default_density: float) -> tuple[float, str]:
     """(density, scope) of a weak-ticket config with ``structure``: N:M fixes the density at N/M (a
     contradicting one is refused); a structure selects per layer, so its scope is layerwise."""
+    refuse_global_scope(structure, scope)
     nm = parse_structure(structure)
-    if structure != "unstructured" and scope == "global":
-        raise SupermaskError(f"--structure {structure} selects layer by layer (groups of weights, or channels whose "
-                             f"scores have other fan-ins): use --scope layerwise (or leave --scope out)")
     if nm is not None:
         if density is not None and density != nm.density:
             raise SupermaskError(f"--structure {nm} keeps {nm.n} of every {nm.m} weights (density {nm.density:g}): "

@@ -463,7 +463,8 @@ def test_channel_masks_are_the_global_gamma_threshold_and_the_penalty_is_l1():
 
 def test_the_channel_ticket_is_physically_smaller_and_computes_the_masked_network():
     from supermask.models import DENSE
-    from supermask_imp.channel_early_bird import channel_masks, count_macs, count_parameters, shrink_vgg
+    from supermask.models.cost import count_macs, count_parameters
+    from supermask_imp.channel_early_bird import channel_masks, shrink_vgg
 
     model = _vgg().eval()
     masks = channel_masks(model, 0.5)
@@ -503,7 +504,8 @@ def test_channel_early_bird_end_to_end_draws_trains_and_exports_the_small_networ
 
 def test_a_resnet_channel_ticket_removes_block_inner_channels_and_computes_the_masked_network():
     from supermask.models import DENSE
-    from supermask_imp.channel_early_bird import batchnorms, channel_masks, count_parameters, shrink
+    from supermask.models.cost import count_parameters
+    from supermask_imp.channel_early_bird import batchnorms, channel_masks, shrink
 
     torch.manual_seed(0)
     model = create_model("resnet20", InputSpec(1, 28, 10), masked_layer_types(), width=0.5)
