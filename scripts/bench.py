@@ -57,6 +57,7 @@ from supermask.nn.masked import get_masks, mask_applier, set_masks
 from supermask.nn.topk import global_topk_masks
 from supermask.training import TrainConfig, train
 from supermask_imp import magnitude_prune
+from supermask.resolved import resolve
 
 CONV6 = InputSpec(3, 32, 10)
 TARGETS = {"selection_layerwise": (">=", 5.0), "selection_global": (">=", 5.0), "edge_popup_step": ("<=", 1.10),
@@ -291,7 +292,7 @@ def bench_cli(rounds: int) -> dict:
 def bench_sparse(rounds: int) -> list[dict]:
     """Inference of LeNet-300-100's sparse export (CSR Linear layers) against the dense network."""
     from supermask.sparse import sparse_model, sparse_state_dict
-    from supermask.tickets import folded_state_dict
+    from supermask.ticket_files import folded_state_dict
 
     spec = InputSpec(1, 28, 10)
     rows = []
@@ -348,13 +349,13 @@ def _search_model(arch: str, spec: InputSpec, density: float, structure: str = "
     from supermask.methods import METHODS
     from supermask.search import SearchConfig
 
-    config = SearchConfig(arch=arch, density=density, structure=structure).validate()
+    config = resolve(SearchConfig(arch=arch, density=density, structure=structure))
     return METHODS.get("edge-popup").build(config, spec).eval()
 
 
 def _plain_of(arch: str, spec: InputSpec, masked: nn.Module) -> nn.Module:
     from supermask.nn import model_masks
-    from supermask.tickets import folded_state_dict
+    from supermask.ticket_files import folded_state_dict
 
     plain = create_model(arch, spec, DENSE)
     plain.load_state_dict(folded_state_dict(masked.state_dict(), model_masks(masked)))

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from supermask.search import SearchConfig, search
-from supermask.tickets import EXPORT_FORMATS, export_run
+from supermask.exports import EXPORT_FORMATS, export_run
 from supermask.training import TrainConfig
 
 TICKETS = [("unstructured", 0.5), ("unstructured", 0.05), ("nm:2:4", None), ("channel", 0.5), ("channel", 0.2)]

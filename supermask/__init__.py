@@ -20,9 +20,14 @@ _EXPORTS = {
     **dict.fromkeys(["SupermaskConv2d", "SupermaskLinear", "attach_global_scope", "convert", "density_report",
                      "init_model", "kept_count", "model_masks"], ".nn"),
     **dict.fromkeys(["RunDir", "config_hash", "find_runs"], ".runs"),
-    **dict.fromkeys(["SearchConfig", "SearchResult", "search"], ".search"),
-    "ExperimentResult": ".experiment",
-    **dict.fromkeys(["export_run", "load_export", "load_masks", "load_ticket", "read_ticket", "save_masks"], ".tickets"),
+    "SearchConfig": ".configs",
+    **dict.fromkeys(["SearchResult", "search"], ".search"),
+    "ExperimentResult": ".stage",
+    **dict.fromkeys(["ENGINES", "engine"], ".engines"),
+    "resolve": ".resolved",
+    "Structure": ".structure",
+    **dict.fromkeys(["EXPORTS", "export_run", "load_export", "load_ticket"], ".exports"),
+    **dict.fromkeys(["load_masks", "read_ticket", "save_masks"], ".ticket_files"),
     **dict.fromkeys(["Callback", "ProgressBar", "TrainConfig", "TrainSummary", "evaluate", "train"], ".training"),
 }
 __all__ = sorted(_EXPORTS)

@@ -40,6 +40,17 @@ class MethodCard:
 GENERIC_SEARCH_DEFAULTS = {"scope": "layerwise", "init": "signed-constant", "scaled_fan": False,
                            "score_init": "kaiming-uniform"}
 
+
+
+def default_settings(defaults: dict, train_defaults: dict) -> tuple[dict, dict]:
+    """(search fields, training fields) that a method with these ``defaults`` and ``train_defaults``
+    resolves fields left None to: its own, then the search's generic ones, then the training
+    loop's. The resolver and ``list methods --verbose`` both read them here."""
+    from .training.config import GENERIC_DEFAULTS
+
+    return {**GENERIC_SEARCH_DEFAULTS, **defaults}, {**GENERIC_DEFAULTS, **train_defaults}
+
+
 SEARCH_METHODS = {
     "edge-popup": MethodCard(
         "Ramanujan et al. 2020: learned scores, top-k mask, straight-through gradient",
@@ -107,3 +118,14 @@ OTHER_FINDERS = (
      "You et al. 2020: BatchNorm-γ channel ticket under L1, trained as a smaller network"),
     ("dense", "train", "the dense baseline, weights trained"),
 )
+
+#: The export formats (``supermask export --format``), in the order the help lists them, and what
+#: each holds; :data:`supermask.exports.EXPORTS` implements exactly these (a test checks it).
+EXPORT_FORMATS = {
+    "mask": "the {0,1} masks",
+    "state-dict": "the plain network, weights x mask",
+    "torch-prune": "torch.nn.utils.prune's weight_orig + weight_mask",
+    "ticket": "a strong ticket's seed and packed mask",
+    "sparse": "as state-dict, masked Linear weights as CSR",
+    "compact-dense": "a channel ticket as the smaller plain network (removed channels gone)",
+}

@@ -21,6 +21,7 @@ import click
 
 from .cli_options import (density_options, family_default, family_train_default, help_with_default, method_default,
                           plain_default, search_train_default, train_options, train_overrides, with_train_overrides)
+from .catalog import EXPORT_FORMATS
 from .errors import RunLocked, SupermaskError, TrainingDiverged
 
 EXIT_USAGE = 2
@@ -143,11 +144,15 @@ def _invocation(kw: dict) -> dict:
     return options
 
 
-def _run_points(configs: list, run_one: Callable, invocation: dict, label: Callable, echo: Callable) -> None:
-    """Validate every config of a grid, then (unless a dry run) run each (finished ones are
-    skipped) and echo its result; an overall progress line or bar when there are several."""
-    for config in configs:
-        config.validate()
+def _run_points(configs: list, invocation: dict) -> None:
+    """Resolve every config of a grid (once: the engines take them resolved), then (unless a dry
+    run) run each with its engine (finished ones are skipped) and echo its result; an overall
+    progress line or bar when there are several."""
+    from .engines import engine_for
+
+    engine = engine_for(configs[0])
+    configs = [engine.resolve(config) for config in configs]
+    label = engine.label
     if invocation["save_config"] is not None:
         _save_config(invocation["save_config"], configs)
     if invocation["dry_run"]:
@@ -163,7 +168,7 @@ def _run_points(configs: list, run_one: Callable, invocation: dict, label: Calla
         if outer is not None:
             outer.starting(label(config))
         try:
-            result = run_one(config, [] if quiet else [ProgressBar(label(config))])
+            result = engine.run(config, [] if quiet else [ProgressBar(label(config))])
         except RunLocked as exc:
             if len(configs) == 1:
                 raise
@@ -173,7 +178,7 @@ def _run_points(configs: list, run_one: Callable, invocation: dict, label: Calla
             if outer is not None:
                 outer.done()
         if distributed.is_main():
-            echo(result, label(config))
+            (_echo_levels if hasattr(result, "levels") else _echo_result)(result, label(config))
     if outer is not None:
         outer.close()
 
@@ -216,14 +221,16 @@ def _save_config(path: str, configs: list) -> None:
 
 def _describe(config, index: int, total: int) -> None:
     """A dry run's account of one config: the resolved config, its hash and run directory."""
+    from .configs import identified, load_data
     from .errors import DataError
     from .runs import config_dict, config_hash
 
     try:
-        run = config.run_dir()  # fingerprints the data (reads it; writes nothing)
+        config = identified(config, load_data(config)[0])  # fingerprints the data (reads it; writes nothing)
     except DataError as exc:
         where = f"hash and run directory unknown until the data is present ({exc})"
     else:
+        run = config.run_dir()
         state = ("finished" if run.is_finished() else "would resume") if run.path.exists() else "new"
         where = f"run directory {run.path} (hash {config_hash(config)}; {state})"
     click.echo(f"# {index}/{total}: {where}")
@@ -297,7 +304,7 @@ def search(**kw) -> None:
     """Find a strong ticket: train a mask over a frozen random network (edge-popup and others).
 
     Each method's defaults (`supermask list methods --verbose`) fill what is not given."""
-    from .search import SearchConfig, search as run_search
+    from .configs import SearchConfig
     from .sweep import expand_grid, parse_list
     from .training import TrainConfig
 
@@ -307,15 +314,7 @@ def search(**kw) -> None:
     densities = resolve_densities(kw.pop("density"), kw.pop("sparsity"), None)  # None: the library's default
     seeds, inits = _seeds(kw), parse_list(kw.pop("init"), str, "--init")
     configs = expand_grid(SearchConfig(train=train_cfg, **kw), init=inits, density=densities, seed=seeds)
-    _run_points(configs, lambda c, cb: run_search(c, callbacks=cb), invocation, _search_label, _echo_result)
-
-
-def _structure_label(c) -> str:
-    return "" if c.structure == "unstructured" else f" {c.structure}"
-
-
-def _search_label(c) -> str:
-    return f"{c.arch} {c.method}{_structure_label(c)} {c.init} d={c.density:g} s={c.seed}"
+    _run_points(configs, invocation)
 
 
 def _dense_default(field: str) -> str:
@@ -335,18 +334,17 @@ def _dense_default(field: str) -> str:
 @run_options
 def train_cmd(**kw) -> None:
     """Train the dense baseline (or, with --ticket, fine-tune a strong ticket): weights trained."""
-    from .dense import DenseConfig, _ticket_config, train_dense
+    from .dense import DenseConfig, ticket_source
     from .sweep import expand_grid, parse_list
 
     invocation = _invocation(kw)
     if kw["ticket"] is not None:  # the architecture and data are the ticket's
-        found = _ticket_config(kw["ticket"])
+        found = ticket_source(kw["ticket"])
         kw.update(arch=found.arch, dataset=found.dataset, width=found.width)
     seeds, inits = _seeds(kw), parse_list(kw.pop("init"), str, "--init")
     train_cfg = with_train_overrides(DenseConfig().train, kw)
     configs = expand_grid(DenseConfig(train=train_cfg, **kw), init=inits, seed=seeds)
-    _run_points(configs, lambda c, cb: train_dense(c, callbacks=cb), invocation,
-                lambda c: f"{c.arch} {'fine-tune' if c.ticket else 'dense'} {c.init} s={c.seed}", _echo_result)
+    _run_points(configs, invocation)
 
 
 def _imp_default(field: str) -> str:
@@ -408,7 +406,7 @@ options given win): {_family_table()}.""")
 @train_options(_imp_default)
 @run_options
 def imp_cmd(**kw) -> None:
-    from supermask_imp import IMPConfig, run_imp
+    from supermask_imp import IMPConfig
 
     from .sweep import expand_grid, parse_list
 
@@ -420,9 +418,7 @@ def imp_cmd(**kw) -> None:
     config = IMPConfig.for_arch(kw.pop("arch"), epochs=overrides.pop("epochs", None), **kw)
     config.train = dataclasses.replace(config.train, **overrides)
     configs = expand_grid(config, control=controls, seed=seeds)
-    _run_points(configs, lambda c, cb: run_imp(c, callbacks=cb), invocation,
-                lambda c: f"{c.arch} imp{_structure_label(c)}{'' if c.control == 'none' else ' ' + c.control} "
-                          f"s={c.seed}", _echo_levels)
+    _run_points(configs, invocation)
 
 
 def _echo_levels(result, label: str) -> None:
@@ -465,7 +461,7 @@ def prune_cmd(**kw) -> None:
     """Prune at initialisation (SNIP, GraSP, SynFlow, magnitude, random), then train the survivors.
 
     Training defaults are IMP's for the architecture's family (see `supermask imp -h`)."""
-    from supermask_imp import PruneConfig, prune_and_train
+    from supermask_imp import PruneConfig
 
     from .sweep import expand_grid, parse_list
 
@@ -476,8 +472,7 @@ def prune_cmd(**kw) -> None:
     config = PruneConfig.for_arch(kw.pop("arch"), epochs=overrides.pop("epochs", None), **kw)
     config.train = dataclasses.replace(config.train, **overrides)
     configs = expand_grid(config, method=methods, density=densities, seed=seeds)
-    _run_points(configs, lambda c, cb: prune_and_train(c, callbacks=cb), invocation,
-                lambda c: f"{c.arch} {c.method}{_structure_label(c)} d={c.density:g} s={c.seed}", _echo_result)
+    _run_points(configs, invocation)
 
 
 @cli.command()
@@ -498,11 +493,8 @@ def compare(paths: tuple[str, ...], out: str) -> None:
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @plugin_option
 @click.option("--format", "fmt", required=True,
-              type=click.Choice(["mask", "state-dict", "torch-prune", "ticket", "sparse", "compact-dense"]),
-              help="mask: the {0,1} masks; state-dict: the plain network, weights x mask; torch-prune: "
-                   "torch.nn.utils.prune's weight_orig + weight_mask; ticket: a strong ticket's seed and "
-                   "packed mask; sparse: as state-dict, masked Linear weights as CSR; compact-dense: a channel "
-                   "ticket as the smaller plain network (removed channels gone).")
+              type=click.Choice(list(EXPORT_FORMATS)),
+              help="; ".join(f"{name}: {summary}" for name, summary in EXPORT_FORMATS.items()) + ".")
 @click.option("--out", default=None, type=click.Path(),
               help="Output file, or a folder for <format>.safetensors [default: RUN_DIR/export/<format>.safetensors].")
 @click.option("--force", is_flag=True, help="Replace an existing regular file that export did not write.")
@@ -510,7 +502,7 @@ def export(run_dir: str, fmt: str, out: Optional[str], force: bool) -> None:
     """Export a finished run's ticket (for IMP: a level-<L> directory)."""
     from pathlib import Path
 
-    from .tickets import export_run
+    from .exports import export_run
 
     info = export_run(Path(run_dir), fmt, out, force=force)
     ratio = info["float32_state_dict_bytes"] / info["bytes"]
@@ -528,7 +520,7 @@ def evaluate_cmd(path: str, data_root: Optional[str], device: str) -> None:
     """Re-evaluate an export (ticket, state-dict, torch-prune or sparse) on its data set's test split."""
     from pathlib import Path
 
-    from .tickets import evaluate_export
+    from .exports import evaluate_export
 
     r = evaluate_export(Path(path), data_root, device)
     reported = r["reported_test_accuracy"]

@@ -15,12 +15,12 @@ from typing import Callable, Optional
 import click
 
 from .catalog import GENERIC_SEARCH_DEFAULTS, SEARCH_METHODS
-from .training.config import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, TrainConfig
+from .training.config import GENERIC_DEFAULTS, TrainConfig
 
 TRAIN_FIELDS = ("epochs", "iterations", "batch_size", "optimizer", "lr", "momentum", "nesterov", "weight_decay",
                 "schedule", "warmup_epochs", "milestones", "gamma", "label_smoothing", "precision", "selection")
 _TRAIN_DEFAULTS = TrainConfig()
-_ENGINE_DEFAULTS = {"lr": DEFAULT_LR, "weight_decay": DEFAULT_WEIGHT_DECAY}
+_ENGINE_DEFAULTS = GENERIC_DEFAULTS
 
 
 def _shown(value) -> str:

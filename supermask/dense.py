@@ -21,12 +21,18 @@ from typing import Optional, Sequence
 import torch
 
 from .catalog import DENSE_TRAIN_DEFAULTS
+from .configs import ExperimentConfig
+from .engines import ENGINES, Engine, engine_of_run
 from .errors import SupermaskError
-from .experiment import ExperimentConfig, ExperimentResult, run_experiment
 from .io import read_json
+from .layout import META_FILE
 from .models import DENSE, InputSpec, create_model, masked_layer_types
 from .nn import WEIGHT_INITS, init_model
 from .nn.init import canonical
+from .resolved import resolve
+from .runs import RunDir
+from .stage import ExperimentResult, run_single
+from .ticket_files import rebuild_plain
 from .training import Callback, MaskAfterStep, TrainConfig
 
 
@@ -39,16 +45,16 @@ class DenseConfig(ExperimentConfig):
 
     ENGINE = "train"
 
-    def validate(self) -> "DenseConfig":
+    def _resolve_fields(self) -> None:
         self.init = canonical(self.init)
         WEIGHT_INITS.get(self.init)
         if self.ticket is not None:
-            search = _ticket_config(self.ticket)
+            search = ticket_source(self.ticket)
             for name in ("arch", "dataset", "width"):
                 if getattr(self, name) != getattr(search, name):
                     raise SupermaskError(f"--ticket {self.ticket} is a {name} {getattr(search, name)!r} run, "
                                          f"not {getattr(self, name)!r}")
-            meta = read_json(Path(self.ticket) / "ticket" / "ticket.json")
+            meta = read_json(RunDir(Path(self.ticket)).ticket_dir / META_FILE)
             if not isinstance(meta, dict):
                 raise SupermaskError(f"{self.ticket}/ticket/ticket.json: not a ticket description")
             found = meta.get("state_checksum")
@@ -57,30 +63,29 @@ class DenseConfig(ExperimentConfig):
             if self.ticket_checksum is not None and self.ticket_checksum != found:
                 raise SupermaskError(f"{self.ticket}: not the ticket this config fine-tunes (checksum differs)")
             self.ticket_checksum = found
-        return super().validate()
+        super()._resolve_fields()
 
 
-def _ticket_config(run_dir: str):
-    from .runs import RunDir
-    from .search import config_from_dict
-
+def ticket_source(run_dir: str):
+    """The resolved config of the finished strong-ticket run ``run_dir`` that ``--ticket`` fine-tunes."""
     run = RunDir(Path(run_dir))
-    if not run.is_finished() or not (run.ticket_dir / "ticket.json").exists():
+    if not run.is_finished() or not (run.ticket_dir / META_FILE).exists():
         raise SupermaskError(f"{run_dir}: not a finished search run with a ticket")
-    engine = run.read_result().get("engine")
-    if engine != "search":
-        raise SupermaskError(f"{run_dir}: not a search run (engine {engine!r}): --ticket fine-tunes a strong "
-                             f"ticket, whose weights were never trained")
-    return config_from_dict(read_json(run.config_path))
+    result = run.read_result()
+    source = engine_of_run(run.path, result)
+    if source.kind != "strong":
+        raise SupermaskError(f"{run_dir}: not a search run (engine {result.get('engine')!r}): --ticket fine-tunes a "
+                             f"strong ticket, whose weights were never trained")
+    return source.read_config(run.path)
 
 
 def build_finetune(config: DenseConfig, spec: InputSpec):
     """The masked model holding the search's final frozen weights under its final mask."""
     from .nn import model_masks
     from .nn.masked import set_masks
-    from .search import load_search_model
 
-    strong = load_search_model(Path(config.ticket))
+    source = engine_of_run(Path(config.ticket))
+    strong = source.rebuild(Path(config.ticket))
     masks = model_masks(strong)
     model = create_model(config.arch, spec, config.layer_types(masked_layer_types()), **config.model_kwargs())
     own = model.state_dict()
@@ -104,12 +109,19 @@ def build_dense(config: DenseConfig, spec: InputSpec):
 
 def train_dense(config: DenseConfig, callbacks: Sequence[Callback] = ()) -> ExperimentResult:
     """Run (or resume, or skip if finished) one dense training run, or the fine-tuning of a ticket."""
-    config.validate()
+    config = resolve(config)
     if config.ticket is None:
-        return run_experiment(config, lambda spec, data: build_dense(config, spec), callbacks=callbacks,
+        return run_single(config, lambda spec, data: build_dense(config, spec), callbacks=callbacks,
                               result_fields={"method": "dense", "init": config.init, "requested_density": 1.0})
-    search = _ticket_config(config.ticket)
-    return run_experiment(config, lambda spec, data: build_finetune(config, spec),
+    search = ticket_source(config.ticket)
+    return run_single(config, lambda spec, data: build_finetune(config, spec),
                           callbacks=[MaskAfterStep(), *callbacks],
                           result_fields={"method": f"{search.method} fine-tuned", "init": search.init,
                                          "requested_density": search.density, "ticket": config.ticket})
+
+
+def label(config: DenseConfig) -> str:
+    return f"{config.arch} {'fine-tune' if config.ticket else 'dense'} {config.init} s={config.seed}"
+
+
+ENGINES.add("train", Engine("train", DenseConfig, train_dense, label, rebuild_plain, kind="weak"))

@@ -25,7 +25,13 @@ class RunError(SupermaskError):
 
 
 class TrainingDiverged(RunError):
-    """The loss became NaN or infinite: the run is marked failed, its last good checkpoint kept."""
+    """The loss became NaN or infinite: the run is marked failed, its last good checkpoint kept.
+
+    ``status`` holds what the run's ``status.json`` records of the failure (reason, step, checkpoint)."""
+
+    def __init__(self, message: str, **status):
+        super().__init__(message)
+        self.status = status
 
 
 class RunLocked(RunError):

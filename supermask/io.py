@@ -117,3 +117,10 @@ def read_tensors(path: Path, missing: str = "") -> dict:
         return st_load(data)
     except Exception as exc:
         raise RunError(f"{path}: not a safetensors file ({type(exc).__name__})") from None
+
+
+def save_state(path: Path, state: dict) -> None:
+    """Write a state dict as safetensors (on the CPU, contiguous), atomically."""
+    from safetensors.torch import save as st_save
+
+    atomic_write_bytes(Path(path), st_save({k: v.detach().cpu().contiguous() for k, v in state.items()}))

@@ -68,21 +68,20 @@ def _methods(verbose: bool) -> list[str]:
 
 
 def resolved_defaults(method: str) -> dict:
-    """The settings a search with ``method`` runs at when nothing else is given: the method's
-    card, then the generic search defaults, then :class:`TrainConfig`'s (as ``SearchConfig.validate``
-    resolves them; ``tests/test_catalog.py`` checks the two agree)."""
-    from .training.config import DEFAULT_LR, DEFAULT_WEIGHT_DECAY, TrainConfig
+    """The settings a search with ``method`` runs at when nothing else is given. A built-in method's
+    are read from its card through :func:`supermask.catalog.default_settings`, the function the
+    resolver reads them through, without torch (``tests/test_cli_habits.py`` checks the two agree);
+    a user's method is asked of the resolver itself."""
+    from .training.config import TrainConfig
 
     card = catalog.SEARCH_METHODS.get(method)
     if card is None:  # a user's method: resolve it the library's way
         from .search import resolved_defaults as library_resolved
 
         return library_resolved(method)
-    fields = {**catalog.GENERIC_SEARCH_DEFAULTS, **{k: card.defaults[k] for k in card.defaults}}
-    fields = {k: fields[k] for k in (*catalog.GENERIC_SEARCH_DEFAULTS, *card.options)}
-    train = TrainConfig(lr=DEFAULT_LR, weight_decay=DEFAULT_WEIGHT_DECAY)
-    for name, value in card.train_defaults.items():
-        setattr(train, name, value)
+    search, train_fields = catalog.default_settings(card.defaults, card.train_defaults)
+    fields = {k: search[k] for k in (*catalog.GENERIC_SEARCH_DEFAULTS, *card.options)}
+    train = TrainConfig(**train_fields)
     fields.update(optimizer=train.optimizer, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay,
                   schedule=train.schedule, batch_size=train.batch_size, epochs=train.epochs)
     return fields

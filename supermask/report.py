@@ -41,9 +41,10 @@ from typing import Iterable, Optional
 
 from .errors import RunError, SupermaskError
 from .io import atomic_write_bytes
-from .runs import CONFIG, NON_RESULT_FIELDS, find_runs, result_fields
+from .layout import CONFIG, RESULT, STATUS
+from .runs import NON_RESULT_FIELDS, find_runs, result_fields
+from .structure import Structure
 
-RESULT = "result.json"
 #: Fields that tell runs of one config apart without changing the config itself.
 RUN_FIELDS = NON_RESULT_FIELDS | {"level"}
 #: Fields that are the x axis, not a difference between configs.
@@ -54,7 +55,7 @@ DENSITY_FIELDS = frozenset({"density"})
 class Point:
     arch: str
     dataset: str
-    method: str
+    method: str  # the full label: family, then control
     density: float
     seed: int
     test_accuracy: float
@@ -63,6 +64,12 @@ class Point:
     config: str = ""  # canonical JSON of the run's result-changing config, seed and IMP level left out
     collapsed: tuple[str, ...] = ()  # layers the run left with no kept weight
     source: str = ""
+    family: str = ""  # the method without its control (``imp channel``); the method itself if it is none
+    control: str = ""  # "", or the control this point is: "reinit", "random-prune", "random mask"
+
+
+#: The controls a report sets beside their method, in the order it lists them.
+CONTROL_ORDER = ("random mask", "reinit", "random-prune")
 
 
 @dataclass
@@ -71,26 +78,29 @@ class Collection:
     problems: list[str] = field(default_factory=list)  # "path: reason"
 
 
-def method_label(result: dict) -> str:
-    """``edge-popup signed-constant``, ``edge-popup nm:2:4 signed-constant``, ``imp channel``,
-    ``imp random-prune``, ``snip kaiming-normal global``: the method, its mask structure (if not
-    unstructured), its init and scope, or IMP's control."""
+def method_parts(result: dict) -> tuple[str, str]:
+    """(family, control) of a result: ``("edge-popup nm:2:4 signed-constant", "")``,
+    ``("imp channel", "reinit")``, ``("snip kaiming-normal global", "")``: the method, its mask
+    structure (if not unstructured), its init and scope; IMP's control apart. Built from the
+    result's fields; nothing reads a label back."""
     engine = result.get("engine")
     if engine == "train":
-        return result.get("method", "dense")  # "dense", or "<method> fine-tuned" for a fine-tuned ticket
-    structure = result.get("structure") or "unstructured"
-    structure = "" if structure == "unstructured" else f" {structure}"
+        return result.get("method", "dense"), ""  # "dense", or "<method> fine-tuned" for a fine-tuned ticket
+    structure = Structure.parse(result.get("structure")).label()
     if engine == "imp":
-        control, method = result.get("control", "none"), result.get("method", "imp") + structure
-        return method if control == "none" else f"{method} {control}"
+        control = result.get("control", "none")
+        return result.get("method", "imp") + structure, "" if control == "none" else control
     label = f"{result.get('method', engine)}{structure} {result.get('init', '')}".strip()
-    return label + (" global" if result.get("scope") == "global" else "")
+    return label + (" global" if result.get("scope") == "global" else ""), ""
 
 
-def controls_of(method: str) -> tuple[str, ...]:
-    if method == "imp" or (method.startswith("imp ") and method.split()[-1] not in ("reinit", "random-prune")):
-        return (f"{method} reinit", f"{method} random-prune")  # imp, imp nm:2:4, imp channel
-    return () if method.startswith("imp") or method == "dense" else (f"{method} random mask",)
+def method_label(result: dict) -> str:
+    """The family and control of :func:`method_parts` as one label (``imp channel reinit``)."""
+    return _joined(*method_parts(result))
+
+
+def _joined(family: str, control: str) -> str:
+    return f"{family} {control}" if control else family
 
 
 def flatten(config: dict, prefix: str = "") -> dict:
@@ -133,13 +143,13 @@ def _points_of(result: dict, config: dict, source: str) -> list[Point]:
     common = dict(arch=result["arch"], dataset=result["dataset"], density=round(float(requested), 4),
                   seed=int(result["seed"]), reached=float(result["density"]), config=config_key(config),
                   collapsed=tuple(result.get("collapsed_layers") or ()), source=source)
-    method = method_label(result)
-    points = [Point(method=method, test_accuracy=float(result["test_accuracy"]),
+    family, control = method_parts(result)
+    points = [Point(method=_joined(family, control), test_accuracy=float(result["test_accuracy"]),
                     early_stop_step=result.get("min_val_loss_step") if result.get("engine") == "imp" else None,
-                    **common)]
-    if result.get("engine") == "search" and "initial_test_accuracy" in result:
-        points.append(Point(method=f"{method} random mask", test_accuracy=float(result["initial_test_accuracy"]),
-                            **{**common, "collapsed": ()}))
+                    family=family, control=control, **common)]
+    if result.get("engine") == "search" and "initial_test_accuracy" in result:  # the random mask it started from
+        points.append(Point(method=_joined(family, "random mask"), test_accuracy=float(result["initial_test_accuracy"]),
+                            family=family, control="random mask", **{**common, "collapsed": ()}))
     return points
 
 
@@ -186,7 +196,7 @@ def collect(paths: Iterable[Path]) -> Collection:
 def _failed_runs(root: Path) -> list[str]:
     """A note for every run under ``root`` whose status says failed: never in the statistics."""
     notes = []
-    for status in sorted(root.rglob("status.json")):
+    for status in sorted(root.rglob(STATUS)):
         try:
             record = json.loads(status.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
@@ -227,9 +237,9 @@ def _omitted_default(name: str):
     return HASH_OMITTED_AT.get(name, HASH_OMITTED_AT.get(f"train.{name}"))
 
 
-def config_labels(points: list[Point]) -> dict[tuple, str]:
-    """(arch, dataset, method, config) -> the method label, followed by the fields in which its
-    config differs from the other configs of the same method (density aside: it is the x axis)."""
+def config_suffixes(points: list[Point]) -> dict[tuple, str]:
+    """(arch, dataset, method, config) -> the fields in which its config differs from the other
+    configs of the same method (density aside: it is the x axis), ``epochs=2``; "" if none."""
     configs: dict[tuple, set[str]] = defaultdict(set)
     for p in points:
         configs[(p.arch, p.dataset, p.method)].add(p.config)
@@ -239,16 +249,22 @@ def config_labels(points: list[Point]) -> dict[tuple, str]:
         names = sorted({n for f in flat.values() for n in f} - DENSITY_FIELDS)
         varying = [n for n in names if len({json.dumps(f.get(n), sort_keys=True) for f in flat.values()}) > 1]
         for key, fields in flat.items():
-            suffix = ", ".join(f"{n}={_format_value(fields.get(n, _omitted_default(n)))}" for n in varying)
-            labels[(arch, dataset, method, key)] = f"{method} ({suffix})" if suffix else method
+            labels[(arch, dataset, method, key)] = ", ".join(
+                f"{n}={_format_value(fields.get(n, _omitted_default(n)))}" for n in varying)
     return labels
+
+
+def _with_suffix(label: str, suffix: str) -> str:
+    return f"{label} ({suffix})" if suffix else label
 
 
 def comparison_rows(points: list[Point], problems: Optional[list[str]] = None) -> list[dict]:
     groups: dict[tuple, list[Point]] = defaultdict(list)
     for p in points:
         groups[(p.arch, p.dataset, p.method, p.density, p.config)].append(p)
-    labels = config_labels(points)
+    suffixes = config_suffixes(points)
+    parts = {(p.arch, p.dataset, p.method, p.config): (p.family or p.method, p.control) for p in points}
+    labels = {key: _with_suffix(key[2], suffix) for key, suffix in suffixes.items()}
     dense: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for p in points:
         if p.method == "dense":
@@ -273,17 +289,19 @@ def comparison_rows(points: list[Point], problems: Optional[list[str]] = None) -
         mean, std = mean_std(accs)
         reached = [p.reached for p in items if p.reached is not None]
         collapsed = sorted({layer for p in items for layer in p.collapsed})
+        family, control = parts[(arch, dataset, method, config)]
         row = {"arch": arch, "dataset": dataset, "method": labels[(arch, dataset, method, config)],
-               "method_name": method, "density": density, "mean": mean, "std": std if len(items) > 1 else None,
+               "method_name": method, "family": _with_suffix(family, suffixes[(arch, dataset, method, config)]),
+               "control": control, "density": density, "mean": mean, "std": std if len(items) > 1 else None,
                "seeds": len(items), "dense": baseline.get((arch, dataset), math.nan), "controls": [],
                "reached": statistics.fmean(reached) if reached else density, "collapsed": collapsed,
                "config": config}
-        for control in controls_of(method):
-            other = next((groups[k] for k in by_base[(arch, dataset, density, _base_key(config))]
-                          if k[2] == control), None)
-            if other:
-                theirs = [p.test_accuracy for p in other]
-                row["controls"].append({"control": control, "delta": mean - statistics.fmean(theirs),
+        if not control:  # a method beside its controls: the runs of its config and family that are controls
+            mine = [k for k in by_base[(arch, dataset, density, _base_key(config))]
+                    if parts[(k[0], k[1], k[2], k[4])][0] == family and parts[(k[0], k[1], k[2], k[4])][1]]
+            for k in sorted(mine, key=lambda k: CONTROL_ORDER.index(parts[(k[0], k[1], k[2], k[4])][1])):
+                theirs = [p.test_accuracy for p in groups[k]]
+                row["controls"].append({"control": k[2], "delta": mean - statistics.fmean(theirs),
                                         "p": welch_p(accs, theirs)})
         steps = [p.early_stop_step for p in items if p.early_stop_step is not None]
         row["early_stop"] = mean_std(steps) if steps else None
@@ -346,19 +364,6 @@ def csv_text(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-CONTROL_SUFFIXES = (" random mask", " reinit", " random-prune")
-
-
-def _without_control(method: str) -> str:
-    """``imp channel reinit`` -> ``imp channel``: the method a control belongs to (labels may carry
-    a config suffix in brackets after it)."""
-    head, bracket, rest = method.partition(" (")
-    for suffix in CONTROL_SUFFIXES:
-        if head.endswith(suffix):
-            return head[: -len(suffix)] + bracket + rest
-    return method
-
-
 def _panels(rows: list[dict], value: str, ylabel: str, path: Path, methods_filter=lambda m: True) -> bool:
     import matplotlib
 
@@ -371,7 +376,7 @@ def _panels(rows: list[dict], value: str, ylabel: str, path: Path, methods_filte
         return False
     fig, axes = plt.subplots(1, len(keys), figsize=(9 * len(keys), 5), squeeze=False)
     palette = plt.get_cmap("tab20").colors  # pairs: a method in the dark colour, its controls in the light one
-    bases = sorted({_without_control(r["method"]) for r in rows if methods_filter(r["method"])})  # one colour per
+    bases = sorted({r["family"] for r in rows if methods_filter(r["method"])})  # one colour per
     for ax, key in zip(axes[0], keys):  # method in every panel
         part = [r for r in rows if (r["arch"], r["dataset"]) == key and methods_filter(r["method"])]
         for method in sorted({r["method"] for r in part}):
@@ -387,8 +392,8 @@ def _panels(rows: list[dict], value: str, ylabel: str, path: Path, methods_filte
             else:
                 series = [r for r in series if r["early_stop"]]
                 xs, ys, sd = [r["reached"] for r in series], [r["early_stop"][0] for r in series], [r["early_stop"][1] for r in series]
-            control = _without_control(method) != method
-            index = 2 * bases.index(_without_control(method)) + control
+            control = bool(series[0]["control"])
+            index = 2 * bases.index(series[0]["family"]) + control
             line, = ax.plot(xs, ys, marker="o", label=method, linestyle="--" if control else "-",
                             color=palette[index % len(palette)])
             ax.fill_between(xs, [y - s for y, s in zip(ys, sd)], [y + s for y, s in zip(ys, sd)], alpha=0.15,

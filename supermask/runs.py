@@ -31,6 +31,8 @@ from typing import Any, Iterable, Iterator, Optional
 
 from .catalog import IMAGEFOLDER_PREFIX
 from .errors import RunError, RunLocked
+from .layout import (CHECKPOINT, CONFIG, DAMAGED_METRICS, LOCK, METRICS, PREVIOUS_CHECKPOINT, RESULT,  # noqa: F401
+                     SELECTED_PREFIX, STATUS, TICKET)
 from .io import (atomic_write_bytes, atomic_write_json, checkpoint_bytes, load_checkpoint, read_json, read_tensors,
                  write_temporary)
 
@@ -45,16 +47,6 @@ NON_RESULT_FIELDS = frozenset({"out", "device", "data_root", "download", "quiet"
                                "checkpoint_every", "channels_last", "compile", "tensorboard",
                                "ticket"})  # a fine-tuned ticket's path: its content is in ticket_checksum
 
-CONFIG = "config.json"
-METRICS = "metrics.jsonl"
-RESULT = "result.json"
-CHECKPOINT = "checkpoint.pt"
-PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"
-STATUS = "status.json"
-LOCK = "lock"
-TICKET = "ticket"
-SELECTED_PREFIX = "selected-"
-DAMAGED_METRICS = "metrics.damaged.jsonl"
 
 
 def config_dict(config: Any) -> dict:
@@ -237,7 +229,10 @@ class RunDir:
         try:
             yield
         except BaseException as exc:
-            if self.read_status().get("status") != "failed":  # a more precise record may be there already
+            status = getattr(exc, "status", None)  # what the failure says of itself (a diverged run: step, checkpoint)
+            if isinstance(status, dict) and status.get("reason"):
+                self.write_status("failed", **status)
+            elif self.read_status().get("status") != "failed":  # a more precise record may be there already
                 reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else (str(exc) or type(exc).__name__)
                 self.write_status("failed", reason=reason)
             raise

@@ -15,122 +15,37 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+import torch
 from torch import nn
 
-from .catalog import GENERIC_SEARCH_DEFAULTS
-from .experiment import ExperimentConfig, ExperimentResult, run_experiment
+from .configs import SearchConfig
+from .engines import ENGINES, Engine
+from .errors import SupermaskError
+from .io import check_shapes, read_json
+from .layout import CONFIG, META_FILE, MODEL_FILE, TICKET
 from .methods import METHODS
 from .models import InputSpec
-from .nn import SCORE_INITS, WEIGHT_INITS, check_density, check_scope
-from .nn.nm import CHANNEL, UNSTRUCTURED, check_structure, parse_structure
-from .errors import SupermaskError
-from .nn.init import canonical
+from .resolved import resolve
+from .stage import ExperimentResult, run_single
+from .structure import CHANNEL, Structure
+from .ticket_files import ticket_state
 from .training import Callback, TrainConfig
 
-#: What :func:`search` returns: an :class:`~supermask.experiment.ExperimentResult` (the same class).
+#: What :func:`search` returns: an :class:`~supermask.stage.ExperimentResult` (the same class).
 SearchResult = ExperimentResult
 log = logging.getLogger(__name__)
 
 
-DEFAULT_DENSITY = 0.5  # k = 50%: the edge-popup paper's best Conv-6 point
-#: Below this starting density Bernoulli's sampled network rarely learns (measured: docs/fidelity.md).
-BERNOULLI_LOW_START = 0.1
-
-#: Fields that only some methods read: None unless the chosen method uses them.
-METHOD_OPTIONS = ("rerandomize_every", "rerandomize_rate", "score_l2", "freeze_every", "bernoulli_eval",
-                  "rescale_weights")
-
-
-@dataclass
-class SearchConfig(ExperimentConfig):
-    """A strong-ticket search. Fields left None take the method's default (see
-    ``supermask list methods --verbose``), then :data:`GENERIC_SEARCH_DEFAULTS`; ``validate`` writes
-    the resolved values into the config, so they are in ``config.json`` and the hash."""
-
-    method: str = "edge-popup"
-    density: Optional[float] = None  # None: DEFAULT_DENSITY, or N/M with an N:M structure
-    structure: str = UNSTRUCTURED  # "nm:N:M" (supermask.nn.nm): N kept in every group of M; "channel"
-    # (supermask.nn.channels): whole output channels, density = the fraction of each layer's channels kept
-    scope: Optional[str] = None  # layerwise | global
-    init: Optional[str] = None  # weight initialiser (supermask list inits)
-    scaled_fan: Optional[bool] = None  # scale the init's fan by the density (Ramanujan et al. 2020)
-    score_init: Optional[str] = None
-    learned_bn: bool = False
-    # Method options (None: the method's default; refused for a method that does not read them).
-    rerandomize_every: Optional[int] = None  # IteRand: K, in steps
-    rerandomize_rate: Optional[float] = None  # IteRand: r
-    score_l2: Optional[float] = None  # Gem-Miner: lambda of the penalty lambda * sum(s^2) in the loss
-    freeze_every: Optional[int] = None  # Gem-Miner: epochs between two freezing rounds
-    bernoulli_eval: Optional[str] = None  # Bernoulli: "sample" (a seeded sample of the mask) or "threshold"
-    rescale_weights: Optional[bool] = None  # Bernoulli: Zhou et al.'s dynamic weight rescaling
-
-    ENGINE = "search"
-
-    def validate(self) -> "SearchConfig":
-        method = METHODS.get(self.method)
-        self._resolve_structure(method)
-        self.density = check_density(self.density)
-        for name in METHOD_OPTIONS:
-            if getattr(self, name) is not None and name not in method.options:
-                owners = [m for m in METHODS if name in METHODS.get(m).options]
-                raise SupermaskError(f"--{name.replace('_', '-')} applies to {' and '.join(owners)} only, "
-                                     f"not {self.method}")
-        for name, value in {**GENERIC_SEARCH_DEFAULTS, **method.defaults}.items():
-            if getattr(self, name) is None:
-                setattr(self, name, value)
-        self.train.with_defaults(**method.train_defaults)
-        check_scope(self.scope)
-        if self.rerandomize_every is not None and (not isinstance(self.rerandomize_every, int)
-                                                   or self.rerandomize_every <= 0):
-            raise SupermaskError(f"rerandomize every must be a positive number of steps, got {self.rerandomize_every!r}")
-        if self.rerandomize_rate is not None and not (0.0 < self.rerandomize_rate <= 1.0):
-            raise SupermaskError(f"rerandomize rate must be in (0, 1], got {self.rerandomize_rate!r}")
-        if self.score_l2 is not None and not (math.isfinite(self.score_l2) and self.score_l2 >= 0):
-            raise SupermaskError(f"score L2 must be >= 0, got {self.score_l2!r}")
-        if self.freeze_every is not None and (not isinstance(self.freeze_every, int) or self.freeze_every <= 0):
-            raise SupermaskError(f"freeze every must be a positive number of epochs, got {self.freeze_every!r}")
-        if self.bernoulli_eval is not None and self.bernoulli_eval not in ("sample", "threshold"):
-            raise SupermaskError(f"bernoulli eval must be sample or threshold, got {self.bernoulli_eval!r}")
-        if self.method == "bernoulli" and self.density < BERNOULLI_LOW_START:
-            log.warning("bernoulli starts its masks at density %g: the sampled network passes almost no signal "
-                        "and may never learn (LeNet at 0.05: 10%%); the reference starts at 0.5 (--density 0.5)",
-                        self.density)
-        self.init = canonical(self.init)
-        WEIGHT_INITS.get(self.init)
-        self.score_init = canonical(self.score_init)
-        SCORE_INITS.get(self.score_init)
-        return super().validate()
-
-
-    def _resolve_structure(self, method) -> None:
-        self.structure = check_structure(self.structure)
-        kind = "nm" if self.structure.startswith("nm:") else self.structure
-        if kind != UNSTRUCTURED and kind not in method.structures:
-            owners = [m for m in METHODS if kind in METHODS.get(m).structures]
-            raise SupermaskError(f"--structure {self.structure} applies to {', '.join(owners)}, not {self.method}")
-        nm = parse_structure(self.structure)
-        if nm is None:  # unstructured: the fraction of weights kept; channel: of each layer's channels
-            if self.density is None:
-                self.density = DEFAULT_DENSITY
-            return  # a channel structure's chain is checked when the model is built (before any file is written)
-        if self.density is not None and self.density != nm.density:
-            raise SupermaskError(f"--structure {nm} keeps {nm.n} of every {nm.m} weights (density {nm.density:g}): "
-                                 f"--density {self.density:g} contradicts it; leave --density out")
-        if self.scope == "global":
-            raise SupermaskError(f"--structure {nm} is per group of {nm.m} weights: --scope global does not apply")
-        self.density = nm.density
-
-
 def resolved_defaults(method: str) -> dict:
-    """The settings a search with ``method`` runs at when nothing else is given (as ``validate``
-    resolves them: the method's defaults, then the generic ones)."""
-    config = SearchConfig(method=method).validate()
-    fields = {name: getattr(config, name) for name in (*GENERIC_SEARCH_DEFAULTS, *METHODS.get(method).options)}
+    """The settings a search with ``method`` runs at when nothing else is given: the resolver's
+    answer for a config that gives nothing else (``list methods --verbose`` shows it for a
+    user's method; for the built-in ones it reads the same defaults without torch)."""
+    config = resolve(SearchConfig(method=method))
+    fields = {name: getattr(config, name) for name in (*METHODS.get(method).search_defaults(),
+                                                       *METHODS.get(method).options)}
     train = config.train
     fields.update(optimizer=train.optimizer, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay,
                   schedule=train.schedule, batch_size=train.batch_size, epochs=train.epochs)
@@ -149,12 +64,13 @@ def ticket_meta(config: SearchConfig, spec: InputSpec) -> dict:
 
 
 def search(config: SearchConfig, callbacks: Sequence[Callback] = ()) -> SearchResult:
-    """Run (or resume, or skip if finished) one strong-ticket search."""
-    config.validate()
+    """Run (or resume, or skip if finished) one strong-ticket search (``config`` is resolved first,
+    if it is not yet)."""
+    config = resolve(config)
     method = METHODS.get(config.method)
-    return run_experiment(
+    return run_single(
         config, lambda spec, data: method.build(config, spec), callbacks=[*method.callbacks(config), *callbacks],
-        ticket_meta=lambda spec: ticket_meta(config, spec),
+        ticket_fields=lambda spec: ticket_meta(config, spec),
         result_fields={"method": config.method, "init": config.init, "scope": config.scope,
                        "structure": config.structure, **requested_density(config.structure, config.density)},
     )
@@ -186,7 +102,7 @@ def config_from_dict(data: dict) -> SearchConfig:
     try:
         train_fields["milestones"] = tuple(train_fields.get("milestones") or ())
         train = TrainConfig(**{k: v for k, v in train_fields.items() if k in known_train})
-        return SearchConfig(**{k: v for k, v in data.items() if k in known}, train=train).validate()
+        return resolve(SearchConfig(**{k: v for k, v in data.items() if k in known}, train=train))
     except (TypeError, ValueError, AttributeError) as exc:
         if isinstance(exc, SupermaskError):
             raise SupermaskError(f"config.json: {exc}") from None
@@ -196,18 +112,44 @@ def config_from_dict(data: dict) -> SearchConfig:
 def load_search_model(run_dir: Path, meta: Optional[dict] = None, state: Optional[dict] = None) -> nn.Module:
     """The supermask network a finished search run reports (its ticket's state), in eval mode;
     ``meta`` (``ticket.json``) and ``state`` are read from the run unless the caller has them."""
-    from .io import check_shapes, read_json
-    from .tickets import META_FILE, MODEL_FILE, ticket_state
-
     run_dir = Path(run_dir)
-    config = config_from_dict(read_json(run_dir / "config.json"))
-    meta = read_json(run_dir / "ticket" / META_FILE) if meta is None else meta
+    config = config_from_dict(read_json(run_dir / CONFIG))
+    meta = read_json(run_dir / TICKET / META_FILE) if meta is None else meta
     shape = [meta.get(name) if isinstance(meta, dict) else None for name in ("in_channels", "image_size", "num_classes")]
     if not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in shape):
-        raise SupermaskError(f"{run_dir / 'ticket' / META_FILE}: damaged (no input shape and classes): rerun the run")
+        raise SupermaskError(f"{run_dir / TICKET / META_FILE}: damaged (no input shape and classes): rerun the run")
     spec = InputSpec(*shape)
     model = METHODS.get(config.method).build(config, spec)
     state = ticket_state(run_dir) if state is None else state
-    check_shapes(state, model.state_dict(), run_dir / "ticket" / MODEL_FILE, complete=True)
+    check_shapes(state, model.state_dict(), run_dir / TICKET / MODEL_FILE, complete=True)
     model.load_state_dict(state)
     return model.eval()
+
+
+def effective_state(run_dir: Path, state: dict, masks: dict, meta: dict) -> dict:
+    """A search run's state with each masked weight replaced, where kept, by what the layer computes
+    with (biprop's sign(w)*alpha; IteRand's re-drawn weights are in the state already)."""
+    from .nn.layers import SupermaskMixin
+
+    model = load_search_model(run_dir, meta, state)  # the ticket's state and meta, read once by the caller
+    state = dict(state)
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            key = f"{name}.weight"
+            if isinstance(module, SupermaskMixin) and key in masks:
+                kept = masks[key].bool()
+                state[key] = torch.where(kept, module.masked_weight(), state[key])
+    return state
+
+
+def label(config: SearchConfig) -> str:
+    return f"{config.arch} {config.method}{Structure.parse(config.structure).label()} {config.init} " \
+           f"d={config.density:g} s={config.seed}"
+
+
+def read_config(run_dir: Path) -> SearchConfig:
+    return config_from_dict(read_json(Path(run_dir) / CONFIG))
+
+
+ENGINES.add("search", Engine("search", SearchConfig, search, label, load_search_model, kind="strong",
+                             effective_state=effective_state, read_config=read_config))

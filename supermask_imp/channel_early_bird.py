@@ -32,9 +32,15 @@ from typing import Optional
 import torch
 from torch import nn
 
+from supermask.models import DENSE, create_model
 from supermask.models.cost import count_macs, count_parameters
-from supermask.runs import RESULT_KEYS, RunDir
-from supermask.training import Callback, distributed
+from supermask.nn.masked import get_masks
+from supermask.runs import RunDir
+from supermask.stage import planned_steps, run_stage
+from supermask.training import Callback, MaskAfterStep, distributed
+
+from .early_bird import mask_distance
+from .levels import build_masked, final_state, level_run, level_stage
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +73,6 @@ def channel_masks(model: nn.Module, pruned_fraction: float) -> list[torch.Tensor
     return masks
 
 
-def mask_distance(a: torch.Tensor, b: torch.Tensor) -> float:
-    return 1.0 - float((a == b).sum()) / a.numel()
-
-
 class ChannelEarlyBird(Callback):
     """L1 on BatchNorm γ during training; stop once the channel mask settles (FIFO window)."""
 
@@ -94,7 +96,7 @@ class ChannelEarlyBird(Callback):
         self.masks = (self.masks + [mask])[-self.window:]
         if len(self.masks) < self.window:
             return
-        distances = [mask_distance(self.masks[-1], older) for older in self.masks[:-1]]
+        distances = [mask_distance({"": self.masks[-1]}, {"": older}) for older in self.masks[:-1]]
         if self.run is not None and distributed.is_main():
             self.run.append_metrics({"epoch": state.epoch, "step": state.step, "split": "early-bird",
                                      "mask_distance": max(distances)})
@@ -169,62 +171,28 @@ def shrink(arch: str, model: nn.Module, masks: list[torch.Tensor], small: nn.Mod
 def run_channel_levels(config, data, spec, device, root: RunDir, callbacks) -> list[dict]:
     """Level 0: dense training with the L1 penalty until the channel ticket is drawn; level 1: the
     physically smaller network, from the early-bird weights, trained with the same schedule."""
-    import contextlib
-    import time
-
-    from supermask.experiment import describe_density, result_record, ticket_record, tracking
-    from supermask.models import DENSE, create_model
-    from supermask.nn.masked import get_masks
-    from supermask.runs import config_dict
-    from supermask.tickets import save_ticket
-    from supermask.training import MaskAfterStep, train
-    from supermask.training.callbacks import announce_stage
-
-    from .engine import _final_state, build_masked
-
-    writer = distributed.is_main()
     torch.manual_seed(config.seed)
-    rows: list[dict] = []
     shape = (spec.in_channels, spec.image_size, spec.image_size)
 
-    def level_run(level: int, model: nn.Module, extra: list, fields: dict, meta: dict, finish=None) -> dict:
-        run = RunDir(root.path / f"level-{level}")
-        if run.is_finished():
-            run.check_config(config_dict(config) | {"level": level})
-            return run.read_result(RESULT_KEYS)
-        if writer:
-            run.prepare(config_dict(config) | {"level": level})
-        with run.tracking_status() if writer else contextlib.nullcontext():
-            announce_stage(callbacks, f"level {level}/1 " + ("dense, L1 on γ" if level == 0 else "channel ticket"))
-            started = time.time()
-            summary = train(model, [p for p in model.parameters() if p.requires_grad], data, config.train,
-                            seed=config.seed, device=device, run=run,
-                            callbacks=[*extra, *callbacks, *tracking(config, run)], describe=describe_density,
-                            **config.execution())
-            row = result_record(config, summary, get_masks(model), started, device, {**fields, "level": level})
-            if finish is not None:
-                finish(row)
-            if writer:
-                save_ticket(run.ticket_dir, get_masks(model),
-                            ticket_record(config, data.info, summary, model, get_masks(model), meta), model.state_dict())
-                run.write_result(row)
-                run.discard_selected(keep=None)
-        distributed.barrier()
-        return row
+    def level(number: int, model: nn.Module, extra: list, fields: dict, ticket: dict, finish=None) -> dict:
+        stage = level_stage(config, root, number, lambda: model, {**fields, "level": number}, ticket,
+                            callbacks=extra, label=f"level {number}/1 " + ("dense, L1 on γ" if number == 0
+                                                                          else "channel ticket"),
+                            masks=get_masks, finish=finish)
+        return run_stage(config, data, stage, device, callbacks).result
 
     dense = build_masked(config, spec, config.seed)
     bird = ChannelEarlyBird(config.target_density, config.eb_epsilon, config.eb_window, config.eb_l1,
-                            RunDir(root.path / "level-0"))
-    planned = config.train.iterations or config.train.epochs * -(-len(data.train) // config.train.batch_size)
+                            level_run(root, 0))
+    planned = planned_steps(config, data)
     dense_fields = {"method": "early-bird-channel", "control": "none", "rewind": "0", "scope": "global",
                     "parameters": count_parameters(dense), "macs": count_macs(dense, shape)}
-    row0 = level_run(0, dense, [MaskAfterStep(), bird], dense_fields, {"kind": "weak"},
-                     finish=lambda row: row.update(early_bird_epoch=bird.drawn_epoch, planned_steps=planned,
-                                                   steps_saved=planned - row["steps"]))
-    rows.append(row0)
+    row0 = level(0, dense, [MaskAfterStep(), bird], dense_fields, {"kind": "weak"},
+                 finish=lambda row, summary: row.update(early_bird_epoch=bird.drawn_epoch, planned_steps=planned,
+                                                        steps_saved=planned - row["steps"]))
 
     # the ticket: the early-bird weights (level 0's last state), its kept channels, physically removed
-    dense.load_state_dict(_final_state(RunDir(root.path / "level-0"), "cpu"))
+    dense.load_state_dict(final_state(level_run(root, 0), "cpu"))
     masks = channel_masks(dense, 1.0 - config.target_density)
     channels = [int(m.sum()) for m in masks]
     small = shrink(config.arch, dense, masks,
@@ -239,9 +207,8 @@ def run_channel_levels(config, data, spec, device, root: RunDir, callbacks) -> l
               "early_bird_epoch": row0.get("early_bird_epoch")}
     weights = lambda m: sum(x.weight.numel() for x in m.modules() if isinstance(x, (nn.Conv2d, nn.Linear)))  # noqa: E731
     kept = weights(small) / weights(dense)  # the density: the kept fraction of the prunable weights
-    rows.append(level_run(1, small, [], fields, {"kind": "weak", "channels": channels,
-                                                  "model_kwargs": {"channels": channels}},
-                          finish=lambda row: row.update(density=kept, density_per_layer={})))
+    row1 = level(1, small, [], fields, {"kind": "weak", "channels": channels, "model_kwargs": {"channels": channels}},
+                 finish=lambda row, summary: row.update(density=kept, density_per_layer={}))
     log.info("channel ticket: %d of %d parameters, %d of %d MACs", fields["parameters"], fields["dense_parameters"],
              fields["macs"], fields["dense_macs"])
-    return rows
+    return [row0, row1]

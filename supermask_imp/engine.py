@@ -27,49 +27,47 @@ every level is done, ``result.json`` with one row per level.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-import torch
-from safetensors.torch import save as st_save
 from torch import nn
 
+from supermask.configs import ExperimentConfig, identified, load_data
+from supermask.engines import ENGINES, Engine
 from supermask.errors import RunError, SupermaskError
-from supermask.experiment import (ExperimentConfig, check_input_shape, describe_density, load_data, result_record, ticket_record, tracking,
-                                  writing)
-from supermask.io import atomic_write_bytes, check_shapes, load_checkpoint, read_tensors
+from supermask.io import check_shapes, save_state
+from supermask.layout import REWIND_FILE, WEIGHTS_FILE
 from supermask.models import InputSpec, create_model, masked_layer_types
-from supermask.nn import WEIGHT_INITS, check_density, derived_seed, init_model
+from supermask.nn import WEIGHT_INITS, check_density
 from supermask.nn.init import canonical
-from supermask.nn.nm import check_structure, parse_structure
 from supermask.nn.masked import get_masks, set_masks
+from supermask.resolved import resolve
 from supermask.runs import RESULT_KEYS, RunDir, config_dict
-from supermask.tickets import read_ticket, save_ticket
-from supermask.training import Callback, MaskAfterStep, TrainConfig, distributed, resolve_device, train
-from supermask.training.callbacks import announce_stage
+from supermask.stage import check_input_shape, composite, describe_density, planned_steps, run_stage
+from supermask.structure import Structure
+from supermask.ticket_files import rebuild_plain
+from supermask.training import Callback, MaskAfterStep, TrainConfig, distributed, resolve_device
 
+from .branches import BRANCHES
 from .defaults import default_train_config, family_defaults
+from .early_bird import DEFAULT_EPSILON as EB_EPSILON
+from .early_bird import DEFAULT_WINDOW as EB_WINDOW
 from .early_bird import EarlyBird
-from .pruning import check_fraction, frankle_carbin_rates, magnitude_prune, random_masks_like
+from .levels import BN_INITS, build_masked, conv_names, level_stage
+from .pruning import check_fraction, frankle_carbin_rates
 from .rewind import RewindPoint, SnapshotAt, rewind, snapshot
-from .structured import Selection, channel_prune, nm_keep, random_structured, refuse_global_scope, selection_for
+from .strategies import Context, target_pruner
+from .structured import selection_for
 
 log = logging.getLogger(__name__)
 
-CONTROLS = ("none", "reinit", "random-prune")
+CONTROLS = ("none", "reinit", "random-prune")  # the branches (supermask_imp.branches)
 EARLY_BIRDS = (None, "magnitude", "channel")
 MAX_LEVELS = 200  # a plan beyond this is a typo, not an experiment (0.8**200 = 4e-20)
-REWIND_FILE = "rewind.safetensors"
-WEIGHTS_FILE = "weights.safetensors"
-
-
-EB_EPSILON, EB_WINDOW = 0.1, 5  # early-bird's mask-distance threshold and window (You et al. 2020)
 
 
 @dataclass
@@ -106,7 +104,7 @@ class IMPConfig(ExperimentConfig):
         """The paper's defaults for ``arch``'s family (see :mod:`imp.defaults`), then ``overrides``."""
         d = family_defaults(arch)
         train = default_train_config(arch, **({"epochs": epochs} if epochs else {}))
-        structured = (overrides.get("structure") or "unstructured") != "unstructured"
+        structured = Structure.parse(overrides.get("structure")).structured
         scope = "layerwise" if structured else d.scope  # a structure selects layer by layer
         layerwise = (overrides.get("scope") or scope) == "layerwise"  # the per-layer fractions: layerwise only
         base = dict(arch=arch, scope=scope, prune_fraction=d.fc_fraction, train=train,
@@ -116,7 +114,7 @@ class IMPConfig(ExperimentConfig):
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)
 
-    def validate(self) -> "IMPConfig":
+    def _resolve_fields(self) -> None:
         if self.control not in CONTROLS:
             raise SupermaskError(f"control must be one of {', '.join(CONTROLS)}, got {self.control!r}")
         if self.scope not in ("global", "layerwise"):
@@ -157,20 +155,19 @@ class IMPConfig(ExperimentConfig):
         self.keep_unpruned = tuple(self.keep_unpruned)
         if self.bn_init not in BN_INITS:
             raise SupermaskError(f"bn init must be one of {', '.join(BN_INITS)}, got {self.bn_init!r}")
-        return super().validate()
+        super()._resolve_fields()
 
     def _check_structure(self) -> None:
-        self.structure = check_structure(self.structure)
-        if self.structure == "unstructured":
+        structure = Structure.parse(self.structure)
+        self.structure = str(structure)
+        if not structure.structured:
             return
-        refuse_global_scope(self.structure, self.scope)
+        structure.scope(self.scope)  # refuses global
         if self.early_bird is not None:
             raise SupermaskError(f"--early-bird draws unstructured or BatchNorm-γ channel tickets: not with "
                                  f"--structure {self.structure}")
-        nm = parse_structure(self.structure)
-        if nm is not None and self.target_density is not None and self.target_density != nm.density:
-            raise SupermaskError(f"--structure {nm} prunes to density {nm.density:g} in one level: "
-                                 f"--target-density {self.target_density:g} contradicts it")
+        if structure.nm is not None and self.target_density is not None:
+            structure.density(self.target_density, None, "--target-density")
 
     def _check_channel_early_bird(self) -> None:
         from .channel_early_bird import DEFAULT_L1, SUPPORTED
@@ -189,7 +186,7 @@ class IMPConfig(ExperimentConfig):
             self.target_density = 0.5  # channels kept (the paper's 50% pruning ratio)
 
     def pruning_levels(self) -> int:
-        if self.early_bird == "channel" or parse_structure(self.structure) is not None:
+        if self.early_bird == "channel" or Structure.parse(self.structure).nm is not None:
             return 1
         if self.one_shot:
             return 1
@@ -232,50 +229,12 @@ class SaveSnapshotAt(SnapshotAt):
             save_state(self.path, self.state)
 
 
-def save_state(path: Path, state: dict[str, torch.Tensor]) -> None:
-    atomic_write_bytes(path, st_save({k: v.detach().cpu().contiguous() for k, v in state.items()}))
-
-
-def load_state(path: Path) -> dict[str, torch.Tensor]:
-    return read_tensors(path)
-
-
-BN_INITS = ("ones", "uniform")
-
-
-def build_masked(config: IMPConfig, spec: InputSpec, seed: int) -> nn.Module:
-    model = create_model(config.arch, spec, config.layer_types(masked_layer_types()), **config.model_kwargs())
-    init_model(model, config.init, seed)
-    if config.bn_init == "uniform":  # open_lth's bn_initializers.uniform: γ ~ U(0, 1), β = 0
-        gen = torch.Generator().manual_seed(derived_seed(seed, "bn-init"))
-        with torch.no_grad():
-            for module in model.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine:
-                    module.weight.copy_(torch.rand(module.weight.shape, generator=gen))
-                    module.bias.zero_()
-    return model
-
-
-def _conv_names(model: nn.Module) -> set[str]:
-    return {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
-
-
-def _final_state(run: RunDir, device) -> dict[str, torch.Tensor]:
-    """A finished level's final weights: its latest checkpoint, which must be the last step's
-    (the previous checkpoint is an earlier state: pruning it would give other masks)."""
-    ckpt = load_checkpoint(run.checkpoint_path, map_location=device)
-    steps = run.read_result().get("steps")
-    if not isinstance(ckpt, dict) or "model" not in ckpt or ckpt.get("step") != steps:
-        raise RunError(f"{run.checkpoint_path}: not the final checkpoint of this finished level (step "
-                       f"{ckpt.get('step') if isinstance(ckpt, dict) else '?'}, expected {steps}); "
-                       f"delete {run.path} to retrain it")
-    return ckpt["model"]
-
-
 def run_imp(config: IMPConfig, callbacks: Sequence[Callback] = ()) -> IMPResult:
-    """Run (or resume, or skip) IMP: level 0 dense, then ``pruning_levels()`` prune-rewind-retrain levels."""
-    config.validate()
+    """Run (or resume, or skip) IMP: level 0 dense, then ``pruning_levels()`` prune-rewind-retrain
+    levels (``config`` is resolved first, if it is not yet)."""
+    config = resolve(config)
     data, spec = load_data(config)
+    config = identified(config, data)
     root = config.run_dir()
     if root.is_finished():
         root.check_config(config_dict(config))
@@ -289,25 +248,21 @@ def run_imp(config: IMPConfig, callbacks: Sequence[Callback] = ()) -> IMPResult:
         main = run_imp(dataclasses.replace(config, control="none"), callbacks)
     device = resolve_device(config.device)
     rewind_point = RewindPoint.parse(config.rewind)
-    steps_per_epoch = -(-len(data.train) // config.train.batch_size)
-    total_steps = config.train.iterations or config.train.epochs * steps_per_epoch
-    rewind_step = rewind_point.step(steps_per_epoch)
+    rewind_step = rewind_point.step(-(-len(data.train) // config.train.batch_size))
+    total_steps = planned_steps(config, data)
     if rewind_step >= total_steps:
         raise SupermaskError(f"rewind point {rewind_point} (step {rewind_step}) is not before the end of training "
                              f"({total_steps} steps): a rewound level would train no step")
     _check_model(config, spec)
-    writer = distributed.is_main()
-    with writing(root, config):
+    with composite(root, config) as finish:
         if config.early_bird == "channel":
             from .channel_early_bird import run_channel_levels
 
             rows = run_channel_levels(config, data, spec, device, root, callbacks)
         else:
-            rows = _run_levels(config, data, spec, device, root, main, rewind_point, rewind_step, callbacks)
-        if writer:
-            root.write_result({"status": "finished", "engine": "imp", "arch": config.arch, "dataset": config.dataset,
-                               "seed": config.seed, "control": config.control, "levels": rows})
-        distributed.barrier()
+            rows = run_levels(config, data, spec, device, root, main, rewind_point, rewind_step, callbacks)
+        finish({"status": "finished", "engine": "imp", "arch": config.arch, "dataset": config.dataset,
+                "seed": config.seed, "control": config.control, "levels": rows})
     return IMPResult(root.path, rows)
 
 
@@ -322,132 +277,88 @@ def _check_model(config: IMPConfig, spec: InputSpec) -> None:
                              f"(prunable: {', '.join(names[:6])}{', ...' if len(names) > 6 else ''})")
 
 
-def _run_levels(config, data, spec, device, root, main, rewind_point, rewind_step, callbacks) -> list[dict]:
+def run_levels(config, data, spec, device, root, main, rewind_point, rewind_step, callbacks) -> list[dict]:
+    """Every level of IMP or of one of its controls: the branch of ``config.control`` supplies each
+    level's mask and starting weights; each level is one run stage."""
+    import torch
+
     writer = distributed.is_main()
     torch.manual_seed(config.seed)
     model = build_masked(config, spec, config.seed)
-    names = list(get_masks(model))
-    conv_names = _conv_names(model)
-    selection = selection_for(model, config.scope, config.structure, (spec.in_channels, spec.image_size, spec.image_size))
+    context = Context(tuple(get_masks(model)), conv_names(model),
+                      selection_for(model, config.scope, config.structure,
+                                    (spec.in_channels, spec.image_size, spec.image_size)))
     rewind_path = (main.run_dir if main else root.path) / REWIND_FILE
-    rows: list[dict] = []
+    branch = BRANCHES.get(config.control)(config, spec, context, rewind_path, main)
+    rows: list[dict] = [main.levels[0]] if main else []  # level 0 of a control is IMP's dense run
     masks = get_masks(model)
     previous: Optional[RunDir] = None
-    first_level = 1 if main else 0
-    if main:
-        rows.append(main.levels[0])  # level 0 of a control is IMP's dense run
-    for level in range(first_level, config.pruning_levels() + 1):
-        run = RunDir(root.path / f"level-{level}")
+    levels = config.pruning_levels()
+    for level in range(branch.first_level, levels + 1):
         if level > 0:
-            masks = _level_masks(config, level, masks, previous, main, names, conv_names, selection)
-        if run.is_finished():
-            run.check_config(config_dict(config) | {"level": level})
-            rows.append(run.read_result(RESULT_KEYS))
-            previous = run
-            continue
-        if writer:
-            run.prepare(config_dict(config) | {"level": level})
-        with run.tracking_status() if writer else contextlib.nullcontext():
-            start_state = _starting_state(config, level, spec, rewind_path, main)
-            if start_state is not None:
-                own = {k: v for k, v in model.state_dict().items() if not k.endswith("weight_mask")}
-                check_shapes({k: v for k, v in start_state.items() if not k.endswith("weight_mask")}, own,
-                             rewind_path, complete=True)
-                rewind(model, start_state, masks)
-            else:
-                set_masks(model, masks)
-            extra: list[Callback] = [MaskAfterStep()]
+            masks = branch.mask(level, masks, previous)
+        extra: list[Callback] = [MaskAfterStep()]
+        early_bird = None
+        if level == 0 and rewind_step > 0:
+            extra.append(SaveSnapshotAt(rewind_step, rewind_path))
+        if level == 0 and config.early_bird == "magnitude":
+            early_bird = EarlyBird(target_pruner(config, context), config.eb_epsilon, config.eb_window,
+                                   RunDir(root.path / f"level-{level}"))
+            extra.append(early_bird)
+
+        def prepare(level=level, masks=masks) -> nn.Module:
             if level == 0:
+                set_masks(model, masks)
                 if rewind_step == 0 and writer and not rewind_path.exists():
                     save_state(rewind_path, snapshot(model))
-                elif rewind_step > 0:
-                    extra.append(SaveSnapshotAt(rewind_step, rewind_path))
-            early_bird = None
-            if level == 0 and config.early_bird == "magnitude":
-                early_bird = EarlyBird(_target_pruner(config, names, conv_names), config.eb_epsilon, config.eb_window,
-                                       run)
-                extra.append(early_bird)
-            ticket_state = snapshot(model)
-            announce_stage(callbacks, f"level {level}/{config.pruning_levels()} "
-                                      f"d={describe_density(model)['density']:.4f}")
-            started = time.time()
-            summary = train(model, [p for p in model.parameters() if p.requires_grad], data, config.train,
-                            seed=config.seed, device=device, run=run,
-                            callbacks=[*extra, *callbacks, *tracking(config, run)],
-                            describe=describe_density, start_step=rewind_step if level > 0 else 0,
-                            **config.execution())
-            fields = {"method": "imp-early-bird-magnitude" if config.early_bird else "imp", "level": level,
-                      "control": config.control, "rewind": str(rewind_point), "scope": config.scope,
-                      "structure": config.structure}
+                return model
+            start = branch.start(level)
+            own = {k: v for k, v in model.state_dict().items() if not k.endswith("weight_mask")}
+            check_shapes({k: v for k, v in start.items() if not k.endswith("weight_mask")}, own, rewind_path,
+                         complete=True)
+            rewind(model, start, masks)
+            return model
+
+        def finish(row, summary, early_bird=early_bird):
             if early_bird is not None:
-                planned = config.train.iterations or config.train.epochs * -(-len(data.train) // config.train.batch_size)
-                fields.update(early_bird_epoch=early_bird.drawn_epoch, planned_steps=planned,
-                              steps_saved=planned - summary.steps)
-            row = result_record(config, summary, masks, started, device, fields)
-            if writer:
-                meta = ticket_record(config, data.info, summary, model, masks,
-                                     {"kind": "weak", "level": level, "control": config.control,
-                                      "rewind": str(rewind_point), "seed": config.seed, "init": config.init,
-                                      "structure": config.structure})
-                save_ticket(run.ticket_dir, masks, meta, model.state_dict())  # the selected network, trained
-                save_state(run.ticket_dir / WEIGHTS_FILE, ticket_state)
-                run.write_result(row)
-                run.discard_selected(keep=None)
-        distributed.barrier()  # the next level reads this one's files
-        if level == 0 and not rewind_path.exists():
-            raise RunError(f"{rewind_path}: the rewind snapshot was not taken (step {rewind_step})")
-        rows.append(row)
-        previous = run
-        log.info("level %d: density %.4f, test accuracy %.4f", level, row["density"], row["test_accuracy"])
+                planned = planned_steps(config, data)
+                row.update(early_bird_epoch=early_bird.drawn_epoch, planned_steps=planned,
+                           steps_saved=planned - summary.steps)
+
+        fields = {"method": "imp-early-bird-magnitude" if config.early_bird else "imp", "level": level,
+                  "control": config.control, "rewind": str(rewind_point), "scope": config.scope,
+                  "structure": config.structure}
+        ticket = {"kind": "weak", "level": level, "control": config.control, "rewind": str(rewind_point),
+                  "seed": config.seed, "init": config.init, "structure": config.structure}
+        density = lambda: describe_density(model)["density"]  # noqa: E731  (after prepare: the level's mask)
+        stage = level_stage(config, root, level, prepare, fields, ticket, callbacks=extra,
+                            start_step=rewind_step if level > 0 else 0,
+                            label=_Label(level, levels, density), masks=lambda m, masks=masks: masks,
+                            keep_start=WEIGHTS_FILE, finish=finish)
+        done = run_stage(config, data, stage, device, callbacks)
+        if not done.skipped:
+            if level == 0 and not rewind_path.exists():
+                raise RunError(f"{rewind_path}: the rewind snapshot was not taken (step {rewind_step})")
+            log.info("level %d: density %.4f, test accuracy %.4f", level, done.result["density"],
+                     done.result["test_accuracy"])
+        rows.append(done.result)
+        previous = RunDir(done.run_dir)
     return rows
 
 
-def _target_pruner(config: IMPConfig, names: list[str], conv_names: set[str]):
-    """The magnitude pruning that takes a dense level-0 model straight to the final density."""
-    fractions = dataclasses.replace(config, one_shot=True).level_fractions(names, conv_names)
+class _Label:
+    """A level's name for the progress display, read once its mask is in place."""
 
-    def prune(weights, masks):
-        return magnitude_prune(weights, masks, fractions, scope=config.scope, keep=config.keep_unpruned)
+    def __init__(self, level: int, levels: int, density):
+        self.level, self.levels, self.density = level, levels, density
 
-    return prune
-
-
-def _level_masks(config, level, masks, previous, main, names, conv_names, selection):
-    if main is not None:
-        ticket_masks, _ = read_ticket(main.run_dir / f"level-{level}" / "ticket")
-        check_shapes(ticket_masks, masks, main.run_dir / f"level-{level}" / "ticket", complete=True)
-        if config.control == "random-prune":
-            seed = derived_seed(config.seed, f"random-prune-{level}")
-            if isinstance(selection, Selection):
-                return random_structured(ticket_masks, selection, seed)
-            return random_masks_like(ticket_masks, seed)
-        return ticket_masks
-    state = _final_state(previous, "cpu")
-    check_shapes({n: state[n] for n in names if n in state}, masks, previous.checkpoint_path, complete=True)
-    weights = {n: state[n] for n in names}
-    current = {n: state[n.rsplit(".", 1)[0] + ".weight_mask"] for n in names}
-    if isinstance(selection, Selection):
-        return _structured_level(config, weights, current, names, conv_names, selection)
-    return magnitude_prune(weights, current, config.level_fractions(names, conv_names), scope=config.scope,
-                           keep=config.keep_unpruned)
+    def __str__(self) -> str:
+        return f"level {self.level}/{self.levels} d={self.density():.4f}"
 
 
-def _structured_level(config, weights, current, names, conv_names, selection) -> dict:
-    """One structured IMP level: N:M over |w| (tensors in ``keep_unpruned`` stay whole), or the
-    channels of smallest L1 norm (``keep_unpruned`` layers keep their output channels)."""
-    keep = set(config.keep_unpruned)
-    if selection.nm is not None:
-        pruned = nm_keep({n: weights[n].abs() * current[n] for n in names if n not in keep}, selection.nm)
-        return {n: pruned.get(n, current[n]).to(current[n].dtype) for n in names}
-    fractions = {n: (0.0 if n in keep else rate) for n, rate in config.level_fractions(names, conv_names).items()}
-    new = channel_prune(weights, current, selection.links, fractions)
-    return {n: new[n].to(current[n].dtype) for n in names}
+def label(config: IMPConfig) -> str:
+    control = "" if config.control == "none" else " " + config.control
+    return f"{config.arch} imp{Structure.parse(config.structure).label()}{control} s={config.seed}"
 
 
-def _starting_state(config, level, spec, rewind_path, main):
-    """The weights a level starts from (masks are applied on top); None: the model as built (level 0)."""
-    if level == 0:
-        return None
-    if config.control == "reinit":
-        return snapshot(build_masked(config, spec, derived_seed(config.seed, f"reinit-{level}")))
-    return load_state(rewind_path)
+ENGINES.add("imp", Engine("imp", IMPConfig, run_imp, label, rebuild_plain, kind="weak"))

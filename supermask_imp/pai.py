@@ -39,21 +39,26 @@ from torch import Tensor, nn
 
 from supermask.data import make_loader
 from supermask.errors import SupermaskError
-from supermask.experiment import ExperimentConfig, ExperimentResult, run_experiment
+from supermask.configs import ExperimentConfig
+from supermask.engines import ENGINES, Engine
+from supermask.resolved import resolve
 from supermask.search import requested_density
+from supermask.stage import ExperimentResult, run_single
+from supermask.structure import Structure
+from supermask.ticket_files import rebuild_plain
 from supermask.models import InputSpec, create_model, masked_layer_types
-from supermask.nn import WEIGHT_INITS, check_density, derived_seed, init_model
+from supermask.nn import WEIGHT_INITS, check_density, init_model
 from supermask.nn.init import canonical
-from supermask.nn.nm import check_structure
+from supermask.seeding import derived_seed
 from supermask.nn.masked import masked_layers, set_masks
 from supermask.nn.topk import global_topk_masks, kept_count, topk_mask
 from supermask.registry import Registry
 from supermask.training import TrainConfig
 
 from .defaults import default_train_config
-from .engine import MaskAfterStep
+from supermask.training import MaskAfterStep
 from .rewind import snapshot
-from .structured import Selection, channel_keep, nm_keep, resolve_structure, selection_for
+from .structured import Selection, channel_keep, nm_keep, selection_for
 
 log = logging.getLogger(__name__)
 
@@ -86,16 +91,17 @@ class PruneConfig(ExperimentConfig):
         train = default_train_config(arch, **({"epochs": epochs} if epochs else {}))
         return cls(arch=arch, train=train, **{k: v for k, v in overrides.items() if v is not None})
 
-    def validate(self) -> "PruneConfig":
+    def _resolve_fields(self) -> None:
         PRUNERS.get(self.method)
-        self.structure = check_structure(self.structure)
-        self.density, self.scope = resolve_structure(self.structure, self.density, self.scope, DEFAULT_DENSITY)
-        self.density = check_density(self.density)
+        structure = Structure.parse(self.structure)
+        self.structure = str(structure)
+        self.scope = structure.scope(self.scope, "global")
+        self.density = check_density(structure.density(self.density, DEFAULT_DENSITY))
         if self.scope not in ("global", "layerwise"):
             raise SupermaskError(f"scope must be global or layerwise, got {self.scope!r}")
         self.init = canonical(self.init)
         WEIGHT_INITS.get(self.init)
-        return super().validate()
+        super()._resolve_fields()
 
 
 def keep_top(scores: Scores, density: float, scope) -> dict[str, Tensor]:
@@ -225,13 +231,20 @@ def prune_and_train(config: PruneConfig, callbacks: Sequence = ()) -> Experiment
     """Run (or resume, or skip) one pruning-at-initialisation run: prune once, then train the survivors."""
     from supermask.training import resolve_device
 
-    config.validate()
+    config = resolve(config)
     device = resolve_device(config.device)
     meta = lambda spec: {"kind": "weak", "engine": "prune", "method": config.method, "arch": config.arch,  # noqa: E731
                          "seed": config.seed, "init": config.init, "density": config.density,
                          "scope": config.scope, "structure": config.structure}
-    return run_experiment(config, lambda spec, data: build_pruned(config, spec, data, device),
-                          callbacks=[MaskAfterStep(), *callbacks], ticket_meta=meta,
+    return run_single(config, lambda spec, data: build_pruned(config, spec, data, device),
+                          callbacks=[MaskAfterStep(), *callbacks], ticket_fields=meta,
                           result_fields={"method": config.method, "init": config.init, "scope": config.scope,
                                          "structure": config.structure,
                                          **requested_density(config.structure, config.density)})
+
+
+def label(config: PruneConfig) -> str:
+    return f"{config.arch} {config.method}{Structure.parse(config.structure).label()} d={config.density:g} s={config.seed}"
+
+
+ENGINES.add("prune", Engine("prune", PruneConfig, prune_and_train, label, rebuild_plain, kind="weak"))

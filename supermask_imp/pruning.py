@@ -84,7 +84,7 @@ def random_masks_like(masks: Mapping[str, Tensor], seed: int) -> Masks:
     """Random masks with exactly the same number of kept weights in every tensor (the random-pruning
     control). Each tensor draws from its own generator, seeded from ``seed`` and its name, so the
     result does not depend on the order of ``masks`` (safetensors files do not keep one)."""
-    from supermask.nn import derived_seed
+    from supermask.seeding import derived_seed
 
     out = {}
     for name, mask in masks.items():

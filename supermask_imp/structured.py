@@ -25,7 +25,8 @@ from torch import Tensor, nn
 
 from supermask.errors import SupermaskError
 from supermask.nn.channels import CHANNEL, Link, channel_chain, weight_masks
-from supermask.nn.nm import NM, check_structure, nm_applies, nm_mask, parse_structure
+from supermask.nn.nm import NM, nm_applies, nm_mask
+from supermask.structure import Structure
 from supermask.nn.topk import kept_count, topk_mask
 
 from .pruning import removed_count
@@ -42,40 +43,17 @@ class Selection:
 
     @property
     def nm(self) -> Optional[NM]:
-        return parse_structure(self.structure)
+        return Structure.parse(self.structure).nm
 
 
 def selection_for(model: nn.Module, scope: str, structure: str, input_shape: tuple[int, ...]):
     """The plain scope string for an unstructured selection (what pruners took before structures),
     else a :class:`Selection`; a channel structure on a network that is no chain is refused."""
-    structure = check_structure(structure)
-    if structure == "unstructured":
+    parsed = Structure.parse(structure)
+    if not parsed.structured:
         return scope
-    links = tuple(channel_chain(model, input_shape)) if structure == CHANNEL else None
-    return Selection(scope, structure, links)
-
-
-def refuse_global_scope(structure: str, scope: Optional[str]) -> None:
-    """A structure selects layer by layer: ``--scope global`` with one is a ``SupermaskError``."""
-    if structure != "unstructured" and scope == "global":
-        raise SupermaskError(f"--structure {structure} selects layer by layer (groups of weights, or channels whose "
-                             f"scores have other fan-ins): use --scope layerwise (or leave --scope out)")
-
-
-def resolve_structure(structure: str, density: Optional[float], scope: Optional[str],
-                      default_density: float) -> tuple[float, str]:
-    """(density, scope) of a weak-ticket config with ``structure``: N:M fixes the density at N/M (a
-    contradicting one is refused); a structure selects per layer, so its scope is layerwise."""
-    refuse_global_scope(structure, scope)
-    nm = parse_structure(structure)
-    if nm is not None:
-        if density is not None and density != nm.density:
-            raise SupermaskError(f"--structure {nm} keeps {nm.n} of every {nm.m} weights (density {nm.density:g}): "
-                                 f"--density {density:g} contradicts it; leave --density out")
-        density = nm.density
-    if scope is None:
-        scope = "global" if structure == "unstructured" else "layerwise"
-    return (default_density if density is None else density), scope
+    links = tuple(channel_chain(model, input_shape)) if parsed.channel else None
+    return Selection(scope, str(parsed), links)
 
 
 def _non_negative(score: Tensor) -> Tensor:
@@ -136,7 +114,7 @@ def channel_prune(weights: Mapping[str, Tensor], masks: Mapping[str, Tensor], li
 def random_structured(masks: Mapping[str, Tensor], selection: Selection, seed: int) -> dict[str, Tensor]:
     """The random-pruning control of a structured ticket: random scores, the same structure (N:M),
     or the same number of channels in every layer (channel)."""
-    from supermask.nn import derived_seed
+    from supermask.seeding import derived_seed
 
     def noise(name: str, shape) -> Tensor:
         return torch.rand(shape, generator=torch.Generator().manual_seed(derived_seed(seed, name)))

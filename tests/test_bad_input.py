@@ -159,8 +159,11 @@ def run_dir_of_another_config(tmp_path):
     from supermask.search import SearchConfig
     from supermask.training import TrainConfig
 
-    config = SearchConfig(arch="lenet_300_100", out=str(tmp_path / "runs"), device="cpu",
-                          train=TrainConfig(iterations=2, batch_size=500))
+    from supermask.configs import identify
+    from supermask.resolved import resolve
+
+    config = identify(resolve(SearchConfig(arch="lenet_300_100", out=str(tmp_path / "runs"), device="cpu",
+                                           train=TrainConfig(iterations=2, batch_size=500))))
     run = config.run_dir()
     run.path.mkdir(parents=True)
     stored = json.loads(json.dumps(__import__("dataclasses").asdict(config)))

@@ -21,6 +21,7 @@ from supermask.methods import METHODS
 from supermask.models import DENSE, InputSpec, create_model
 from supermask.nn import model_masks
 from supermask.nn.channels import channel_chain, compact_dense
+from supermask.resolved import resolve
 
 MNIST = InputSpec(1, 28, 10)
 
@@ -33,7 +34,7 @@ def _top(values: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def _build(arch: str, density: float = 0.5, **kwargs) -> nn.Module:
-    config = SearchConfig(arch=arch, structure="channel", density=density, **kwargs).validate()
+    config = resolve(SearchConfig(arch=arch, structure="channel", density=density, **kwargs))
     return METHODS.get(config.method).build(config, MNIST)
 
 
@@ -84,7 +85,7 @@ def test_the_channel_mask_passes_a_straight_through_gradient_to_every_channel_sc
 
 @pytest.mark.parametrize("arch,kwargs", [("conv4", {"width": 0.25}), ("vgg11", {"width": 0.125, "learned_bn": True})])
 def test_compact_dense_has_the_kept_weights_only_and_the_masked_networks_outputs(arch, kwargs):
-    from supermask.tickets import folded_state_dict
+    from supermask.ticket_files import folded_state_dict
 
     masked = _build(arch, density=0.5, **kwargs)
     with torch.no_grad():  # BatchNorm statistics and affine parameters that are not the identity
@@ -145,7 +146,7 @@ def _search(tmp_path, capsys, *extra) -> Path:
 
 def test_a_channel_search_exports_as_the_smaller_network_and_as_a_ticket_of_channel_bits(tmp_path, capsys):
     from supermask.search import load_search_model
-    from supermask.tickets import load_export
+    from supermask.exports import load_export
 
     run = _search(tmp_path, capsys, "--structure", "channel", "--density", "0.25")
     result = json.loads((run / "result.json").read_text())
@@ -183,7 +184,7 @@ def test_an_nm_ticket_stores_a_pattern_index_per_group(tmp_path, capsys):
     from safetensors import safe_open
 
     from supermask.search import load_search_model
-    from supermask.tickets import load_export
+    from supermask.exports import load_export
 
     run = _search(tmp_path, capsys, "--structure", "nm:2:4")
     assert main(["export", str(run), "--format", "ticket"]) == 0
@@ -227,7 +228,7 @@ def _imp(tmp_path, capsys, *extra) -> Path:
 
 def _level(root: Path, level: int):
     from supermask.io import load_checkpoint
-    from supermask.tickets import read_ticket
+    from supermask.ticket_files import read_ticket
 
     masks, _ = read_ticket(root / f"level-{level}" / "ticket")
     return masks, load_checkpoint(root / f"level-{level}" / "checkpoint.pt", map_location="cpu")["model"]
@@ -251,7 +252,8 @@ def test_an_imp_channel_level_removes_the_filters_of_smallest_l1_norm(tmp_path, 
     result = json.loads((root / "level-2" / "result.json").read_text())
     assert result["structure"] == "channel"
     # the level's trained network, physically smaller: 38 and 13 channels, the same outputs
-    from supermask.tickets import load_export, ticket_state
+    from supermask.ticket_files import ticket_state
+    from supermask.exports import load_export
 
     assert main(["export", str(root / "level-2"), "--format", "compact-dense"]) == 0
     small, provenance = load_export(root / "level-2" / "export" / "compact-dense.safetensors")
@@ -280,7 +282,7 @@ def test_an_imp_nm_run_prunes_the_trained_weights_to_n_of_m_in_one_level(tmp_pat
 
 def test_pruning_at_init_by_channel_keeps_the_channels_of_largest_summed_score(tmp_path, capsys):
     from supermask.nn import init_model
-    from supermask.tickets import read_ticket
+    from supermask.ticket_files import read_ticket
 
     assert main(["prune", "--arch", "lenet_300_100", "--width", "0.2", "--method", "magnitude", "--structure",
                  "channel", "--density", "0.5", "--iterations", "2", "--out", str(tmp_path), "--quiet"]) == 0
@@ -307,14 +309,16 @@ def test_structured_weak_tickets_refuse_what_contradicts_them(tmp_path, capsys, 
 
 
 def test_compare_labels_the_structure_and_places_channel_tickets_at_their_weight_density():
-    from supermask.report import controls_of, method_label
+    from supermask.report import method_label, method_parts
 
     assert method_label({"engine": "search", "method": "edge-popup", "init": "signed-constant",
                          "structure": "channel"}) == "edge-popup channel signed-constant"
     assert method_label({"engine": "imp", "method": "imp", "structure": "nm:2:4", "control": "reinit"}) == \
         "imp nm:2:4 reinit"
-    assert controls_of("imp channel") == ("imp channel reinit", "imp channel random-prune")
-    assert controls_of("imp channel reinit") == ()
+    assert method_parts({"engine": "imp", "method": "imp", "structure": "channel", "control": "random-prune"}) == \
+        ("imp channel", "random-prune")
+    assert method_parts({"engine": "imp", "method": "imp", "structure": "channel", "control": "none"}) == \
+        ("imp channel", "")
 
 
 def test_convert_ties_a_users_chain_and_needs_its_input_shape():
@@ -332,8 +336,22 @@ def test_convert_ties_a_users_chain_and_needs_its_input_shape():
 
 
 def test_a_control_is_drawn_in_its_methods_colour_family():
-    from supermask.report import _without_control
+    """Rows carry their method's family and their control as fields (never parsed from labels):
+    a control shares the family, config suffix included, of the method it belongs to."""
+    from supermask.report import Point, comparison_rows
 
-    assert _without_control("imp channel random-prune") == "imp channel"
-    assert _without_control("edge-popup signed-constant random mask (epochs=2)") == "edge-popup signed-constant (epochs=2)"
-    assert _without_control("imp nm:2:4") == "imp nm:2:4"
+    common = dict(arch="conv4", dataset="mnist-5k", density=0.5, seed=0, test_accuracy=0.9)
+    points = []
+    for epochs in (1, 2):
+        config = f'{{"epochs":{epochs}}}'
+        points += [Point(method="edge-popup signed-constant", family="edge-popup signed-constant", config=config,
+                         **common),
+                   Point(method="edge-popup signed-constant random mask", family="edge-popup signed-constant",
+                         control="random mask", config=config, **{**common, "test_accuracy": 0.1})]
+    rows = {row["method"]: row for row in comparison_rows(points)}
+    control = rows["edge-popup signed-constant random mask (epochs=2)"]
+    assert control["family"] == "edge-popup signed-constant (epochs=2)" == rows["edge-popup signed-constant (epochs=2)"]["family"]
+    assert control["control"] == "random mask" and control["controls"] == []
+    method = rows["edge-popup signed-constant (epochs=2)"]
+    assert [c["control"] for c in method["controls"]] == ["edge-popup signed-constant random mask"]
+    assert method["controls"][0]["delta"] == pytest.approx(0.8)

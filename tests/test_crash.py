@@ -15,7 +15,7 @@ from supermask.cli import main
 from supermask.runs import RunDir, find_runs
 from safetensors.torch import load_file
 
-from supermask.tickets import load_masks
+from supermask.ticket_files import load_masks
 
 KILLABLE = str(Path(__file__).with_name("killable.py"))
 TIMING = {"seconds", "train_seconds", "wall_seconds"}

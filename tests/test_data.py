@@ -12,6 +12,7 @@ from supermask.data import TensorLoader, TensorSplit, load_dataset, make_loader,
 from supermask.data.datasets import DatasetInfo
 from supermask.data.loader import random_crop
 from supermask.errors import DataError, UnknownNameError
+from supermask.resolved import resolve
 
 
 def write_idx(path, array: np.ndarray, compress=False):
@@ -151,20 +152,20 @@ def test_moving_an_image_folder_keeps_the_run_hash(tmp_path):
     from supermask import SearchConfig
 
     _image_folder(tmp_path / "here", {"train": ["ant", "bee"], "val": ["ant", "bee"]})
-    first = SearchConfig(arch="lenet_300_100", dataset=f"imagefolder:{tmp_path / 'here'}", image_size=8,
-                         out=str(tmp_path / "runs")).validate()
+    first = resolve(SearchConfig(arch="lenet_300_100", dataset=f"imagefolder:{tmp_path / 'here'}", image_size=8,
+                         out=str(tmp_path / "runs")))
     first_path = first.run_dir().path
     shutil.move(tmp_path / "here", tmp_path / "moved" / "elsewhere")
-    moved = SearchConfig(arch="lenet_300_100", dataset=f"imagefolder:{tmp_path / 'moved' / 'elsewhere'}",
-                         image_size=8, out=str(tmp_path / "runs")).validate()
+    moved = resolve(SearchConfig(arch="lenet_300_100", dataset=f"imagefolder:{tmp_path / 'moved' / 'elsewhere'}",
+                         image_size=8, out=str(tmp_path / "runs")))
     assert moved.run_dir().path == first_path
     assert "here" not in str(first_path) and first.data_fingerprint == moved.data_fingerprint
-    other = SearchConfig(arch="lenet_300_100", dataset=f"imagefolder:{tmp_path / 'moved' / 'elsewhere'}",
-                         image_size=10, out=str(tmp_path / "runs")).validate()
+    other = resolve(SearchConfig(arch="lenet_300_100", dataset=f"imagefolder:{tmp_path / 'moved' / 'elsewhere'}",
+                         image_size=10, out=str(tmp_path / "runs")))
     assert other.run_dir().path != first_path  # the crop size matters for image folders
     (tmp_path / "moved" / "elsewhere" / "train" / "ant" / "0.png").unlink()  # other content, other data
-    changed = SearchConfig(arch="lenet_300_100", dataset=f"imagefolder:{tmp_path / 'moved' / 'elsewhere'}",
-                           image_size=8, out=str(tmp_path / "runs")).validate()
+    changed = resolve(SearchConfig(arch="lenet_300_100", dataset=f"imagefolder:{tmp_path / 'moved' / 'elsewhere'}",
+                           image_size=8, out=str(tmp_path / "runs")))
     assert changed.run_dir().path != first_path
 
 

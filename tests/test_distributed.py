@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from supermask.runs import RunDir, find_runs
-from supermask.tickets import load_masks
+from supermask.ticket_files import load_masks
 
 TIMING = {"seconds", "train_seconds", "wall_seconds", "device"}
 

@@ -11,7 +11,8 @@ from supermask.errors import RunError, SupermaskError
 from supermask.models import DENSE, InputSpec, create_model
 from supermask.nn import model_masks
 from supermask.search import load_search_model
-from supermask.tickets import export_run, load_masks, load_ticket, load_torch_prune
+from supermask.ticket_files import load_masks
+from supermask.exports import export_run, load_ticket, load_torch_prune
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +113,7 @@ def test_sparse_export_of_a_lenet_ticket_at_density_0_05_gives_the_same_predicti
     from supermask.data import load_dataset
     from supermask.search import load_search_model
     from supermask.sparse import SparseLinear
-    from supermask.tickets import load_export
+    from supermask.exports import load_export
 
     args = ["search", "--arch", "lenet_300_100", "--density", "0.05", "--iterations", "5", "--batch-size", "500",
             "--out", str(tmp_path), "--quiet", "--device", "cpu"]

@@ -11,7 +11,8 @@ from torch import nn
 from supermask import SearchConfig, TrainConfig, search
 from supermask.cli import main
 from supermask.models import InputSpec, create_model, masked_layer_types
-from supermask.nn.init import derived_seed
+from supermask.seeding import derived_seed
+from supermask.resolved import resolve
 
 SPEC = InputSpec(1, 28, 10)
 
@@ -25,10 +26,7 @@ def _keep_count(n: int, density: float) -> int:
 
 def test_biprop_forward_and_score_gradient_on_a_3x3_layer():
     from supermask.methods.biprop import BinarisedLinear
-    from supermask.methods.edge_popup import retype
-    from supermask.nn import SupermaskLinear
-
-    layer = retype(nn.Sequential(SupermaskLinear(3, 3, density=5 / 9, bias=False)), BinarisedLinear, BinarisedLinear)[0]
+    layer = BinarisedLinear(3, 3, density=5 / 9, bias=False)
     w = torch.tensor([[0.5, -1.0, 2.0], [-0.25, 1.5, -3.0], [0.75, -0.5, 1.0]])
     s = torch.tensor([[0.9, -0.1, 0.3], [-0.8, 0.05, 0.6], [-0.2, 0.7, -0.4]])
     with torch.no_grad():
@@ -53,7 +51,7 @@ def test_biprop_forward_and_score_gradient_on_a_3x3_layer():
 
 
 def test_biprop_defaults_are_the_references():
-    config = SearchConfig(method="biprop").validate()
+    config = resolve(SearchConfig(method="biprop"))
     assert (config.init, config.scaled_fan, config.train.lr, config.train.weight_decay) == ("kaiming-normal", True, 0.1, 1e-4)
 
 
@@ -62,7 +60,7 @@ def test_biprop_defaults_are_the_references():
 def _bernoulli_model(density=0.5, seed=0, **kw):
     from supermask.methods.bernoulli import build_bernoulli
 
-    config = SearchConfig(arch="lenet_300_100", method="bernoulli", density=density, seed=seed, **kw).validate()
+    config = resolve(SearchConfig(arch="lenet_300_100", method="bernoulli", density=density, seed=seed, **kw))
     return build_bernoulli(config, SPEC), config
 
 
@@ -117,7 +115,8 @@ def test_bernoulli_end_to_end_reports_its_learned_density_and_its_ticket(tmp_pat
 
     from supermask.data import load_dataset, make_loader
     from supermask.models import DENSE
-    from supermask.tickets import export_run, ticket_state
+    from supermask.ticket_files import ticket_state
+    from supermask.exports import export_run
     from supermask.training import evaluate
 
     result = search(SearchConfig(arch="lenet_300_100", method="bernoulli", out=str(tmp_path), device="cpu",
@@ -139,7 +138,7 @@ def test_bernoulli_end_to_end_reports_its_learned_density_and_its_ticket(tmp_pat
 def test_gem_miner_penalty_rounding_and_global_freezing():
     from supermask.methods.gem_miner import GemMiner, build_gem_miner
 
-    config = SearchConfig(arch="lenet_300_100", method="gem-miner", density=0.2).validate()
+    config = resolve(SearchConfig(arch="lenet_300_100", method="gem-miner", density=0.2))
     assert (config.scope, config.score_l2, config.freeze_every, config.train.weight_decay) == ("global", 1e-4, 5, 0.0)
     model = build_gem_miner(config, SPEC)
     layers = [m for m in model.modules() if hasattr(m, "scores")]
@@ -278,9 +277,9 @@ def test_iterand_redraws_only_pruned_weights_at_its_period():
     from supermask.methods.edge_popup import build_edge_popup
     from supermask.methods.iterand import Rerandomize
 
-    config = SearchConfig(arch="lenet_300_100", method="iterand", rerandomize_every=3).validate()
+    config = resolve(SearchConfig(arch="lenet_300_100", method="iterand", rerandomize_every=3))
     assert config.rerandomize_rate == 0.1
-    assert SearchConfig(method="iterand").validate().rerandomize_every == 300  # the reference's rerand_freq
+    assert resolve(SearchConfig(method="iterand")).rerandomize_every == 300  # the reference's rerand_freq
     model = build_edge_popup(config, SPEC)
     callback = Rerandomize(config)
     layers = [m for m in model.modules() if hasattr(m, "scores")]
@@ -361,17 +360,17 @@ def test_an_option_of_another_method_is_refused():
     from supermask.errors import SupermaskError
 
     with pytest.raises(SupermaskError, match="--score-l2 applies to gem-miner only"):
-        SearchConfig(method="edge-popup", score_l2=0.1).validate()
+        resolve(SearchConfig(method="edge-popup", score_l2=0.1))
 
 
 # -- deep-net IMP defaults (open_lth models/cifar_resnet.py, cifar_vgg.py, bn_initializers.py) -------
 
 def test_deep_net_imp_defaults_follow_open_lth(tmp_path):
     from supermask_imp import IMPConfig
-    from supermask_imp.engine import build_masked
+    from supermask_imp.levels import build_masked
 
     for arch in ("resnet20", "vgg16"):
-        config = IMPConfig.for_arch(arch, epochs=160).validate()
+        config = resolve(IMPConfig.for_arch(arch, epochs=160))
         t = config.train
         assert (t.optimizer, t.lr, t.momentum, t.weight_decay, t.batch_size, t.warmup_epochs) == ("sgd", 0.1, 0.9, 1e-4, 128, 0.0)
         assert t.schedule == "step" and t.milestones == (80.0, 120.0) and config.bn_init == "uniform"
@@ -423,7 +422,7 @@ def test_every_engine_takes_dropout_and_refuses_it_where_there_is_no_fc_layer(tm
     imp.train = TrainConfig(iterations=2, batch_size=500, optimizer="adam", lr=3e-4)
     assert len(run_imp(imp).levels) == 2
     with pytest.raises(SupermaskError, match="--dropout applies to"):
-        SearchConfig(arch="resnet20", dropout=0.5).validate()
+        resolve(SearchConfig(arch="resnet20", dropout=0.5))
 
 
 # -- early-bird channel tickets (GATECH-EIC/Early-Bird-Tickets main.py: updateBN, EarlyBird; vggprune.py) --
@@ -485,7 +484,7 @@ def test_the_channel_ticket_is_physically_smaller_and_computes_the_masked_networ
 
 
 def test_channel_early_bird_end_to_end_draws_trains_and_exports_the_small_network(tmp_path):
-    from supermask.tickets import evaluate_export, export_run
+    from supermask.exports import evaluate_export, export_run
     from supermask_imp import IMPConfig, run_imp
 
     config = IMPConfig.for_arch("vgg11", out=str(tmp_path), device="cpu", early_bird="channel", eb_window=2,
@@ -534,9 +533,9 @@ def test_bernoulli_warns_when_it_starts_too_sparse_to_learn(caplog):
     import logging
 
     with caplog.at_level(logging.WARNING):
-        SearchConfig(method="bernoulli", density=0.05).validate()
+        resolve(SearchConfig(method="bernoulli", density=0.05))
     assert "may never learn" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        SearchConfig(method="bernoulli", density=0.5).validate()
+        resolve(SearchConfig(method="bernoulli", density=0.5))
     assert "may never learn" not in caplog.text

@@ -8,10 +8,11 @@ from supermask.models import InputSpec, create_model, masked_layer_types
 from supermask.nn import init_model
 from supermask.nn.masked import MaskedLinear, get_masks
 from supermask.runs import RunDir
-from supermask.tickets import read_ticket
+from supermask.ticket_files import read_ticket
 from supermask_imp import IMPConfig, MaskAfterStep, RewindPoint, magnitude_prune, random_masks_like, rewind, run_imp
-from supermask_imp.engine import load_state
+from supermask.io import read_tensors as load_state
 from supermask_imp.pruning import frankle_carbin_rates
+from supermask.resolved import resolve
 
 
 def _weights_and_masks(seed=0):
@@ -115,8 +116,8 @@ def test_imp_levels_prune_rewind_and_skip(tmp_path, monkeypatch):
     final = torch.load(result.run_dir / "level-2" / "checkpoint.pt", weights_only=True)["model"]
     assert all((final[n][~m.bool()] == 0).all() for n, m in masks.items())
     # nothing is trained on a rerun
-    import supermask_imp.engine as engine
-    monkeypatch.setattr(engine, "train", lambda *a, **k: pytest.fail("a finished run trained again"))
+    import supermask.stage as stage
+    monkeypatch.setattr(stage, "train", lambda *a, **k: pytest.fail("a finished run trained again"))
     again = run_imp(_config(tmp_path))
     assert again.skipped and again.levels == result.levels
 
@@ -164,7 +165,7 @@ def test_imp_level_exports_load_into_plain_models(tmp_path):
     from safetensors.torch import load_file
 
     from supermask.models import DENSE
-    from supermask.tickets import export_run, load_torch_prune
+    from supermask.exports import export_run, load_torch_prune
 
     result = run_imp(dataclasses.replace(_config(tmp_path), levels=1))
     level = result.run_dir / "level-1"
@@ -241,11 +242,11 @@ def test_options_that_would_do_nothing_are_refused_or_dropped_not_hashed(caplog)
     from supermask_imp import IMPConfig
 
     with pytest.raises(SupermaskError, match="apply to --early-bird only"):
-        IMPConfig.for_arch("lenet_300_100", eb_window=3).validate()
-    plain = IMPConfig.for_arch("lenet_300_100", scope="global").validate()
+        resolve(IMPConfig.for_arch("lenet_300_100", eb_window=3))
+    plain = resolve(IMPConfig.for_arch("lenet_300_100", scope="global"))
     assert plain.conv_prune_fraction is None and plain.output_prune_fraction is None
-    given = IMPConfig.for_arch("lenet_300_100", scope="global", conv_prune_fraction=0.1,
-                               output_prune_fraction=0.3).validate()
+    given = resolve(IMPConfig.for_arch("lenet_300_100", scope="global", conv_prune_fraction=0.1,
+                               output_prune_fraction=0.3))
     assert config_hash(given) == config_hash(plain)
     assert "applies to --scope layerwise only; ignored" in caplog.text
 
@@ -254,4 +255,4 @@ def test_nesterov_is_refused_for_adam():
     from supermask.training import TrainConfig
 
     with pytest.raises(SupermaskError, match="applies to SGD only"):
-        TrainConfig(optimizer="adam", nesterov=True).validate()
+        resolve(TrainConfig(optimizer="adam", nesterov=True))

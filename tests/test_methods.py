@@ -1,15 +1,16 @@
 """The other ticket finders: each method's defining property, and each end to end on the run format."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
 
-from supermask import SearchConfig, TrainConfig, search
+from supermask import SearchConfig, TrainConfig, resolve, search
 from supermask.cli import main
 from supermask.methods import METHODS
 from supermask.methods.bernoulli import BernoulliLinear
 from supermask.methods.biprop import BinarisedLinear
-from supermask.methods.edge_popup import retype
 from supermask.methods.iterand import rerandomize_pruned
 from supermask.models import InputSpec, create_model, masked_layer_types
 from supermask.nn import SupermaskLinear, init_model, kept_count, model_masks
@@ -20,16 +21,15 @@ SPEC = InputSpec(1, 28, 10)
 
 
 def _net(cls, density=0.3):
-    model = nn.Sequential(nn.Flatten(), SupermaskLinear(784, 50, density=density), nn.ReLU(),
-                          SupermaskLinear(50, 10, density=density))
+    model = nn.Sequential(nn.Flatten(), cls(784, 50, density=density), nn.ReLU(), cls(50, 10, density=density))
     init_model(model, "kaiming-normal", 0)
-    return retype(model, cls, cls)
+    return model
 
 
 def test_bernoulli_threshold_evaluation_keeps_sigmoid_above_half():
     from supermask.methods.bernoulli import build_bernoulli
 
-    config = SearchConfig(arch="lenet_300_100", method="bernoulli", bernoulli_eval="threshold").validate()
+    config = resolve(SearchConfig(arch="lenet_300_100", method="bernoulli", bernoulli_eval="threshold"))
     model = build_bernoulli(config, SPEC)
     layer = next(m for m in model.modules() if isinstance(m, BernoulliLinear))
     with torch.no_grad():
@@ -136,12 +136,19 @@ def test_prune_command_and_method_listing(tmp_path, capsys):
     assert "use `supermask prune --method snip`" in capsys.readouterr().err
 
 
-def test_model_masks_of_a_method_model_are_deterministic():
+def test_model_masks_of_a_method_model_are_its_seeded_sample_in_train_mode_too():
     from supermask.methods.bernoulli import build_bernoulli
+    from supermask.seeding import derived_seed
 
-    model = build_bernoulli(SearchConfig(arch="lenet_300_100", method="bernoulli").validate(), SPEC)
-    model.train()
-    assert all(torch.equal(a, b) for a, b in zip(model_masks(model).values(), model_masks(model).values()))
+    config = resolve(SearchConfig(arch="lenet_300_100", method="bernoulli", density=0.3))
+    model = build_bernoulli(config, SPEC).train()
+    masks = model_masks(model)
+    for name, layer in model.named_modules():
+        if hasattr(layer, "eval_noise"):  # the reported mask is the seeded sample, whatever the mode
+            u = torch.rand(layer.scores.shape, generator=torch.Generator().manual_seed(
+                derived_seed(0, f"bernoulli-eval-{name}")))
+            expected = (u < torch.sigmoid(torch.full_like(u, math.log(0.3 / 0.7)))).float()
+            assert torch.equal(masks[f"{name}.weight"], expected)
 
 
 def test_a_method_whose_density_moves_reports_accuracy_at_its_final_density(tmp_path):
@@ -157,7 +164,7 @@ def test_a_method_whose_density_moves_reports_accuracy_at_its_final_density(tmp_
 
 def test_a_strong_ticket_fine_tuned_trains_its_kept_weights_only(tmp_path, capsys):
     from supermask.runs import find_runs
-    from supermask.tickets import load_masks
+    from supermask.ticket_files import load_masks
 
     common = ["--iterations", "4", "--batch-size", "500", "--device", "cpu", "--out", str(tmp_path), "-q"]
     assert main(["search", "--arch", "lenet_300_100", "--method", "gem-miner", "--density", "0.2", *common]) == 0
@@ -189,7 +196,7 @@ def test_exports_compute_what_the_method_computes(tmp_path):
 
     from supermask.runs import find_runs
     from supermask.search import load_search_model
-    from supermask.tickets import export_run
+    from supermask.exports import export_run
 
     common = ["--arch", "lenet_300_100", "--iterations", "2", "--batch-size", "500", "--device", "cpu", "-q",
               "--density", "0.3", "--init", "kaiming-normal"]

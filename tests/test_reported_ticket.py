@@ -12,7 +12,7 @@ from supermask import SearchConfig, TrainConfig, search
 from supermask.data import load_dataset, make_loader
 from supermask.models import DENSE, InputSpec, create_model, masked_layer_types
 from supermask.runs import RunDir
-from supermask.tickets import export_run, load_ticket, read_provenance
+from supermask.exports import export_run, load_ticket, read_provenance
 from supermask.training import evaluate
 from supermask_imp import IMPConfig, run_imp
 
@@ -58,7 +58,7 @@ def test_edge_popup_exports_re_evaluate_to_the_reported_accuracy(edge_popup, tmp
 def test_the_ticket_mask_is_the_selected_epochs_mask_not_the_last(edge_popup):
     import torch
 
-    from supermask.tickets import load_masks
+    from supermask.ticket_files import load_masks
 
     run = RunDir(edge_popup.run_dir)
     ticket = load_masks(run.ticket_dir / "mask.safetensors")

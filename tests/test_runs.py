@@ -5,19 +5,22 @@ import pytest
 from supermask import SearchConfig, TrainConfig
 from supermask.errors import RunError
 from supermask.runs import RunDir, config_dict, config_hash, find_runs
+from supermask.resolved import resolve
 
 
 def test_default_config_hash_is_pinned():
     # If this changes, every existing run directory is orphaned: change it only on purpose.
-    config = SearchConfig().validate()
-    run = config.run_dir()  # fingerprints the bundled data
+    from supermask.configs import identify
+
+    config = identify(resolve(SearchConfig()))  # fingerprints the bundled data
+    run = config.run_dir()
     assert config.data_fingerprint == MNIST_5K_FINGERPRINT
     assert config_hash(config) == PINNED_DEFAULT_HASH == run.path.parent.name
 
 
 def test_image_size_does_not_change_the_hash_of_data_that_ignores_it(caplog):
-    base = SearchConfig().validate()
-    given = SearchConfig(image_size=64).validate()
+    base = resolve(SearchConfig())
+    given = resolve(SearchConfig(image_size=64))
     assert "image folders only" in caplog.text and given.image_size is None
     assert config_hash(given) == config_hash(base)
 

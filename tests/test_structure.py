@@ -13,6 +13,7 @@ from supermask import SearchConfig
 from supermask.cli import main
 from supermask.errors import SupermaskError
 from supermask.nn import SupermaskConv2d, SupermaskLinear
+from supermask.resolved import resolve
 
 
 def _reference_nm(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
@@ -94,25 +95,25 @@ def test_rows_that_do_not_split_into_groups_fall_back_to_unstructured_at_n_over_
 ])
 def test_structure_config_rules(kwargs, message):
     with pytest.raises(SupermaskError, match=message):
-        SearchConfig(arch="lenet_300_100", **kwargs).validate()
+        resolve(SearchConfig(arch="lenet_300_100", **kwargs))
 
 
 def test_an_unstructured_config_keeps_its_hash_and_nm_resolves_its_density():
     from supermask.runs import config_hash
 
-    plain = SearchConfig(arch="lenet_300_100").validate()
+    plain = resolve(SearchConfig(arch="lenet_300_100"))
     assert plain.density == 0.5 and plain.structure == "unstructured"
     assert "structure" not in json.dumps(__import__("supermask.runs", fromlist=["result_fields"]).result_fields(
         __import__("supermask.runs", fromlist=["config_dict"]).config_dict(plain)))
-    nm = SearchConfig(arch="lenet_300_100", structure="nm:1:4").validate()
+    nm = resolve(SearchConfig(arch="lenet_300_100", structure="nm:1:4"))
     assert nm.density == 0.25 and config_hash(nm) != config_hash(plain)
-    assert SearchConfig(arch="lenet_300_100", structure="nm:1:4", density=0.25).validate().density == 0.25
+    assert resolve(SearchConfig(arch="lenet_300_100", structure="nm:1:4", density=0.25)).density == 0.25
 
 
 def test_an_nm_search_ticket_and_its_compact_export(tmp_path, capsys):
     from safetensors.torch import load_file
 
-    from supermask.tickets import load_export
+    from supermask.exports import load_export
 
     args = ["search", "--arch", "lenet_300_100", "--structure", "nm:2:4", "--iterations", "3", "--batch-size", "500",
             "--out", str(tmp_path), "--quiet", "--device", "cpu"]

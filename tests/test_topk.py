@@ -70,3 +70,21 @@ def test_selection_does_not_sort(monkeypatch):
     monkeypatch.setattr(torch.Tensor, "sort", no_sort)
     monkeypatch.setattr(torch, "argsort", no_sort)
     assert topk_mask(torch.randn(1000), 100).sum() == 100
+
+
+def test_global_scope_ties_follow_an_independent_stable_argsort():
+    """One threshold over several tensors: the kept entries are the first ``k`` of a stable
+    descending sort of the concatenated magnitudes (ties: the lowest index in that order)."""
+    from supermask.nn.topk import global_topk_masks, kept_count
+
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(20):
+        tensors = [torch.randint(0, 4, shape, generator=gen).float() for shape in ((5, 7), (11,), (2, 3, 4))]
+        density = float(torch.rand(1, generator=gen)) * 0.9 + 0.05
+        flat = torch.cat([t.reshape(-1) for t in tensors])
+        k = kept_count(flat.numel(), density)
+        order = torch.sort(flat, descending=True, stable=True).indices[:k]
+        expected = torch.zeros_like(flat)
+        expected[order] = 1
+        got = torch.cat([m.reshape(-1) for m in global_topk_masks(tensors, density)])
+        assert torch.equal(got, expected)

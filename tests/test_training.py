@@ -6,7 +6,8 @@ from supermask import SearchConfig, TrainConfig, search
 from supermask.errors import SupermaskError
 from supermask.runs import RunDir
 from supermask.training import lr_factor
-from supermask.tickets import load_masks
+from supermask.ticket_files import load_masks
+from supermask.resolved import resolve
 
 
 def test_cosine_warmup_and_step_schedules():
@@ -26,7 +27,7 @@ def test_cosine_warmup_and_step_schedules():
                                          ("weight_decay", -1.0), ("iterations", 0), ("label_smoothing", 1.0)])
 def test_bad_training_values_are_refused(field, value):
     with pytest.raises(SupermaskError):
-        TrainConfig(**{field: value}).validate()
+        resolve(TrainConfig(**{field: value}))
 
 
 def _config(tmp_path, **kw):
@@ -116,7 +117,7 @@ def test_dense_baseline_trains_weights_in_the_same_run_format(tmp_path):
     assert result.run_dir.parts[-4] == "train"
     assert r["method"] == "dense" and r["density"] == 1.0
     assert r["test_accuracy"] > 0.8 > r["initial_test_accuracy"]
-    from supermask.tickets import read_ticket, ticket_state
+    from supermask.ticket_files import read_ticket, ticket_state
 
     masks, meta = read_ticket(result.run_dir / "ticket")  # the trained network, no masks
     assert masks == {} and meta["engine"] == "train" and meta["selected_epoch"] == r["selected_epoch"]
@@ -224,13 +225,13 @@ def test_scores_turning_non_finite_fail_the_run_and_compare_leaves_it_out(tmp_pa
 
 def test_non_finite_schedule_values_are_refused():
     with pytest.raises(SupermaskError, match="milestones must be finite"):
-        TrainConfig(schedule="step", milestones=(float("nan"), 5.0)).validate()
+        resolve(TrainConfig(schedule="step", milestones=(float("nan"), 5.0)))
     with pytest.raises(SupermaskError, match="gamma must be a positive number"):
-        TrainConfig(gamma=float("nan")).validate()
+        resolve(TrainConfig(gamma=float("nan")))
 
 
 def test_an_absurd_imp_plan_is_refused_with_the_number_it_implies():
     from supermask_imp import IMPConfig
 
     with pytest.raises(SupermaskError, match="this plan runs 3096 pruning levels"):
-        IMPConfig.for_arch("lenet_300_100", target_density=1e-300, scope="global").validate()
+        resolve(IMPConfig.for_arch("lenet_300_100", target_density=1e-300, scope="global"))

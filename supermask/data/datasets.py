@@ -34,6 +34,9 @@ from ..errors import DataError, SupermaskError
 from ..registry import Registry
 from . import formats
 
+#: torchvision's ImageNet normalisation (mean, std), used for image folders.
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
 log = logging.getLogger(__name__)
 
 VAL_SPLIT_SEED = 0
@@ -251,7 +254,6 @@ def load_imagefolder(path: Path, image_size: int = 224) -> Dataset:
     Class indices come from ``train/`` alone; a ``val/`` class that ``train/`` lacks is an error."""
     from torchvision import datasets, transforms
 
-    from .loader import IMAGENET_STATS
 
     for part in ("train", "val"):
         if not (path / part).is_dir():

@@ -25,10 +25,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from ..errors import DataError
-from ..nn.init import derived_seed
+from ..seeding import derived_seed
 from .datasets import DatasetInfo, Split, TensorSplit
-
-IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 CROP_PADDING = 4
 
 

@@ -30,21 +30,17 @@ checkpoint holds: resume stays exact.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from typing import TYPE_CHECKING
+
 
 import torch
 from torch import Tensor, nn
 
 from ..models import InputSpec
-from ..nn.init import derived_seed
+from ..seeding import derived_seed
 from ..nn.layers import SupermaskConv2d, SupermaskLinear, supermask_layers
-from . import METHODS, Method
-from .edge_popup import build_edge_popup, retype
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..search import SearchConfig
+from .registry import METHODS, Method
+from .edge_popup import build_edge_popup
 
 
 class BernoulliMaskMixin:
@@ -89,7 +85,7 @@ class BernoulliLinear(BernoulliMaskMixin, SupermaskLinear):
 
 
 def build_bernoulli(config: "SearchConfig", spec: InputSpec) -> nn.Module:
-    model = retype(build_edge_popup(dataclasses.replace(config, scope="layerwise"), spec), BernoulliConv2d, BernoulliLinear)
+    model = build_edge_popup(config, spec, BernoulliConv2d, BernoulliLinear, global_scope=False)  # sampled per layer
     start = math.log(config.density / (1 - config.density)) if config.density < 1 else 6.0
     with torch.no_grad():
         for name, layer in supermask_layers(model):

@@ -21,18 +21,15 @@ momentum 0.9, weight decay 1e-4, cosine.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+
 
 import torch
 from torch import Tensor, nn
 
 from ..models import InputSpec
 from ..nn.layers import SupermaskConv2d, SupermaskLinear
-from . import METHODS, Method
-from .edge_popup import build_edge_popup, retype
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..search import SearchConfig
+from .registry import METHODS, Method
+from .edge_popup import build_edge_popup
 
 
 class BinarisedMixin:
@@ -55,7 +52,7 @@ class BinarisedLinear(BinarisedMixin, SupermaskLinear):
 
 
 def build_biprop(config: "SearchConfig", spec: InputSpec) -> nn.Module:
-    return retype(build_edge_popup(config, spec), BinarisedConv2d, BinarisedLinear)
+    return build_edge_popup(config, spec, BinarisedConv2d, BinarisedLinear)
 
 
 METHODS.add("biprop", Method.builtin("biprop", build_biprop))

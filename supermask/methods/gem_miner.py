@@ -30,21 +30,18 @@ Fine-tune the found ticket's kept weights (the paper's weak-ticket variant) with
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+
 
 import torch
 from torch import Tensor, nn
 
 from ..models import InputSpec
-from ..nn.init import derived_seed
+from ..seeding import derived_seed
 from ..nn.layers import SupermaskConv2d, SupermaskLinear, supermask_layers
 from ..nn.topk import global_topk_masks, kept_count, topk_mask
 from ..training import Callback
-from . import METHODS, Method
-from .edge_popup import build_edge_popup, retype
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..search import SearchConfig
+from .registry import METHODS, Method
+from .edge_popup import build_edge_popup
 
 
 class RoundedMaskMixin:
@@ -70,10 +67,8 @@ class RoundedLinear(RoundedMaskMixin, SupermaskLinear):
 
 
 def build_gem_miner(config: "SearchConfig", spec: InputSpec) -> nn.Module:
-    model = build_edge_popup(config, spec)
-    for _, layer in supermask_layers(model):
-        object.__setattr__(layer, "global_scope", None)  # freezing does the global part
-    model = retype(model, RoundedConv2d, RoundedLinear)
+    # the layers round their own scores; the global part is the freezing (GemMiner below)
+    model = build_edge_popup(config, spec, RoundedConv2d, RoundedLinear, global_scope=False)
     gen = torch.Generator().manual_seed(derived_seed(config.seed, "gem-miner-scores"))
     with torch.no_grad():
         for _, layer in supermask_layers(model):

@@ -14,19 +14,17 @@ the top |scores|; IteRand's code ranks the signed scores ``s`` (its own edge-pop
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+
 
 import torch
 from torch import nn
 
-from ..nn.init import WEIGHT_INITS, _fans, canonical, derived_seed
+from ..nn.init import WEIGHT_INITS, _fans, canonical
+from ..seeding import derived_seed
 from ..nn.layers import supermask_layers
 from ..training import Callback
-from . import METHODS, Method
+from .registry import METHODS, Method
 from .edge_popup import build_edge_popup
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..search import SearchConfig
 
 
 @torch.no_grad()

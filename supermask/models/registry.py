@@ -13,19 +13,11 @@ from torch import nn
 from ..catalog import TORCHVISION_PREFIX
 from ..errors import SupermaskError
 from ..registry import Registry
+from .spec import InputSpec
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("architecture")
 register_model = MODELS.register
 
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """What the data tells the model: channels, square image size, classes."""
-
-    in_channels: int = 3
-    image_size: int = 32
-    num_classes: int = 10
 
 
 @dataclass(frozen=True)
@@ -59,20 +51,23 @@ class Layers:
 DENSE = Layers()
 
 
-def supermask_layer_types(density: float, learned_bn: bool = False, structure: Optional[str] = None) -> Layers:
-    """Layer types for the strong-ticket variant: supermask conv/linear, non-affine BN by default."""
+def supermask_layer_types(density: float, learned_bn: bool = False, structure: Optional[str] = None,
+                          conv: Optional[type] = None, linear: Optional[type] = None) -> Layers:
+    """Layer types for the strong-ticket variant: supermask conv/linear (``conv``/``linear``: a
+    method's subclasses of them, with its own mask rule), non-affine BN by default."""
     from ..nn import SupermaskConv2d, SupermaskLinear, check_density, convert
 
     density = check_density(density)
+    conv, linear = conv or SupermaskConv2d, linear or SupermaskLinear
     return Layers(
-        conv=partial(SupermaskConv2d, density=density, structure=structure),
-        linear=partial(SupermaskLinear, density=density, structure=structure),
+        conv=partial(conv, density=density, structure=structure),
+        linear=partial(linear, density=density, structure=structure),
         norm=nn.BatchNorm2d if learned_bn else partial(nn.BatchNorm2d, affine=False),
         layer_norm=nn.LayerNorm if learned_bn else partial(nn.LayerNorm, elementwise_affine=False),
         # init=None: the builder's caller draws the weights (init_model) after adapting.
         adapt=(_no_channel_adapt if structure == "channel" else
                partial(convert, density=density, init=None, bn="learned" if learned_bn else "non-affine",
-                       structure=structure, inplace=True)),
+                       structure=structure, inplace=True, layer_types=(conv, linear))),
     )
 
 

@@ -6,7 +6,7 @@ import torchvision
 from torch import nn
 
 from ..errors import SupermaskError, UnknownNameError
-from .registry import InputSpec
+from .spec import InputSpec
 
 
 def check_torchvision_name(name: str) -> str:

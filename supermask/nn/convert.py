@@ -104,6 +104,7 @@ def convert(
     scaled_fan: bool = False,
     score_init: str = "kaiming-uniform",
     inplace: bool = False,
+    layer_types: tuple[type, type] = (SupermaskConv2d, SupermaskLinear),
 ) -> nn.Module:
     """Return the supermask version of ``model``.
 
@@ -120,6 +121,7 @@ def convert(
     - ``bn``: ``"non-affine"``, ``"frozen"`` or ``"learned"`` (see the module docstring); by
       default ``"learned"`` with ``learned_bn``, else ``"frozen"`` with ``init=None``, else
       ``"non-affine"``.
+    - ``layer_types``: the (conv, linear) supermask classes to convert to (a method's mask rule).
     """
     density = check_density(density)
     check_scope(scope)
@@ -135,9 +137,9 @@ def convert(
         if isinstance(module, SupermaskMixin) or name in dense:
             continue
         if isinstance(module, nn.Conv2d):
-            _replace(model, name, SupermaskConv2d.from_dense(module, density, structure))
+            _replace(model, name, layer_types[0].from_dense(module, density, structure))
         elif isinstance(module, nn.Linear):
-            _replace(model, name, SupermaskLinear.from_dense(module, density, structure))
+            _replace(model, name, layer_types[1].from_dense(module, density, structure))
         elif isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine and bn == "non-affine":
             _replace(model, name, _non_affine_copy(module))
         elif isinstance(module, nn.LayerNorm) and module.elementwise_affine and bn == "non-affine":

@@ -26,7 +26,6 @@ PyTorch's kaiming_uniform with a = sqrt(5), as the edge-popup reference), ``kaim
 
 from __future__ import annotations
 
-import hashlib
 import math
 from typing import Callable
 
@@ -34,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from ..registry import Registry
+from ..seeding import derived_seed
 
 WeightInit = Callable[[tuple, int, int, float, torch.Generator], Tensor]
 WEIGHT_INITS: Registry[WeightInit] = Registry("init")
@@ -98,12 +98,6 @@ def _score_kaiming_normal(shape, fan_in, gen):
 @SCORE_INITS.register("uniform")
 def _score_uniform(shape, fan_in, gen):
     return torch.rand(shape, generator=gen)
-
-
-def derived_seed(seed: int, purpose: str) -> int:
-    """A 63-bit seed derived from ``seed`` for one purpose ("weights", "scores", ...)."""
-    digest = hashlib.sha256(f"{int(seed)}:{purpose}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
 def _fans(weight: Tensor) -> tuple[int, int]:

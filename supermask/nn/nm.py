@@ -16,56 +16,10 @@ such rows with zeros; a padded group is no group the hardware runs).
 
 from __future__ import annotations
 
-import logging
-import re
-from dataclasses import dataclass
-from typing import Optional
-
 import torch
 from torch import Tensor
 
-from ..errors import SupermaskError
-
-log = logging.getLogger(__name__)
-
-UNSTRUCTURED = "unstructured"
-_NM = re.compile(r"^nm:(\d+):(\d+)$")
-
-
-@dataclass(frozen=True)
-class NM:
-    n: int
-    m: int
-
-    @property
-    def density(self) -> float:
-        return self.n / self.m
-
-    def __str__(self) -> str:
-        return f"nm:{self.n}:{self.m}"
-
-
-CHANNEL = "channel"  # whole output channels (supermask.nn.channels)
-
-
-def parse_structure(text: Optional[str]) -> Optional[NM]:
-    """The N:M of a mask structure: ``"nm:2:4"`` -> ``NM(2, 4)``; ``"unstructured"`` (or None) and
-    ``"channel"`` -> None; anything else is a ``SupermaskError``."""
-    if text is None or text in (UNSTRUCTURED, CHANNEL):
-        return None
-    match = _NM.match(str(text))
-    if match is None:
-        raise SupermaskError(f"structure must be unstructured, nm:N:M (e.g. nm:2:4) or channel, got {text!r}")
-    n, m = int(match.group(1)), int(match.group(2))
-    if not 0 < n < m <= 64:
-        raise SupermaskError(f"structure nm:{n}:{m}: need 0 < N < M <= 64")
-    return NM(n, m)
-
-
-def check_structure(text: Optional[str]) -> str:
-    """The canonical name of a mask structure: ``unstructured``, ``nm:N:M`` or ``channel``."""
-    nm = parse_structure(text)
-    return str(nm) if nm is not None else (CHANNEL if text == CHANNEL else UNSTRUCTURED)
+from ..structure import CHANNEL, NM, UNSTRUCTURED, check_structure, parse_structure  # noqa: F401  (re-exported)
 
 
 def nm_applies(shape: torch.Size | tuple, m: int) -> bool:

@@ -9,7 +9,8 @@ _EXPORTS = {
     **dict.fromkeys(["Callback", "MaskAfterStep", "ProgressBar"], ".callbacks"),
     "TrainConfig": ".config",
     "resolve_device": ".device",
-    **dict.fromkeys(["TrainState", "TrainSummary", "eval_batch_size", "evaluate", "train"], ".loop"),
+    "TrainState": ".state",
+    **dict.fromkeys(["TrainSummary", "eval_batch_size", "evaluate", "train"], ".loop"),
     **dict.fromkeys(["build_optimizer", "lr_factor"], ".optim"),
 }
 __all__ = sorted(_EXPORTS)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Optional
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor
 
-    from .loop import TrainState
+    from .state import TrainState
 
 
 class Callback:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Optional
 
 from ..errors import SupermaskError
+from ..resolved import Resolvable
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
@@ -17,10 +19,12 @@ SELECTIONS = ("best-val", "last")
 DEFAULT_LR = 0.1
 FLOAT32_MAX = 3.4028234663852886e38
 DEFAULT_WEIGHT_DECAY = 1e-4
+#: What a training field left None resolves to when neither the engine nor the method sets it.
+GENERIC_DEFAULTS = {"lr": DEFAULT_LR, "weight_decay": DEFAULT_WEIGHT_DECAY}
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Resolvable):
     """How to train. Defaults are edge-popup's small-scale setting (Ramanujan et al. 2020,
     the reference configs for Conv-2/4/6/8): SGD, lr 0.1, momentum 0.9, weight decay 1e-4,
     cosine decay, batch 128."""
@@ -42,14 +46,15 @@ class TrainConfig:
     selection: str = "best-val"  # the evaluation whose network is reported and kept as the ticket (SELECTIONS)
 
     def with_defaults(self, **defaults) -> "TrainConfig":
-        """Fill the fields left None (not given) from ``defaults`` (a method's or engine's)."""
-        for name, value in defaults.items():
+        """This config with the fields left None (not given) taken from ``defaults`` (a method's or
+        an engine's): a new, unresolved config, or this one if nothing was left None."""
+        missing = {name: value for name, value in defaults.items() if getattr(self, name) is None}
+        return dataclasses.replace(self, **missing) if missing else self
+
+    def _resolve_fields(self) -> None:
+        for name, value in GENERIC_DEFAULTS.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
-        return self
-
-    def validate(self) -> "TrainConfig":
-        self.with_defaults(lr=DEFAULT_LR, weight_decay=DEFAULT_WEIGHT_DECAY)
         if self.optimizer not in OPTIMIZERS:
             raise SupermaskError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
@@ -80,7 +85,6 @@ class TrainConfig:
             raise SupermaskError(f"milestones must be finite epochs >= 0, got {list(self.milestones)!r}")
         if not (isinstance(self.gamma, (int, float)) and math.isfinite(self.gamma) and self.gamma > 0):
             raise SupermaskError(f"gamma must be a positive number, got {self.gamma!r}")
-        return self
 
 
 def _positive_int(value, name: str) -> None:

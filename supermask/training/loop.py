@@ -39,7 +39,7 @@ import contextlib
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
@@ -53,25 +53,13 @@ from . import distributed
 from .callbacks import Callback
 from .config import TrainConfig
 from .optim import build_optimizer, lr_factor, set_lr
+from .state import TrainState
+from ..resolved import resolve
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 2
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "16": torch.float16}
-
-
-@dataclass
-class TrainState:
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    steps_per_epoch: int
-    total_steps: int
-    step: int = 0
-    epoch: int = 0  # epochs completed
-    batch_in_epoch: int = 0  # batches of the current epoch already trained on
-    elapsed: float = 0.0  # seconds spent training, over every resume
-    stopped: Optional[str] = None  # why a callback ended training early (early-bird), if it did
-    history: list[dict] = field(default_factory=list)  # one entry per evaluation: epoch, step, val/test loss+acc
 
 
 def is_initial(entry: dict) -> bool:
@@ -280,7 +268,7 @@ def train(
     learning rate of step k, a fresh optimiser) and trains the remaining steps; late rewinding
     uses it. Under ``torchrun`` every rank calls this; only rank 0 writes to ``run``.
     """
-    cfg.validate()
+    cfg = resolve(cfg)
     device = torch.device(device)
     writer = distributed.is_main()
     model.to(device)
@@ -448,7 +436,5 @@ def _diverged(run: Optional[RunDir], state: TrainState, loss: Optional[float], w
         step = state.step
     message = (f"{what} at step {step} (epoch {state.epoch + (loss is not None)}); "
                f"last good checkpoint: {where or 'none'}; lower the learning rate or check the data")
-    if run is not None and distributed.is_main():
-        run.write_status("failed", reason="non-finite loss" if loss is not None else "non-finite parameters",
-                         step=step, checkpoint=str(where or ""))
-    raise TrainingDiverged(message)
+    raise TrainingDiverged(message, reason="non-finite loss" if loss is not None else "non-finite parameters",
+                           step=step, checkpoint=str(where or ""))  # the run stage records it in status.json

@@ -1,18 +1,8 @@
-"""Tickets: a mask plus what it needs to rebuild the network it applies to.
+"""Exports: a finished run's reported network in the formats other code reads, as a registry.
 
-A finished run's ``ticket/`` folder holds the network the run *reports* (the evaluation
-``TrainConfig.selection`` picks: by default the best validation epoch):
-
-- ``mask.safetensors``: one uint8 {0, 1} tensor per prunable weight, keyed by the
-  parameter's qualified name;
-- ``model.safetensors``: the selected network's whole state dict (weights, scores, masks,
-  BatchNorm statistics), which every export is made from;
-- ``ticket.json``: provenance (supermask and torch versions, config hash, architecture, input
-  shape, number of classes, normalisation, selected epoch) and, for a strong ticket, what
-  regenerates the frozen random weights (initialiser, seed, ...) and a checksum of them.
-
-Exports (``supermask export RUN_DIR --format ...``), all safetensors, none unpickled, each
-carrying the ticket's provenance in its metadata (``supermask_provenance``):
+``supermask export RUN_DIR --format ...``; every export is safetensors (none unpickled) and
+carries the ticket's provenance in its metadata (``supermask_provenance``). Each format is an
+:class:`ExportFormat` in :data:`EXPORTS` (writer, loader, summary), so a new format is one entry:
 
 - ``mask``: the masks alone;
 - ``state-dict``: the plain architecture's state dict with the mask folded into the weights;
@@ -24,107 +14,38 @@ carrying the ticket's provenance in its metadata (``supermask_provenance``):
 - ``sparse``: as ``state-dict``, masked Linear weights as CSR (:mod:`supermask.sparse`);
 - ``compact-dense``: a channel ticket as the physically smaller plain network
   (:mod:`supermask.compact_dense`).
+
+Every export works from a finished run directory's ticket (the selected network's state and its
+mask), so it serves strong and weak runs alike; the weights a run computes with come from its
+engine (:attr:`supermask.engines.Engine.effective_state`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from .catalog import EXPORT_FORMATS as EXPORT_SUMMARIES
+from .engines import engine_of_run
 from .errors import RunError, SupermaskError
-from .io import atomic_write_bytes, atomic_write_json, check_shapes, read_json, read_tensors
+from .io import atomic_write_bytes, check_shapes, read_json
+from .layout import EXPORT_FOLDER, MASK_FILE, META_FILE, RESULT, STATUS, CONFIG
+from .registry import Registry
+from .runs import RunDir
+from .ticket_files import (folded_state_dict, layer_of, library_versions, load_masks, plain_model, regenerated_keys,
+                           ticket_state, weights_checksum)
 
-
-MASK_FILE = "mask.safetensors"
-MODEL_FILE = "model.safetensors"
-META_FILE = "ticket.json"
 PROVENANCE_KEY = "supermask_provenance"
-
-
-def library_versions() -> dict:
-    """The versions that decide what a seed regenerates: supermask's and torch's."""
-    from . import __version__
-
-    return {"supermask_version": __version__, "torch_version": torch.__version__}
-
-
-def weights_checksum(tensors: dict[str, torch.Tensor]) -> str:
-    """SHA-256 over the named tensors (sorted by name; dtype, shape and bytes of each)."""
-    digest = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().to("cpu").contiguous()
-        digest.update(f"{name}|{t.dtype}|{list(t.shape)}|".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()
-
-
-def save_masks(path: Path, masks: dict[str, torch.Tensor]) -> None:
-    tensors = {name: m.detach().to("cpu", torch.uint8).contiguous() for name, m in masks.items()}
-    atomic_write_bytes(Path(path), st_save(tensors))
-
-
-def load_masks(path: Path) -> dict[str, torch.Tensor]:
-    """Masks from a safetensors file; refuses anything that is not a {0, 1} mask file."""
-    try:
-        masks = st_load(Path(path).read_bytes())
-    except FileNotFoundError:
-        raise RunError(f"{path}: mask file not found") from None
-    except Exception as exc:
-        raise RunError(f"{path}: not a safetensors mask file ({exc})") from None
-    for name, m in masks.items():
-        if m.dtype != torch.uint8 or bool((m > 1).any()):
-            raise RunError(f"{path}: tensor {name!r} is not a {{0, 1}} uint8 mask")
-    return masks
-
-
-def save_ticket(folder: Path, masks: dict[str, torch.Tensor], meta: dict,
-                state: Optional[dict[str, torch.Tensor]] = None) -> None:
-    """Write a ticket folder: masks, the network's state (if given) and ``ticket.json`` last."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_masks(folder / MASK_FILE, masks)
-    if state is not None:
-        tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
-        atomic_write_bytes(folder / MODEL_FILE, st_save(tensors))
-    atomic_write_json(folder / META_FILE, meta)
-
-
-def read_ticket(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    folder = Path(folder)
-    meta = read_json(folder / META_FILE)
-    if not isinstance(meta, dict):
-        raise RunError(f"{folder / META_FILE}: not a ticket description (a JSON {type(meta).__name__})")
-    return load_masks(folder / MASK_FILE), meta
-
-
-# -- export ------------------------------------------------------------------------------------
-#
-# Every export works from a finished run directory's ticket (the selected network's state and
-# its mask), so it serves strong (search) and weak (IMP level, pruning at init) runs alike.
-
-EXPORT_FORMATS = ("mask", "state-dict", "torch-prune", "ticket", "sparse", "compact-dense")
-
-
-def ticket_state(run_dir: Path) -> dict[str, torch.Tensor]:
-    """The state dict of the network a finished run reports (``ticket/model.safetensors``)."""
-    from .runs import RunDir
-
-    run = RunDir(run_dir)
-    return read_tensors(run.ticket_dir / MODEL_FILE,
-                        missing=f"{run.path}: the ticket has no {MODEL_FILE} (written by supermask < 0.2, whose "
-                                f"tickets were the last epoch's, not the reported network): rerun it")
 
 
 def _run_state(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict, dict]:
     """(the reported network's state dict, masks, result, ticket meta) of a finished run directory."""
-    from .runs import RunDir
-
     run = RunDir(run_dir)
     if not run.path.is_dir():
         raise RunError(f"{run.path}: not a directory")
@@ -145,27 +66,6 @@ def _run_state(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.
     state = ticket_state(run.path)
     check_shapes(masks, state, run.ticket_dir / MASK_FILE)
     return state, masks, result, meta
-
-
-def _layer_of(weight_name: str) -> str:
-    return weight_name.rsplit(".", 1)[0]
-
-
-def folded_state_dict(state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The plain architecture's state dict: weights × mask, no scores or mask buffers, and
-    non-affine BatchNorm given the identity affine (weight 1, bias 0) that plain BN layers expect."""
-    out = {}
-    for key, value in state.items():
-        if key.endswith(".scores") or key.endswith(".weight_mask"):
-            continue
-        out[key] = value * masks[key].to(value.dtype) if key in masks else value
-    for key, value in state.items():
-        if key.endswith(".running_mean"):
-            layer = key[: -len(".running_mean")]
-            if f"{layer}.weight" not in state:
-                out[f"{layer}.weight"] = torch.ones_like(value)
-                out[f"{layer}.bias"] = torch.zeros_like(value)
-    return out
 
 
 def torch_prune_state_dict(state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -194,15 +94,6 @@ def load_torch_prune(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> 
     return model
 
 
-def regenerated_keys(state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> set[str]:
-    """The frozen weights and biases of a strong ticket's masked layers: what the seed regenerates."""
-    keys = set()
-    for name in masks:
-        layer = _layer_of(name)
-        keys |= {k for k in (f"{layer}.weight", f"{layer}.bias") if k in state}
-    return keys
-
-
 def compact_ticket(state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], meta: dict,
                    metadata: Optional[dict[str, str]] = None) -> bytes:
     """A strong ticket in one small safetensors file: masks coded by their structure
@@ -225,23 +116,6 @@ def compact_ticket(state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor
     return st_save({**coded, **extra}, metadata={**(metadata or {}), "supermask_ticket": json.dumps(recipe)})
 
 
-def _effective_weights(run_dir: Path, state: dict, masks: dict, meta: dict) -> dict:
-    """A search run's state with each masked weight replaced, where kept, by what the layer computes
-    with (biprop's sign(w)*alpha; IteRand's re-drawn weights are in the state already)."""
-    from .nn.layers import SupermaskMixin
-    from .search import load_search_model
-
-    model = load_search_model(run_dir, meta, state)  # the ticket's state and meta, read once by the caller
-    state = dict(state)
-    with torch.no_grad():
-        for name, module in model.named_modules():
-            key = f"{name}.weight"
-            if isinstance(module, SupermaskMixin) and key in masks:
-                kept = masks[key].bool()
-                state[key] = torch.where(kept, module.masked_weight(), state[key])
-    return state
-
-
 def export_provenance(meta: dict, result: dict, fmt: str) -> dict:
     """What an export says about itself: the ticket's provenance, the format and what it scored."""
     fields = {k: v for k, v in meta.items() if k != "shapes"}
@@ -254,7 +128,7 @@ def export_target(run_dir: Path, fmt: str, out) -> Path:
     """Where an export goes: ``out`` itself, or ``<out>/<fmt>.safetensors`` when ``out`` is a folder
     (an existing one, or a path given with a trailing slash)."""
     if out is None:
-        return Path(run_dir) / "export" / f"{fmt}.safetensors"
+        return Path(run_dir) / EXPORT_FOLDER / f"{fmt}.safetensors"
     text = str(out)
     out = Path(out)
     if text.endswith(("/", "\\")) or out.is_dir():
@@ -270,8 +144,7 @@ def _check_replaceable(target: Path, run_dir: Path, force: bool) -> None:
     for folder in (parent, *parent.parents):
         if folder == own:
             break  # inside the exported run's own directory (its export/ folder)
-        if (folder / "config.json").is_file() and ((folder / "status.json").is_file()
-                                                    or (folder / "result.json").is_file()):
+        if (folder / CONFIG).is_file() and ((folder / STATUS).is_file() or (folder / RESULT).is_file()):
             raise SupermaskError(f"{target} is inside another run directory ({folder}): choose another --out")
     if target.exists() or target.is_symlink():
         if target.is_symlink() or not target.is_file():
@@ -288,42 +161,18 @@ def export_run(run_dir: Path, fmt: str, out: Path, force: bool = False) -> dict:
     """Write ``run_dir``'s ticket (the network its result reports) to ``out`` in ``fmt``; returns sizes.
     ``out`` may be a folder; an existing file is replaced only if export wrote it (or ``force``), a
     non-regular file never, and nothing is written inside another run directory."""
-    if fmt not in EXPORT_FORMATS:
+    export_format = EXPORTS.get(fmt) if fmt in EXPORTS else None
+    if export_format is None:
         raise SupermaskError(f"format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
     out = export_target(run_dir, fmt, out)
     _check_replaceable(out, Path(run_dir), force)
-    state, masks, result, meta = _run_state(Path(run_dir))
-    raw_state = state  # a compact ticket stores what the seed does not regenerate, as the run holds it
-    if result.get("engine") == "search":
-        state = _effective_weights(Path(run_dir), state, masks, meta)
+    raw_state, masks, result, meta = _run_state(Path(run_dir))
+    # the weights the run computes with (biprop's sign(w) * alpha); a compact ticket stores what the
+    # seed does not regenerate, as the run holds it
+    state = engine_of_run(Path(run_dir), result).effective_state(Path(run_dir), raw_state, masks, meta)
     provenance = export_provenance(meta, result, fmt)
-    metadata = {PROVENANCE_KEY: json.dumps(provenance, sort_keys=True)}
-    if fmt == "mask":
-        data = st_save({n: m.contiguous() for n, m in masks.items()}, metadata=metadata)
-    elif fmt == "state-dict":
-        data = st_save({k: v.contiguous() for k, v in folded_state_dict(state, masks).items()}, metadata=metadata)
-    elif fmt == "torch-prune":
-        data = st_save({k: v.contiguous() for k, v in torch_prune_state_dict(state, masks).items()},
-                       metadata=metadata)
-    elif fmt == "sparse":
-        from .sparse import sparse_state_dict
-
-        data = st_save(sparse_state_dict(folded_state_dict(state, masks), masks), metadata=metadata)
-    elif fmt == "compact-dense":
-        from .compact_dense import compact_dense_state
-
-        plain = plain_model(provenance, out)
-        plain.load_state_dict(folded_state_dict(state, masks))
-        small, cost = compact_dense_state(plain, tuple(provenance["input_shape"]))
-        data = st_save(small, metadata={PROVENANCE_KEY: json.dumps({**provenance, **cost}, sort_keys=True)})
-    else:
-        if meta.get("kind") != "strong":
-            raise SupermaskError("the compact ticket holds strong tickets only (weights regenerated from the seed); "
-                                 "export a trained ticket as state-dict or torch-prune")
-        if meta.get("method", "edge-popup") != "edge-popup":
-            raise SupermaskError(f"the compact ticket rebuilds edge-popup networks (seeded weights x a top-k mask); "
-                                 f"a {meta['method']} ticket computes with other weights: export it as state-dict")
-        data = compact_ticket(raw_state, masks, meta, metadata)
+    source = ExportSource(state, raw_state, masks, meta, provenance, out)
+    data = export_format.write(source)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, data)
     float32_bytes = sum(v.numel() * 4 for k, v in folded_state_dict(state, masks).items() if v.is_floating_point())
@@ -389,7 +238,7 @@ def load_ticket(path: Path) -> torch.nn.Module:
         link_channels(model, (spec.in_channels, spec.image_size, spec.image_size))
     with torch.no_grad():
         for name, selection in selections.items():
-            model.get_submodule(_layer_of(name)).scores.copy_(selection.float())
+            model.get_submodule(layer_of(name)).scores.copy_(selection.float())
     model.load_state_dict(extra, strict=False)
     if recipe["scope"] == "global":
         attach_global_scope(model, recipe["density"])
@@ -416,55 +265,32 @@ def _check_regenerated(path: Path, recipe: dict, state: dict[str, torch.Tensor])
                        f"made ({made}); load it with those versions, or export it as state-dict")
 
 
-# -- loading an export back -----------------------------------------------------------------------
-
-def plain_model(provenance: dict, path) -> torch.nn.Module:
-    """The plain (dense) architecture a ticket's provenance describes, as built for its data."""
-    from .models import DENSE, InputSpec, create_model
-
-    try:
-        channels, size, _ = provenance["input_shape"]
-        spec = InputSpec(channels, size, provenance["num_classes"])
-        width = provenance.get("width", 1.0)
-        layers = DENSE.with_dropout(provenance.get("dropout", 0.0))
-        kwargs = {**({"width": width} if width != 1.0 else {}), **provenance.get("model_kwargs", {})}
-        return create_model(provenance["arch"], spec, layers, **kwargs)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise RunError(f"{path}: its provenance does not describe a loadable model ({type(exc).__name__}: {exc})") from None
-
-
 def load_export(path: Path) -> tuple[torch.nn.Module, dict]:
-    """The network an export (``ticket``, ``state-dict``, ``torch-prune``, ``sparse`` or
-    ``compact-dense``) holds, in eval mode, and its provenance. A ``mask`` export holds no weights
-    and is refused."""
+    """The network an export holds, in eval mode, and its provenance (its format's loader; a
+    ``mask`` export holds no weights and is refused)."""
     path = Path(path)
     provenance = read_provenance(path)
     fmt = provenance.get("format", "ticket")
-    if fmt == "ticket":
-        return load_ticket(path), provenance
-    if fmt == "mask":
-        raise SupermaskError(f"{path}: a mask export holds no weights; export the run as state-dict or ticket")
+    export_format = EXPORTS.get(fmt) if fmt in EXPORTS else None
+    if export_format is None:
+        raise RunError(f"{path}: an export of unknown format {fmt!r}")
+    if export_format.load is None:
+        raise SupermaskError(f"{path}: a {fmt} export holds no weights; export the run as state-dict or ticket")
+    return export_format.load(path, provenance), provenance
+
+
+def _load_plain(path: Path, provenance: dict, fill) -> torch.nn.Module:
+    """A plain-architecture export: the model its provenance describes, filled by ``fill``."""
     try:
         model = plain_model(provenance, path)
         state = st_load(path.read_bytes())
-        if fmt == "torch-prune":
-            load_torch_prune(model, state)
-        elif fmt == "sparse":
-            from .sparse import sparse_model
-
-            model = sparse_model(model, state, path)
-        elif fmt == "compact-dense":
-            from .compact_dense import load_compact_dense
-
-            model = load_compact_dense(model, state)
-        else:
-            model.load_state_dict(state)
+        model = fill(model, state)
     except (KeyError, TypeError, ValueError) as exc:
         raise RunError(f"{path}: its provenance does not describe a loadable model ({type(exc).__name__}: {exc})") from None
     except RuntimeError as exc:
         raise RunError(f"{path}: the weights do not fit {provenance.get('arch')!r} "
                        f"({str(exc).splitlines()[0]})") from None
-    return model.eval(), provenance
+    return model.eval()
 
 
 def evaluate_export(path: Path, data_root: Optional[Path] = None, device: str = "cpu") -> dict:
@@ -485,3 +311,112 @@ def evaluate_export(path: Path, data_root: Optional[Path] = None, device: str = 
     loss, accuracy = evaluate(model.to(device), loader)
     return {"dataset": provenance["dataset"], "examples": len(data.test), "test_loss": loss,
             "test_accuracy": accuracy, "reported_test_accuracy": provenance.get("test_accuracy")}
+
+
+# -- the formats ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExportSource:
+    """What a format's writer is given: a finished run's reported network."""
+
+    state: dict  # the state it computes with
+    raw_state: dict  # the state as the run holds it
+    masks: dict
+    meta: dict  # ticket.json
+    provenance: dict  # what the export says about itself
+    out: Path
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return {PROVENANCE_KEY: json.dumps(self.provenance, sort_keys=True)}
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """One export format: its writer (the file's bytes), its loader (None: holds no network) and
+    what it holds, for ``--help``."""
+
+    name: str
+    write: Callable[[ExportSource], bytes]
+    load: Optional[Callable[[Path, dict], torch.nn.Module]]
+    summary: str
+
+
+EXPORTS: Registry[ExportFormat] = Registry("export format")
+
+
+def _write_mask(src: ExportSource) -> bytes:
+    return st_save({n: m.contiguous() for n, m in src.masks.items()}, metadata=src.metadata)
+
+
+def _write_state_dict(src: ExportSource) -> bytes:
+    return st_save({k: v.contiguous() for k, v in folded_state_dict(src.state, src.masks).items()},
+                   metadata=src.metadata)
+
+
+def _write_torch_prune(src: ExportSource) -> bytes:
+    return st_save({k: v.contiguous() for k, v in torch_prune_state_dict(src.state, src.masks).items()},
+                   metadata=src.metadata)
+
+
+def _write_sparse(src: ExportSource) -> bytes:
+    from .sparse import sparse_state_dict
+
+    return st_save(sparse_state_dict(folded_state_dict(src.state, src.masks), src.masks), metadata=src.metadata)
+
+
+def _write_compact_dense(src: ExportSource) -> bytes:
+    from .compact_dense import compact_dense_state
+
+    plain = plain_model(src.provenance, src.out)
+    plain.load_state_dict(folded_state_dict(src.state, src.masks))
+    small, cost = compact_dense_state(plain, tuple(src.provenance["input_shape"]))
+    return st_save(small, metadata={PROVENANCE_KEY: json.dumps({**src.provenance, **cost}, sort_keys=True)})
+
+
+def _write_ticket(src: ExportSource) -> bytes:
+    meta = src.meta
+    if meta.get("kind") != "strong":
+        raise SupermaskError("the compact ticket holds strong tickets only (weights regenerated from the seed); "
+                             "export a trained ticket as state-dict or torch-prune")
+    if meta.get("method", "edge-popup") != "edge-popup":
+        raise SupermaskError(f"the compact ticket rebuilds edge-popup networks (seeded weights x a top-k mask); "
+                             f"a {meta['method']} ticket computes with other weights: export it as state-dict")
+    return compact_ticket(src.raw_state, src.masks, meta, src.metadata)
+
+
+def _load_state_dict(path, provenance):
+    return _load_plain(path, provenance, lambda model, state: (model.load_state_dict(state), model)[1])
+
+
+def _load_torch_prune(path, provenance):
+    return _load_plain(path, provenance, load_torch_prune)
+
+
+def _load_sparse(path, provenance):
+    from .sparse import sparse_model
+
+    return _load_plain(path, provenance, lambda model, state: sparse_model(model, state, path))
+
+
+def _load_compact_dense(path, provenance):
+    from .compact_dense import load_compact_dense
+
+    return _load_plain(path, provenance, load_compact_dense)
+
+
+def _add(name: str, write, load) -> None:
+    EXPORTS.add(name, ExportFormat(name, write, load, EXPORT_SUMMARIES[name]))
+
+
+_add("mask", _write_mask, None)
+_add("state-dict", _write_state_dict, _load_state_dict)
+_add("torch-prune", _write_torch_prune, _load_torch_prune)
+_add("ticket", _write_ticket, lambda path, provenance: load_ticket(path))
+_add("sparse", _write_sparse, _load_sparse)
+_add("compact-dense", _write_compact_dense, _load_compact_dense)
+
+
+#: The format names (``--format``'s choices), in the order of the catalog.
+EXPORT_FORMATS = tuple(EXPORT_SUMMARIES)

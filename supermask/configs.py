@@ -1,0 +1,249 @@
+"""The configs of the runs: what the user asked, as dataclasses, and how each is resolved.
+
+:class:`ExperimentConfig` holds what every engine shares; each engine's config subclasses it
+(:class:`SearchConfig` here, ``DenseConfig`` in :mod:`supermask.dense`, ``IMPConfig`` and
+``PruneConfig`` in :mod:`supermask_imp`). ``supermask.resolve(config)`` returns the resolved,
+frozen copy (:mod:`supermask.resolved`); its ``run_dir()`` is where the run lives.
+
+Nothing here imports torch at import time: the command line resolves configs (``--dry-run``,
+``list methods --verbose``) before any engine is imported.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from .catalog import IMAGEFOLDER_PREFIX, TORCHVISION_PREFIX
+from .errors import SupermaskError
+from .resolved import Resolvable, is_resolved, resolve, with_identity
+from .structure import Structure
+from .training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+DEFAULT_IMAGE_SIZE = 224
+#: The architectures with fully connected layers to put dropout before.
+DROPOUT_ARCHS = ("lenet_300_100", "conv2", "conv4", "conv6", "conv8", "vgg11", "vgg16", "vgg19")
+
+
+@dataclass
+class ExperimentConfig(Resolvable):
+    """Fields every engine shares. Subclasses add their own (density, init, ...)."""
+
+    arch: str = "conv6"
+    dataset: str = "mnist-5k"
+    width: float = 1.0
+    dropout: float = 0.0  # before the fully connected layers (LeNet, Conv-N, VGG's classifier); 0: none
+    image_size: Optional[int] = None  # image folders only: the crop size [224]; ignored (None) for other data
+    seed: int = 0
+    # What identifies the data's content (set when the data is first loaded; see data.fingerprint):
+    # with it the hash holds no path, so moved data keeps its runs.
+    data_fingerprint: Optional[str] = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+    # Not part of the config hash: where things go and how they are read.
+    out: str = "runs"
+    device: str = "auto"
+    data_root: Optional[str] = None
+    download: bool = False
+    num_workers: Optional[int] = None
+    # Nor is how the training executes: same results (on the CPU, bit for bit).
+    checkpoint_every: Optional[int] = None  # also checkpoint every N steps (besides every epoch)
+    channels_last: bool = False  # CUDA only
+    compile: bool = False  # torch.compile the training forward
+    tensorboard: bool = False  # also write TensorBoard scalars to <run>/tensorboard/
+
+    ENGINE = "experiment"
+
+    def _resolve_fields(self) -> None:
+        from .models import MODELS
+        from .data import DATASETS
+
+        if self.arch.startswith(TORCHVISION_PREFIX):
+            from .models.torchvision_models import check_torchvision_name
+
+            check_torchvision_name(self.arch[len(TORCHVISION_PREFIX):])
+        else:
+            MODELS.get(self.arch)
+        if self.dataset.startswith(IMAGEFOLDER_PREFIX):
+            if self.image_size is None:
+                self.image_size = DEFAULT_IMAGE_SIZE
+            _positive_size(self.image_size)
+            _check_batch_fits(self.image_size, self.train.batch_size)
+        else:
+            DATASETS.get(self.dataset)
+            if self.image_size is not None:
+                log.warning("--image-size applies to image folders only; ignored for %s", self.dataset)
+                self.image_size = None
+        if not (self.width > 0 and math.isfinite(self.width)):
+            raise SupermaskError(f"width must be positive, got {self.width!r}")
+        if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
+            raise SupermaskError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if self.dropout > 0 and self.arch not in DROPOUT_ARCHS:
+            raise SupermaskError(f"--dropout applies to {', '.join(DROPOUT_ARCHS)}, not {self.arch}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**63:
+            raise SupermaskError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
+        if self.checkpoint_every is not None and (not isinstance(self.checkpoint_every, int)
+                                                  or self.checkpoint_every <= 0):
+            raise SupermaskError(f"checkpoint every must be a positive number of steps, got {self.checkpoint_every!r}")
+        self.train = resolve(self.train)
+
+    def model_kwargs(self) -> dict:
+        return {"width": self.width} if self.width != 1.0 else {}
+
+    def layer_types(self, layers):
+        """``layers`` (an engine's variant) with this config's dropout."""
+        return layers.with_dropout(self.dropout)
+
+    def execution(self) -> dict:
+        """The keyword arguments of :func:`~supermask.training.train` that say how, not what."""
+        return {"num_workers": self.num_workers, "checkpoint_every": self.checkpoint_every,
+                "channels_last": self.channels_last, "compile": self.compile}
+
+    def run_dir(self):
+        """This config's run directory: the resolved config's (the data is read once to fingerprint
+        it, if the config does not name its fingerprint yet)."""
+        from .runs import RunDir, config_hash, run_path
+
+        if not is_resolved(self):
+            return resolve(self).run_dir()
+        config = identify(self)
+        return RunDir(run_path(Path(self.out), self.ENGINE, self.arch, self.dataset, config_hash(config), self.seed))
+
+
+def load_data(config: ExperimentConfig):
+    """The config's data and the input it gives the model: ``(Dataset, InputSpec)``."""
+    from .data import load_dataset
+    from .models import InputSpec
+
+    data = load_dataset(config.dataset, config.data_root, config.download, config.image_size or DEFAULT_IMAGE_SIZE)
+    return data, InputSpec(data.info.in_channels, data.info.image_size, data.info.num_classes)
+
+
+def identified(config: ExperimentConfig, data) -> ExperimentConfig:
+    """``config`` naming the fingerprint of ``data`` (refusing data whose content differs from the
+    fingerprint the config already names)."""
+    from .data import fingerprint
+
+    found = fingerprint(data)
+    if config.data_fingerprint is None:
+        return with_identity(config, data_fingerprint=found)
+    if config.data_fingerprint != found:
+        raise SupermaskError(f"{config.dataset}: the data's content (fingerprint {found}) is not the data this "
+                             f"config names ({config.data_fingerprint})")
+    return config
+
+
+def identify(config: ExperimentConfig) -> ExperimentConfig:
+    """``config`` (resolved) naming its data's fingerprint: the data is read to compute it."""
+    return config if config.data_fingerprint is not None else identified(config, load_data(config)[0])
+
+
+def _positive_size(size) -> None:
+    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+        raise SupermaskError(f"image size must be a positive integer, got {size!r}")
+
+
+def _physical_memory() -> Optional[int]:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_batch_fits(image_size: int, batch_size) -> None:
+    """Refuse an image size whose one batch of RGB float32 images outgrows this machine's memory."""
+    memory = _physical_memory()
+    batch = batch_size if isinstance(batch_size, int) and batch_size > 0 else 1
+    needed = batch * 3 * image_size * image_size * 4
+    if memory is not None and needed > memory:
+        raise SupermaskError(f"image size {image_size}: one batch of {batch} images takes {needed / 2**30:,.1f} GiB "
+                             f"as float32, more than this machine's {memory / 2**30:.0f} GiB of memory")
+
+
+# -- the strong-ticket search ----------------------------------------------------------------------
+
+DEFAULT_DENSITY = 0.5  # k = 50%: the edge-popup paper's best Conv-6 point
+#: Below this starting density Bernoulli's sampled network rarely learns (measured: docs/fidelity.md).
+BERNOULLI_LOW_START = 0.1
+#: Fields that only some methods read: None unless the chosen method uses them.
+METHOD_OPTIONS = ("rerandomize_every", "rerandomize_rate", "score_l2", "freeze_every", "bernoulli_eval",
+                  "rescale_weights")
+
+
+@dataclass
+class SearchConfig(ExperimentConfig):
+    """A strong-ticket search. Fields left None take the method's default (see
+    ``supermask list methods --verbose``), then the search's generic ones
+    (:data:`supermask.catalog.GENERIC_SEARCH_DEFAULTS`); resolving writes them into the config, so
+    they are in ``config.json`` and the hash."""
+
+    method: str = "edge-popup"
+    density: Optional[float] = None  # None: DEFAULT_DENSITY, or N/M with an N:M structure
+    structure: str = "unstructured"  # "nm:N:M" (supermask.nn.nm): N kept in every group of M; "channel"
+    # (supermask.nn.channels): whole output channels, density = the fraction of each layer's channels kept
+    scope: Optional[str] = None  # layerwise | global
+    init: Optional[str] = None  # weight initialiser (supermask list inits)
+    scaled_fan: Optional[bool] = None  # scale the init's fan by the density (Ramanujan et al. 2020)
+    score_init: Optional[str] = None
+    learned_bn: bool = False
+    # Method options (None: the method's default; refused for a method that does not read them).
+    rerandomize_every: Optional[int] = None  # IteRand: K, in steps
+    rerandomize_rate: Optional[float] = None  # IteRand: r
+    score_l2: Optional[float] = None  # Gem-Miner: lambda of the penalty lambda * sum(s^2) in the loss
+    freeze_every: Optional[int] = None  # Gem-Miner: epochs between two freezing rounds
+    bernoulli_eval: Optional[str] = None  # Bernoulli: "sample" (a seeded sample of the mask) or "threshold"
+    rescale_weights: Optional[bool] = None  # Bernoulli: Zhou et al.'s dynamic weight rescaling
+
+    ENGINE = "search"
+
+    def _resolve_fields(self) -> None:
+        from .methods import METHODS
+        from .nn import SCORE_INITS, WEIGHT_INITS, check_density, check_scope
+        from .nn.init import canonical
+
+        method = METHODS.get(self.method)
+        structure = Structure.parse(self.structure)
+        if structure.structured and structure.kind not in method.structures:
+            owners = [m for m in METHODS if structure.kind in METHODS.get(m).structures]
+            raise SupermaskError(f"--structure {structure} applies to {', '.join(owners)}, not {self.method}")
+        self.structure = str(structure)
+        # channel: the density is the fraction of each layer's channels; the chain is checked when the
+        # model is built (before any file is written)
+        self.density = check_density(structure.density(self.density, DEFAULT_DENSITY))
+        if structure.structured:  # refuses what the structure cannot select; None: the method's default
+            structure.scope(self.scope, comparable_scores=True)
+        for name in METHOD_OPTIONS:
+            if getattr(self, name) is not None and name not in method.options:
+                owners = [m for m in METHODS if name in METHODS.get(m).options]
+                raise SupermaskError(f"--{name.replace('_', '-')} applies to {' and '.join(owners)} only, "
+                                     f"not {self.method}")
+        for name, value in method.search_defaults().items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        self.train = self.train.with_defaults(**method.train_defaults)
+        check_scope(self.scope)
+        if self.rerandomize_every is not None and (not isinstance(self.rerandomize_every, int)
+                                                   or self.rerandomize_every <= 0):
+            raise SupermaskError(f"rerandomize every must be a positive number of steps, got {self.rerandomize_every!r}")
+        if self.rerandomize_rate is not None and not (0.0 < self.rerandomize_rate <= 1.0):
+            raise SupermaskError(f"rerandomize rate must be in (0, 1], got {self.rerandomize_rate!r}")
+        if self.score_l2 is not None and not (math.isfinite(self.score_l2) and self.score_l2 >= 0):
+            raise SupermaskError(f"score L2 must be >= 0, got {self.score_l2!r}")
+        if self.freeze_every is not None and (not isinstance(self.freeze_every, int) or self.freeze_every <= 0):
+            raise SupermaskError(f"freeze every must be a positive number of epochs, got {self.freeze_every!r}")
+        if self.bernoulli_eval is not None and self.bernoulli_eval not in ("sample", "threshold"):
+            raise SupermaskError(f"bernoulli eval must be sample or threshold, got {self.bernoulli_eval!r}")
+        self.init = canonical(self.init)
+        WEIGHT_INITS.get(self.init)
+        self.score_init = canonical(self.score_init)
+        SCORE_INITS.get(self.score_init)
+        super()._resolve_fields()
+        if self.method == "bernoulli" and self.density < BERNOULLI_LOW_START:
+            log.warning("bernoulli starts its masks at density %g: the sampled network passes almost no signal "
+                        "and may never learn (LeNet at 0.05: 10%%); the reference starts at 0.5 (--density 0.5)",
+                        self.density)

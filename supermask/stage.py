@@ -1,0 +1,257 @@
+"""The run stage: one training with one run directory, start to finish, for every kind of run.
+
+A :class:`Stage` says what to train (a function building the model with its starting weights
+and mask in place), on what data, into which directory, and what the run records; :func:`run_stage`
+does the rest, the same way for every engine:
+
+1. a finished directory is skipped (its config checked against this one);
+2. the model is built (before anything is written: a model that cannot be built writes nothing);
+3. ``config.json`` is written or checked, the lock taken (unless a composite run holds it),
+   ``status.json`` kept (running, then finished or failed);
+4. the one training loop runs, resuming exactly from a checkpoint;
+5. the selected network's ticket (``ticket/``) and the stage's extra files are written, then
+   ``result.json`` last; the selected snapshots are discarded; every rank lines up.
+
+A search, a dense run or a pruning at initialisation is one stage (:func:`run_single`); an IMP
+run is a :func:`composite` of one stage per level, and so are its controls and the channel
+early-bird ticket. Nothing else in the package writes ``status.json``, ``result.json`` or
+``ticket/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Sequence
+
+import torch
+from torch import nn
+
+from .configs import ExperimentConfig, identified, load_data
+from .errors import SupermaskError
+from .io import save_state
+from .nn import density_report, model_masks
+from .runs import RESULT_KEYS, RunDir, config_dict, config_hash
+from .ticket_files import library_versions, regenerated_keys, save_ticket, weights_checksum
+from .training import Callback, distributed, eval_batch_size, resolve_device, train
+from .training.callbacks import announce_stage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExperimentResult:
+    run_dir: Path
+    result: dict
+    skipped: bool = False  # the run had finished before: nothing was trained
+
+
+@dataclass
+class Stage:
+    """One training with one run directory (see the module docstring)."""
+
+    run: RunDir
+    record: dict  # what config.json holds (an IMP level: the run's config and its level)
+    build: Callable[[], nn.Module]  # the model to train, starting weights and mask in place
+    result_fields: dict  # the engine's fields of result.json (method, init, scope, ...)
+    ticket_fields: Optional[dict] = None  # the engine's fields of ticket.json (kind, what rebuilds it)
+    callbacks: Sequence[Callback] = ()
+    start_step: int = 0  # a rewound level trains from step k
+    lock: bool = True  # False: a composite run holds the lock of the folder this stage is in
+    label: Optional[object] = None  # str() of it: the stage's name for the progress display (IMP: "level 2/5 d=0.6400")
+    masks: Callable[[nn.Module], dict] = model_masks  # the masks the result and ticket record
+    keep_start: Optional[str] = None  # a file name in ticket/ for the weights the stage started from
+    finish: Optional[Callable[[dict, object], None]] = None  # adds to the result (row, summary) before it is written
+
+
+@dataclass
+class StageResult:
+    run_dir: Path
+    result: dict
+    skipped: bool = False
+    model: Optional[nn.Module] = None  # the trained (selected) network; None when skipped
+
+
+def run_stage(config: ExperimentConfig, data, stage: Stage, device=None,
+              callbacks: Sequence[Callback] = ()) -> StageResult:
+    """Run (or resume, or skip if finished) ``stage`` of a run of ``config`` on ``data``."""
+    run = stage.run
+    if run.is_finished():
+        run.check_config(stage.record)
+        log.info("finished run found, skipping: %s", run.path)
+        return StageResult(run.path, run.read_result(RESULT_KEYS), skipped=True)
+    device = resolve_device(config.device) if device is None else device
+    writer = distributed.is_main()
+    model = stage.build()
+    with writing(run, stage.record, lock=stage.lock):
+        start = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()} if stage.keep_start else None
+        if stage.label is not None:
+            announce_stage(callbacks, str(stage.label))
+        started = time.time()
+        summary = train(model, [p for p in model.parameters() if p.requires_grad], data, config.train,
+                        seed=config.seed, device=device, run=run,
+                        callbacks=[*stage.callbacks, *callbacks, *tracking(config, run)],
+                        describe=describe_density, start_step=stage.start_step, **config.execution())
+        masks = stage.masks(model)  # the selected network's (train() leaves it in the model)
+        row = result_record(config, summary, masks, started, device, stage.result_fields)
+        if stage.finish is not None:
+            stage.finish(row, summary)
+        if writer:
+            meta = ticket_record(config, data.info, summary, model, masks, stage.ticket_fields)
+            save_ticket(run.ticket_dir, masks, meta, model.state_dict())
+            if start is not None:
+                save_state(run.ticket_dir / stage.keep_start, start)
+            run.write_result(row)
+            run.discard_selected(keep=None)
+        distributed.barrier()  # the next stage may read this one's files
+    return StageResult(run.path, row, model=model)
+
+
+def run_single(config: ExperimentConfig, build: Callable, *, callbacks: Sequence[Callback] = (),
+               ticket_fields: Optional[Callable] = None, result_fields: Optional[dict] = None) -> ExperimentResult:
+    """A run of one stage (a search, a dense run, a pruning at initialisation): ``build(spec, data)``
+    returns the model (built with ``config.seed`` as the global seed, and probed with one input of
+    the data's shape); ``ticket_fields(spec)`` the engine's fields of ``ticket.json``."""
+    data, spec = load_data(config)
+    config = identified(config, data)
+    run = config.run_dir()
+    record = config_dict(config)
+
+    def build_model() -> nn.Module:
+        torch.manual_seed(config.seed)
+        model = build(spec, data)
+        check_input_shape(model, spec, config.arch)
+        return model
+
+    stage = Stage(run, record, build_model, result_fields or {},
+                  ticket_fields=ticket_fields(spec) if ticket_fields else None)
+    done = run_stage(config, data, stage, callbacks=callbacks)
+    if not done.skipped:
+        log.info("finished %s: test accuracy %.4f at density %.4f", run.path, done.result["test_accuracy"],
+                 done.result["density"])
+    return ExperimentResult(done.run_dir, done.result, skipped=done.skipped)
+
+
+@contextlib.contextmanager
+def composite(run: RunDir, config: ExperimentConfig) -> Iterator[Callable[[dict], None]]:
+    """A run made of stages in sub-folders (IMP's levels): its ``config.json``, lock and status,
+    held while its stages run; the body calls the yielded ``finish(result)`` to write its
+    ``result.json`` (one row per stage), which is written last."""
+    writer = distributed.is_main()
+    with writing(run, config_dict(config)):
+        def finish(result: dict) -> None:
+            if writer:
+                run.write_result(result)
+            distributed.barrier()
+
+        yield finish
+
+
+@contextlib.contextmanager
+def writing(run: RunDir, record: dict, lock: bool = True):
+    """Start writing ``run``: write (or check) its config, hold its lock and keep its status
+    (running, then finished or failed), in the process that writes it (rank 0 under
+    ``torchrun``); then line every rank up."""
+    writer = distributed.is_main()
+    if writer:
+        run.prepare(record)
+    with run.lock() if writer and lock else contextlib.nullcontext():
+        with run.tracking_status() if writer else contextlib.nullcontext():
+            distributed.barrier()
+            yield
+
+
+def tracking(config: ExperimentConfig, run: RunDir) -> list[Callback]:
+    """The experiment-tracking callbacks ``config`` asks for (written by rank 0 only)."""
+    if not (config.tensorboard and distributed.is_main()):
+        return []
+    from .training.tensorboard import TensorBoardLogger
+
+    return [TensorBoardLogger(run.path)]
+
+
+def provenance(config: ExperimentConfig, info, summary, state: dict) -> dict:
+    """What every ticket records about where it came from and what it expects as input."""
+    return {
+        **library_versions(), "engine": config.ENGINE, "config_hash": config_hash(config), "arch": config.arch,
+        "width": config.width, "dropout": config.dropout, "dataset": config.dataset,
+        "data_fingerprint": config.data_fingerprint,
+        "input_shape": [info.in_channels, info.image_size, info.image_size],
+        "num_classes": info.num_classes, "normalization": {"mean": list(info.mean), "std": list(info.std)},
+        "selection": summary.selection, "selected_epoch": summary.selected_epoch,
+        "selected_step": summary.selected_step, "eval_batch_size": eval_batch_size(config.train),
+        "state_checksum": weights_checksum(state),
+    }
+
+
+def ticket_record(config: ExperimentConfig, info, summary, model: nn.Module, masks: dict,
+                  engine_fields: Optional[dict]) -> dict:
+    """``ticket.json``: the provenance, the engine's own fields and, for a strong ticket, the
+    checksum of the frozen weights its seed regenerates."""
+    state = model.state_dict()
+    record = {**provenance(config, info, summary, state), **(engine_fields or {})}
+    if record.get("kind") == "strong":
+        record["weights_checksum"] = weights_checksum({k: state[k] for k in regenerated_keys(state, masks)})
+    return record
+
+
+def describe_density(model: nn.Module) -> dict:
+    """The ``density`` field of every metrics record."""
+    return {"density": density_report(model_masks(model))[0]}
+
+
+def check_input_shape(model: nn.Module, spec, arch: str) -> None:
+    """One forward pass of a zero image of the data's shape (eval mode, no grad, the RNG untouched):
+    an architecture that cannot take the data (a ViT's fixed image size, a patch size that does
+    not divide it, a net that pools 8-pixel images to nothing) is one line, not a traceback
+    from the middle of training."""
+    was_training = model.training
+    x = torch.zeros(1, spec.in_channels, spec.image_size, spec.image_size)
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            model.eval()(x)
+    except (RuntimeError, AssertionError, ValueError, IndexError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SupermaskError(f"{arch} cannot take {spec.in_channels}x{spec.image_size}x{spec.image_size} inputs "
+                             f"with {spec.num_classes} classes: {first}") from None
+    finally:
+        model.train(was_training)
+
+
+def collapsed_layers(per_layer: dict[str, float]) -> list[str]:
+    """The prunable tensors left with no kept weight (layer collapse, Tanaka et al. 2020)."""
+    return [name for name, density in per_layer.items() if density == 0.0]
+
+
+def result_record(config: ExperimentConfig, summary, masks: dict, started: float, device, fields: Optional[dict]) -> dict:
+    """The ``result.json`` of one trained stage: accuracies, densities, steps and times."""
+    overall, per_layer = density_report(masks)
+    collapsed = collapsed_layers(per_layer)
+    if collapsed:
+        log.warning("layer collapse: %s keep%s no weight; the network cannot pass a signal through %s",
+                    ", ".join(collapsed), "s" if len(collapsed) == 1 else "", "it" if len(collapsed) == 1 else "them")
+    return {
+        "status": "finished", "engine": config.ENGINE, "arch": config.arch, "dataset": config.dataset,
+        "seed": config.seed, "config_hash": config_hash(config), **(fields or {}),
+        "density": overall, "density_per_layer": per_layer, "collapsed_layers": collapsed,
+        "selection": summary.selection, "selected_epoch": summary.selected_epoch,
+        "selected_step": summary.selected_step, "val_accuracy": summary.val_accuracy,
+        "test_accuracy": summary.test_accuracy,
+        "best_epoch": summary.best_epoch, "best_val_accuracy": summary.best_val_accuracy,
+        "best_test_accuracy": summary.best_test_accuracy, "last_val_accuracy": summary.last_val_accuracy,
+        "last_test_accuracy": summary.last_test_accuracy, "initial_test_accuracy": summary.initial_test_accuracy,
+        "min_val_loss_step": summary.min_val_loss_step, "epochs": summary.epochs, "steps": summary.steps,
+        "start_step": summary.start_step, "trained_steps": summary.steps - summary.start_step,
+        "train_seconds": round(summary.seconds, 3), "wall_seconds": round(time.time() - started, 3),
+        "device": str(device),
+    }
+
+
+def planned_steps(config: ExperimentConfig, data) -> int:
+    """The steps a stage of ``config`` plans on ``data``: ``iterations``, or every epoch's batches
+    (the loop's own count; the early-bird results and the rewind check read it here)."""
+    steps_per_epoch = -(-len(data.train) // config.train.batch_size)
+    return config.train.iterations or config.train.epochs * steps_per_epoch
