@@ -14,6 +14,17 @@ from dataclasses import dataclass, field
 TORCHVISION_PREFIX = "torchvision/"
 IMAGEFOLDER_PREFIX = "imagefolder:"
 
+
+def torchvision_name(arch: str) -> "str | None":
+    """``torchvision/<name>`` -> ``<name>``; None for an architecture of the zoo (the one reading of
+    the prefix)."""
+    return arch[len(TORCHVISION_PREFIX):] if arch.startswith(TORCHVISION_PREFIX) else None
+
+
+def imagefolder_path(dataset: str) -> "str | None":
+    """``imagefolder:<path>`` -> ``<path>``; None for a registered data set (the one reading of the prefix)."""
+    return dataset[len(IMAGEFOLDER_PREFIX):] if dataset.startswith(IMAGEFOLDER_PREFIX) else None
+
 ARCHITECTURES = ("conv2", "conv4", "conv6", "conv8", "lenet_300_100", "resnet18", "resnet20", "resnet56",
                  "vgg11", "vgg16", "vgg19", "vit_tiny")
 DATASETS = ("cifar10", "cifar100", "fashion-mnist", "mnist", "mnist-5k", "svhn")
@@ -36,6 +47,10 @@ class MethodCard:
     structures: tuple[str, ...] = ("unstructured",)
 
 
+#: What a training field left None resolves to when neither the engine nor the method sets it
+#: (``TrainConfig``'s lr and weight decay: edge-popup's small-scale setting).
+GENERIC_TRAIN_DEFAULTS = {"lr": 0.1, "weight_decay": 1e-4}
+
 #: The search's defaults where a method sets none (edge-popup's: Ramanujan et al. 2020).
 GENERIC_SEARCH_DEFAULTS = {"scope": "layerwise", "init": "signed-constant", "scaled_fan": False,
                            "score_init": "kaiming-uniform"}
@@ -46,9 +61,7 @@ def default_settings(defaults: dict, train_defaults: dict) -> tuple[dict, dict]:
     """(search fields, training fields) that a method with these ``defaults`` and ``train_defaults``
     resolves fields left None to: its own, then the search's generic ones, then the training
     loop's. The resolver and ``list methods --verbose`` both read them here."""
-    from .training.config import GENERIC_DEFAULTS
-
-    return {**GENERIC_SEARCH_DEFAULTS, **defaults}, {**GENERIC_DEFAULTS, **train_defaults}
+    return {**GENERIC_SEARCH_DEFAULTS, **defaults}, {**GENERIC_TRAIN_DEFAULTS, **train_defaults}
 
 
 SEARCH_METHODS = {

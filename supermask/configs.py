@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from .catalog import IMAGEFOLDER_PREFIX, TORCHVISION_PREFIX
+from .catalog import imagefolder_path, torchvision_name
 from .errors import SupermaskError
 from .resolved import Resolvable, is_resolved, resolve, with_identity
 from .structure import Structure
@@ -63,13 +63,13 @@ class ExperimentConfig(Resolvable):
         from .models import MODELS
         from .data import DATASETS
 
-        if self.arch.startswith(TORCHVISION_PREFIX):
+        if torchvision_name(self.arch) is not None:
             from .models.torchvision_models import check_torchvision_name
 
-            check_torchvision_name(self.arch[len(TORCHVISION_PREFIX):])
+            check_torchvision_name(torchvision_name(self.arch))
         else:
             MODELS.get(self.arch)
-        if self.dataset.startswith(IMAGEFOLDER_PREFIX):
+        if imagefolder_path(self.dataset) is not None:
             if self.image_size is None:
                 self.image_size = DEFAULT_IMAGE_SIZE
             _positive_size(self.image_size)

@@ -124,4 +124,9 @@ def label(config: DenseConfig) -> str:
     return f"{config.arch} {'fine-tune' if config.ticket else 'dense'} {config.init} s={config.seed}"
 
 
-ENGINES.add("train", Engine("train", DenseConfig, train_dense, label, rebuild_plain, kind="weak"))
+def result_parts(result: dict) -> tuple[str, str]:
+    return result.get("method", "dense"), ""  # "dense", or "<method> fine-tuned" for a fine-tuned ticket
+
+
+ENGINES.add("train", Engine("train", DenseConfig, train_dense, label, rebuild_plain, kind="weak",
+                            result_parts=result_parts))

@@ -27,6 +27,17 @@ def _same_state(run_dir: Path, state: dict, masks: dict, meta: dict) -> dict:
     return state
 
 
+def finder_parts(result: dict) -> tuple[str, str]:
+    """(family, control) of a ticket finder's result, as ``compare`` labels it: the method, its mask
+    structure (if not unstructured), its init and its scope if global (``snip nm:2:4 kaiming-normal``);
+    no control."""
+    from .structure import Structure
+
+    structure = Structure.parse(result.get("structure")).label()
+    label = f"{result.get('method', result.get('engine'))}{structure} {result.get('init', '')}".strip()
+    return label + (" global" if result.get("scope") == "global" else ""), ""
+
+
 @dataclass(frozen=True)
 class Engine:
     name: str  # the run directory's top folder and result.json's "engine"
@@ -40,6 +51,12 @@ class Engine:
     effective_state: Callable[[Path, dict, dict, dict], dict] = field(default=_same_state)
     # read_config(run_dir) -> the finished run's resolved config (what train --ticket fine-tunes from)
     read_config: Optional[Callable[[Path], Any]] = None
+    # How compare reads the engine's results: (family, control) of a result's label; whether a
+    # result's accuracy before training is a control (a strong ticket's random starting mask);
+    # whether its early-stopping iteration is reported (IMP's, as Frankle & Carbin plot it).
+    result_parts: Callable[[dict], tuple[str, str]] = field(default=finder_parts)
+    initial_is_control: bool = False
+    early_stopping: bool = False
 
     def resolve(self, config):
         """The resolved, frozen config (:func:`supermask.resolve`); refuses another engine's config."""

@@ -35,7 +35,7 @@ from .catalog import EXPORT_FORMATS as EXPORT_SUMMARIES
 from .engines import engine_of_run
 from .errors import RunError, SupermaskError
 from .io import atomic_write_bytes, check_shapes, read_json
-from .layout import EXPORT_FOLDER, MASK_FILE, META_FILE, RESULT, STATUS, CONFIG
+from .layout import EXPORT_FOLDER, LEVEL_PREFIX, MASK_FILE, META_FILE, RESULT, STATUS, CONFIG
 from .registry import Registry
 from .runs import RunDir
 from .ticket_files import (folded_state_dict, layer_of, library_versions, load_masks, plain_model, regenerated_keys,
@@ -50,14 +50,14 @@ def _run_state(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.
     if not run.path.is_dir():
         raise RunError(f"{run.path}: not a directory")
     if not run.is_finished():
-        levels = sorted(p.name for p in run.path.glob("level-*") if p.is_dir())
+        levels = sorted(p.name for p in run.path.glob(f"{LEVEL_PREFIX}*") if p.is_dir())
         hint = f"; an IMP run: give one of its levels ({', '.join(levels)})" if levels else ""
         raise RunError(f"{run.path}: not a finished run (no result.json){hint}")
     result = run.read_result()
     if "levels" not in result:
         result = run.read_result(("test_accuracy", "engine"))
     if "levels" in result:
-        levels = sorted(p.name for p in run.path.glob("level-*") if p.is_dir())
+        levels = sorted(p.name for p in run.path.glob(f"{LEVEL_PREFIX}*") if p.is_dir())
         raise RunError(f"{run.path} is an IMP run: export one of its levels ({', '.join(levels)})")
     masks = load_masks(run.ticket_dir / MASK_FILE)
     meta = read_json(run.ticket_dir / META_FILE)

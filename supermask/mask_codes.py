@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from .nn.nm import from_groups, to_groups
+from .structure import Structure
 
 BITMAP, NM_INDEX, CHANNEL_BITS = "bitmap", "nm-index", "channel"
 SUFFIXES = {BITMAP: ".mask_bits", NM_INDEX: ".mask_nm", CHANNEL_BITS: ".mask_channels"}
@@ -47,8 +48,9 @@ def index_bits(n: int, m: int) -> int:
 def encode(name: str, mask: Tensor, structure: str) -> tuple[str, dict[str, Tensor]]:
     """(the coding, the tensors it stores) of one layer's {0, 1} mask."""
     mask = mask.detach().cpu().to(torch.uint8)
-    if structure.startswith("nm:"):
-        n, m = (int(x) for x in structure.split(":")[1:])
+    parsed = Structure.parse(structure)
+    if parsed.nm is not None:
+        n, m = parsed.nm.n, parsed.nm.m
         if mask.dim() in (2, 4) and mask.shape[1] % m == 0 and math.comb(m, n) <= MAX_PATTERNS:
             groups = to_groups(mask, m).numpy()
             values = (groups.astype(np.int64) << np.arange(m)).sum(axis=1)
@@ -58,7 +60,7 @@ def encode(name: str, mask: Tensor, structure: str) -> tuple[str, dict[str, Tens
                 b = index_bits(n, m)
                 bits = (index[:, None] >> np.arange(b)) & 1
                 return NM_INDEX, {name + SUFFIXES[NM_INDEX]: _pack(bits)}
-    if structure == "channel":
+    if parsed.channel:
         rows = mask.reshape(mask.shape[0], -1).any(dim=1)
         return CHANNEL_BITS, {name + SUFFIXES[CHANNEL_BITS]: _pack(rows.numpy())}
     return BITMAP, {name + SUFFIXES[BITMAP]: _pack(mask.numpy())}
@@ -71,7 +73,10 @@ def decode(name: str, coding: str, tensors: dict[str, Tensor], shape: list[int],
         count = int(np.prod(shape))
         return torch.from_numpy(_unpack(tensors[name + SUFFIXES[BITMAP]], count).copy()).view(*shape)
     if coding == NM_INDEX:
-        n, m = (int(x) for x in structure.split(":")[1:])
+        nm = Structure.parse(structure).nm
+        if nm is None:
+            raise ValueError(f"{name}: an N:M coding in a ticket of structure {structure!r}")
+        n, m = nm.n, nm.m
         b, groups = index_bits(n, m), int(np.prod(shape)) // m
         bits = _unpack(tensors[name + SUFFIXES[NM_INDEX]], groups * b).reshape(groups, b).astype(np.int64)
         index = (bits << np.arange(b)).sum(axis=1)
@@ -90,8 +95,8 @@ def stored_bits(coding: str, shape: list[int], structure: str) -> int:
     """The bits a layer's mask takes in the ticket, before byte padding."""
     count = int(np.prod(shape))
     if coding == NM_INDEX:
-        n, m = (int(x) for x in structure.split(":")[1:])
-        return count // m * index_bits(n, m)
+        nm = Structure.parse(structure).nm
+        return count // nm.m * index_bits(nm.n, nm.m)
     if coding == CHANNEL_BITS:
         return shape[0]
     return count

@@ -43,7 +43,6 @@ from .errors import RunError, SupermaskError
 from .io import atomic_write_bytes
 from .layout import CONFIG, RESULT, STATUS
 from .runs import NON_RESULT_FIELDS, find_runs, result_fields
-from .structure import Structure
 
 #: Fields that tell runs of one config apart without changing the config itself.
 RUN_FIELDS = NON_RESULT_FIELDS | {"level"}
@@ -78,20 +77,21 @@ class Collection:
     problems: list[str] = field(default_factory=list)  # "path: reason"
 
 
+def _engine(result: dict):
+    from .engines import engine
+    from .errors import UnknownNameError
+
+    try:
+        return engine(result.get("engine"))
+    except (UnknownNameError, TypeError):
+        raise KeyError(f"engine {result.get('engine')!r} is none this supermask knows") from None
+
+
 def method_parts(result: dict) -> tuple[str, str]:
     """(family, control) of a result: ``("edge-popup nm:2:4 signed-constant", "")``,
-    ``("imp channel", "reinit")``, ``("snip kaiming-normal global", "")``: the method, its mask
-    structure (if not unstructured), its init and scope; IMP's control apart. Built from the
-    result's fields; nothing reads a label back."""
-    engine = result.get("engine")
-    if engine == "train":
-        return result.get("method", "dense"), ""  # "dense", or "<method> fine-tuned" for a fine-tuned ticket
-    structure = Structure.parse(result.get("structure")).label()
-    if engine == "imp":
-        control = result.get("control", "none")
-        return result.get("method", "imp") + structure, "" if control == "none" else control
-    label = f"{result.get('method', engine)}{structure} {result.get('init', '')}".strip()
-    return label + (" global" if result.get("scope") == "global" else ""), ""
+    ``("imp channel", "reinit")``, ``("snip kaiming-normal global", "")``, as the result's engine
+    labels it from the result's fields; nothing reads a label back."""
+    return _engine(result).result_parts(result)
 
 
 def method_label(result: dict) -> str:
@@ -143,11 +143,12 @@ def _points_of(result: dict, config: dict, source: str) -> list[Point]:
     common = dict(arch=result["arch"], dataset=result["dataset"], density=round(float(requested), 4),
                   seed=int(result["seed"]), reached=float(result["density"]), config=config_key(config),
                   collapsed=tuple(result.get("collapsed_layers") or ()), source=source)
-    family, control = method_parts(result)
+    engine = _engine(result)
+    family, control = engine.result_parts(result)
     points = [Point(method=_joined(family, control), test_accuracy=float(result["test_accuracy"]),
-                    early_stop_step=result.get("min_val_loss_step") if result.get("engine") == "imp" else None,
+                    early_stop_step=result.get("min_val_loss_step") if engine.early_stopping else None,
                     family=family, control=control, **common)]
-    if result.get("engine") == "search" and "initial_test_accuracy" in result:  # the random mask it started from
+    if engine.initial_is_control and "initial_test_accuracy" in result:  # the random mask it started from
         points.append(Point(method=_joined(family, "random mask"), test_accuracy=float(result["initial_test_accuracy"]),
                             family=family, control="random mask", **{**common, "collapsed": ()}))
     return points
@@ -364,21 +365,21 @@ def csv_text(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def _panels(rows: list[dict], value: str, ylabel: str, path: Path, methods_filter=lambda m: True) -> bool:
+def _panels(rows: list[dict], value: str, ylabel: str, path: Path, keep=lambda row: True) -> bool:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    keys = sorted({(r["arch"], r["dataset"]) for r in rows if methods_filter(r["method"])})
+    keys = sorted({(r["arch"], r["dataset"]) for r in rows if keep(r)})
     if not keys:
         return False
     fig, axes = plt.subplots(1, len(keys), figsize=(9 * len(keys), 5), squeeze=False)
     palette = plt.get_cmap("tab20").colors  # pairs: a method in the dark colour, its controls in the light one
-    bases = sorted({r["family"] for r in rows if methods_filter(r["method"])})  # one colour per
+    bases = sorted({r["family"] for r in rows if keep(r)})  # one colour per
     for ax, key in zip(axes[0], keys):  # method in every panel
-        part = [r for r in rows if (r["arch"], r["dataset"]) == key and methods_filter(r["method"])]
+        part = [r for r in rows if (r["arch"], r["dataset"]) == key and keep(r)]
         for method in sorted({r["method"] for r in part}):
             series = sorted((r for r in part if r["method"] == method), key=lambda r: r["reached"])
             if series[0]["method_name"] == "dense":
@@ -433,7 +434,7 @@ def compare(paths: Iterable[Path], out: Path) -> tuple[str, list[str], list[Path
     if _panels(rows, "mean", "test accuracy (%)", out / "accuracy_vs_density.png"):
         plots.append(out / "accuracy_vs_density.png")
     if _panels(rows, "early_stop", "iteration of minimum validation loss", out / "early_stop_vs_density.png",
-               methods_filter=lambda m: m.startswith("imp")):
+               keep=lambda row: row["early_stop"] is not None):  # the engines that report it (IMP)
         plots.append(out / "early_stop_vs_density.png")
     table = markdown(rows, problems)
     atomic_write_bytes(written[0], markdown(rows, problems, [p.name for p in plots]).encode())
@@ -447,7 +448,7 @@ def imp_level_rows(root: Path) -> list[dict]:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for run in find_runs(root):
         result = run.read_result()
-        if result.get("engine") != "imp" or "levels" not in result:
+        if "levels" not in result:  # a run of levels (IMP and its controls)
             continue
         base = _base_key(config_key(_read_config(run.result_path)))
         for row in result["levels"]:

@@ -29,7 +29,7 @@ import socket
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
-from .catalog import IMAGEFOLDER_PREFIX
+from .catalog import imagefolder_path
 from .errors import RunError, RunLocked
 from .layout import (CHECKPOINT, CONFIG, DAMAGED_METRICS, LOCK, METRICS, PREVIOUS_CHECKPOINT, RESULT,  # noqa: F401
                      SELECTED_PREFIX, STATUS, TICKET)
@@ -78,7 +78,7 @@ def _omit_later_defaults(fields: dict, prefix: str = "") -> dict:
 def dataset_identity(dataset: str) -> str:
     """A data set as results see it: its registry name; an image folder without its path (its
     content is identified by the config's ``data_fingerprint``, so moving it keeps the hash)."""
-    return "imagefolder" if dataset.startswith(IMAGEFOLDER_PREFIX) else dataset
+    return "imagefolder" if imagefolder_path(dataset) is not None else dataset
 
 
 def result_fields(config: dict, exclude: Iterable[str] = NON_RESULT_FIELDS) -> dict:

@@ -152,4 +152,4 @@ def read_config(run_dir: Path) -> SearchConfig:
 
 
 ENGINES.add("search", Engine("search", SearchConfig, search, label, load_search_model, kind="strong",
-                             effective_state=effective_state, read_config=read_config))
+                             effective_state=effective_state, read_config=read_config, initial_is_control=True))

@@ -251,7 +251,12 @@ def result_record(config: ExperimentConfig, summary, masks: dict, started: float
 
 
 def planned_steps(config: ExperimentConfig, data) -> int:
-    """The steps a stage of ``config`` plans on ``data``: ``iterations``, or every epoch's batches
-    (the loop's own count; the early-bird results and the rewind check read it here)."""
-    steps_per_epoch = -(-len(data.train) // config.train.batch_size)
-    return config.train.iterations or config.train.epochs * steps_per_epoch
+    """The steps a stage of ``config`` plans on ``data`` in one process: ``iterations``, or every
+    epoch's batches (the loop counts them with the same ``TrainConfig.planned_steps``; the
+    early-bird results and the rewind check read it here)."""
+    return config.train.planned_steps(steps_per_epoch(config, data))
+
+
+def steps_per_epoch(config: ExperimentConfig, data) -> int:
+    """Batches in one epoch of ``data``'s training split (the last one partial), in one process."""
+    return -(-len(data.train) // config.train.batch_size)

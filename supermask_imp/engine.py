@@ -47,7 +47,8 @@ from supermask.nn.init import canonical
 from supermask.nn.masked import get_masks, set_masks
 from supermask.resolved import resolve
 from supermask.runs import RESULT_KEYS, RunDir, config_dict
-from supermask.stage import check_input_shape, composite, describe_density, planned_steps, run_stage
+from supermask.stage import (check_input_shape, composite, describe_density, planned_steps, run_stage,
+                             steps_per_epoch)
 from supermask.structure import Structure
 from supermask.ticket_files import rebuild_plain
 from supermask.training import Callback, MaskAfterStep, TrainConfig, distributed, resolve_device
@@ -57,7 +58,7 @@ from .defaults import default_train_config, family_defaults
 from .early_bird import DEFAULT_EPSILON as EB_EPSILON
 from .early_bird import DEFAULT_WINDOW as EB_WINDOW
 from .early_bird import EarlyBird
-from .levels import BN_INITS, build_masked, conv_names, level_stage
+from .levels import BN_INITS, build_masked, conv_names, level_run, level_stage
 from .pruning import check_fraction, frankle_carbin_rates
 from .rewind import RewindPoint, SnapshotAt, rewind, snapshot
 from .strategies import Context, target_pruner
@@ -248,7 +249,7 @@ def run_imp(config: IMPConfig, callbacks: Sequence[Callback] = ()) -> IMPResult:
         main = run_imp(dataclasses.replace(config, control="none"), callbacks)
     device = resolve_device(config.device)
     rewind_point = RewindPoint.parse(config.rewind)
-    rewind_step = rewind_point.step(-(-len(data.train) // config.train.batch_size))
+    rewind_step = rewind_point.step(steps_per_epoch(config, data))
     total_steps = planned_steps(config, data)
     if rewind_step >= total_steps:
         raise SupermaskError(f"rewind point {rewind_point} (step {rewind_step}) is not before the end of training "
@@ -303,7 +304,7 @@ def run_levels(config, data, spec, device, root, main, rewind_point, rewind_step
             extra.append(SaveSnapshotAt(rewind_step, rewind_path))
         if level == 0 and config.early_bird == "magnitude":
             early_bird = EarlyBird(target_pruner(config, context), config.eb_epsilon, config.eb_window,
-                                   RunDir(root.path / f"level-{level}"))
+                                   level_run(root, level))
             extra.append(early_bird)
 
         def prepare(level=level, masks=masks) -> nn.Module:
@@ -361,4 +362,12 @@ def label(config: IMPConfig) -> str:
     return f"{config.arch} imp{Structure.parse(config.structure).label()}{control} s={config.seed}"
 
 
-ENGINES.add("imp", Engine("imp", IMPConfig, run_imp, label, rebuild_plain, kind="weak"))
+def result_parts(result: dict) -> tuple[str, str]:
+    """``("imp channel", "reinit")``: IMP's method and structure; its control apart."""
+    control = result.get("control", "none")
+    return (result.get("method", "imp") + Structure.parse(result.get("structure")).label(),
+            "" if control == "none" else control)
+
+
+ENGINES.add("imp", Engine("imp", IMPConfig, run_imp, label, rebuild_plain, kind="weak", result_parts=result_parts,
+                          early_stopping=True))

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset as TorchDataset
 
-from ..catalog import IMAGEFOLDER_PREFIX
+from ..catalog import IMAGEFOLDER_PREFIX, imagefolder_path
 from ..errors import DataError, SupermaskError
 from ..registry import Registry
 from . import formats
@@ -279,7 +279,7 @@ def load_imagefolder(path: Path, image_size: int = 224) -> Dataset:
     labels = torch.tensor(full_train.targets)
     val_idx, train_idx = stratified_holdout(labels, max(1, len(labels) // 10), VAL_SPLIT_SEED)
     subset = torch.utils.data.Subset
-    info = DatasetInfo(f"imagefolder:{path}", 3, image_size, len(full_train.classes), *IMAGENET_STATS, augment=False)
+    info = DatasetInfo(f"{IMAGEFOLDER_PREFIX}{path}", 3, image_size, len(full_train.classes), *IMAGENET_STATS, augment=False)
     return Dataset(info, subset(full_train, train_idx.tolist()), subset(full_eval, val_idx.tolist()), test)
 
 
@@ -315,8 +315,8 @@ def _listing(split) -> Iterator[str]:
 
 def load_dataset(name: str, root: Optional[Path] = None, download: bool = False, image_size: int = 224) -> Dataset:
     """Load data set ``name`` (a registry name or ``imagefolder:PATH``)."""
-    if name.startswith(IMAGEFOLDER_PREFIX):
-        return load_imagefolder(Path(name[len(IMAGEFOLDER_PREFIX):]).expanduser(), image_size)
+    if imagefolder_path(name) is not None:
+        return load_imagefolder(Path(imagefolder_path(name)).expanduser(), image_size)
     loader = DATASETS.get(name)
     root = Path(root).expanduser() if root is not None else default_data_root()
     if download:

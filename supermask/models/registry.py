@@ -10,7 +10,7 @@ from typing import Callable, Optional
 
 from torch import nn
 
-from ..catalog import TORCHVISION_PREFIX
+from ..catalog import TORCHVISION_PREFIX, torchvision_name
 from ..errors import SupermaskError
 from ..registry import Registry
 from .spec import InputSpec
@@ -115,10 +115,10 @@ def create_model(
     ``torchvision/<model>`` builds any torchvision classification model (random weights)
     and adapts it to ``layers`` through :func:`supermask.nn.convert`.
     """
-    if name.startswith(TORCHVISION_PREFIX):
+    if torchvision_name(name) is not None:
         from .torchvision_models import torchvision_model
 
-        return layers.adapt(torchvision_model(name[len(TORCHVISION_PREFIX):], spec, **kwargs))
+        return layers.adapt(torchvision_model(torchvision_name(name), spec, **kwargs))
     builder = MODELS.get(name)
     try:
         return builder(spec, layers, **kwargs)

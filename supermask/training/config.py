@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ..catalog import GENERIC_TRAIN_DEFAULTS
 from ..errors import SupermaskError
 from ..resolved import Resolvable
 
@@ -16,11 +17,10 @@ PRECISIONS = ("32", "bf16", "16")
 #: Which evaluation's network a run reports and keeps as its ticket: the best validation
 #: accuracy at the final density (ties: the earliest), or the last one.
 SELECTIONS = ("best-val", "last")
-DEFAULT_LR = 0.1
 FLOAT32_MAX = 3.4028234663852886e38
-DEFAULT_WEIGHT_DECAY = 1e-4
 #: What a training field left None resolves to when neither the engine nor the method sets it.
-GENERIC_DEFAULTS = {"lr": DEFAULT_LR, "weight_decay": DEFAULT_WEIGHT_DECAY}
+GENERIC_DEFAULTS = GENERIC_TRAIN_DEFAULTS
+DEFAULT_LR, DEFAULT_WEIGHT_DECAY = GENERIC_DEFAULTS["lr"], GENERIC_DEFAULTS["weight_decay"]
 
 
 @dataclass
@@ -50,6 +50,10 @@ class TrainConfig(Resolvable):
         an engine's): a new, unresolved config, or this one if nothing was left None."""
         missing = {name: value for name, value in defaults.items() if getattr(self, name) is None}
         return dataclasses.replace(self, **missing) if missing else self
+
+    def planned_steps(self, steps_per_epoch: int) -> int:
+        """The optimiser steps this config trains for with ``steps_per_epoch`` batches an epoch."""
+        return self.iterations or self.epochs * steps_per_epoch
 
     def _resolve_fields(self) -> None:
         for name, value in GENERIC_DEFAULTS.items():

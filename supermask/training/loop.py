@@ -281,7 +281,7 @@ def train(
     eval_loaders = {split: make_loader(getattr(data, split), data.info, eval_batch_size(cfg), train=False,
                                        device=device, num_workers=num_workers) for split in ("val", "test")}
     steps_per_epoch = len(train_loader)
-    total_steps = cfg.iterations or cfg.epochs * steps_per_epoch
+    total_steps = cfg.planned_steps(steps_per_epoch)
     if not 0 <= start_step < total_steps:
         raise RunError(f"start step {start_step} is outside the training length ({total_steps} steps)")
     state = TrainState(model, optimizer, steps_per_epoch, total_steps)
