@@ -178,7 +178,9 @@ def _run_points(configs: list, invocation: dict) -> None:
             if outer is not None:
                 outer.done()
         if distributed.is_main():
-            (_echo_levels if hasattr(result, "levels") else _echo_result)(result, label(config))
+            echo = _echo_levels if hasattr(result, "levels") else _echo_stability if hasattr(result, "rows") else \
+                _echo_result
+            echo(result, label(config))
     if outer is not None:
         outer.close()
 
@@ -419,6 +421,67 @@ def imp_cmd(**kw) -> None:
     config.train = dataclasses.replace(config.train, **overrides)
     configs = expand_grid(config, control=controls, seed=seeds)
     _run_points(configs, invocation)
+
+
+@cli.command(name="stability")
+@model_options
+@click.option("--subject", default="imp", show_default=True, type=click.Choice(["imp", "search"]),
+              help="imp: IMP's levels (level 0 is the dense network), from an IMP run rewinding to each k; "
+                   "search: strong tickets, two searches finishing from step k of one.")
+@click.option("--points", default="0", show_default=True,
+              help="The steps k the two copies start from: 0, <N>it, <N>ep, or a list (0,100it,2ep).")
+@click.option("--levels", "analysed_levels", default="0", show_default=True,
+              help="imp: the IMP levels to analyse, a list (0 is the dense network).")
+@click.option("--prune-levels", default=None, type=int,
+              help="imp: the IMP run's --levels [default: the largest analysed level].")
+@click.option("--noise-pairs", default=1, show_default=True, type=int,
+              help="Pairs of copies (two data orders each) per k and level; the paper uses 3 (with 3 seeds).")
+@click.option("--alphas", default=30, show_default=True, type=int,
+              help="Points on the interpolation path, both ends included.")
+@click.option("--threshold", default=2.0, show_default=True, type=float,
+              help="Stable when the error barrier (points) is below this (Frankle et al. 2020).")
+@click.option("--matching-margin", default=0.2, show_default=True, type=float,
+              help="imp: a level is matching within this many points of the dense network's accuracy.")
+@click.option("--bn", default="interpolate", show_default=True, type=click.Choice(["interpolate", "recompute"]),
+              help="BatchNorm running statistics along the path: interpolated with the weights, or recomputed "
+                   "on training batches at each point (Jordan et al. 2022).")
+@click.option("--init", "init", default=None,
+              help="Weight init [default: the subject's: kaiming-normal for imp, the method's for search].")
+@click.option("--method", default="edge-popup", show_default=True, help="search: the ticket finder.")
+@click.option("--density", default=None, type=float, help="search: the density [default: the method's].")
+@train_options(_imp_default)
+@run_options
+def stability_cmd(**kw) -> None:
+    """Instability analysis: are IMP's subnetworks (and the dense network, and strong tickets) stable to
+    SGD noise? Two copies from step k, different data orders, their final weights interpolated.
+
+    Training defaults are the subject's: IMP's family recipe (`supermask imp -h`) or the search method's."""
+    from supermask_imp.stability import StabilityConfig
+
+    from .sweep import expand_grid, parse_list
+
+    invocation = _invocation(kw)
+    overrides = train_overrides(kw)
+    seeds = _seeds(kw)
+    kw["points"] = tuple(parse_list(kw.pop("points"), str, "--points"))
+    kw["levels"] = tuple(parse_list(kw.pop("analysed_levels"), int, "--levels"))
+    config = StabilityConfig.for_arch(kw.pop("arch"), kw.pop("subject"), epochs=overrides.pop("epochs", None), **kw)
+    config.train = dataclasses.replace(config.train, **overrides)
+    _run_points(expand_grid(config, seed=seeds), invocation)
+
+
+def _echo_stability(result, label: str) -> None:
+    click.echo(f"{'already finished' if result.skipped else 'finished'}: {result.run_dir}")
+    click.echo(f"{label}:")
+    click.echo(f"{'k':>8} {'level':>5} {'density':>8} {'test barrier':>13} {'train barrier':>14}  verdict")
+    for row in result.rows:
+        verdict = "stable" if row["stable"] else "unstable"
+        if "matching" in row:
+            verdict += ", matching" if row["matching"] else ", not matching"
+        if "overlap" in row:
+            verdict += f", overlap {row['overlap']:.3f} (random {row['overlap_random']:.3f})"
+        click.echo(f"{row['k']:>8} {row['level']:>5} {row['density']:>8.4f} {row['barrier_test']:>13.2f} "
+                   f"{row['barrier_train']:>14.2f}  {verdict}")
 
 
 def _echo_levels(result, label: str) -> None:

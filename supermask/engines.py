@@ -45,7 +45,7 @@ class Engine:
     run: Callable[..., Any]  # run(resolved config, callbacks) -> ExperimentResult | IMPResult
     label: Callable[[Any], str]  # "conv6 edge-popup signed-constant d=0.5 s=0"
     rebuild: Callable[..., Any]  # rebuild(run_dir) -> the network the finished run reports, in eval mode
-    kind: str  # "strong": the weights are the seed's, untrained; "weak": trained
+    kind: str  # "strong": the weights are the seed's, untrained; "weak": trained; "analysis": combines runs
     # The state a run's exports carry: its ticket's state with every masked weight replaced by what
     # the layer computes with (biprop's sign(w) * alpha); most engines compute with the stored weights.
     effective_state: Callable[[Path, dict, dict, dict], dict] = field(default=_same_state)
@@ -57,6 +57,7 @@ class Engine:
     result_parts: Callable[[dict], tuple[str, str]] = field(default=finder_parts)
     initial_is_control: bool = False
     early_stopping: bool = False
+    in_comparisons: bool = True  # False: an analysis, whose stages compare leaves out of its tables
 
     def resolve(self, config):
         """The resolved, frozen config (:func:`supermask.resolve`); refuses another engine's config."""
@@ -69,7 +70,7 @@ ENGINES: Registry[Engine] = Registry("engine")
 
 #: Where each built-in engine registers itself.
 BUILTIN = {"search": "supermask.search", "train": "supermask.dense", "imp": "supermask_imp.engine",
-           "prune": "supermask_imp.pai"}
+           "prune": "supermask_imp.pai", "stability": "supermask_imp.stability"}
 
 
 def engine(name: str) -> Engine:

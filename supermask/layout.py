@@ -25,3 +25,13 @@ EXPORT_FOLDER = "export"  # supermask export's default destination inside the ru
 
 def level_dir_name(level: int) -> str:
     return f"{LEVEL_PREFIX}{level}"
+
+# A stability analysis: k-<k>/level-<L>/copy-<n>/ (run stages) and, beside the copies, the
+# interpolation of each pair of them.
+STABILITY_POINT_PREFIX = "k-"
+STABILITY_COPY_PREFIX = "copy-"
+STABILITY_PAIR_GLOB = "k-*/level-*/pair-*.json"
+
+
+def stability_pair_name(pair: int) -> str:
+    return f"pair-{pair}.json"

@@ -75,6 +75,7 @@ CONTROL_ORDER = ("random mask", "reinit", "random-prune")
 class Collection:
     points: list[Point] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # "path: reason"
+    analyses: list[Path] = field(default_factory=list)  # finished stability runs (supermask.stability_report)
 
 
 def _engine(result: dict):
@@ -176,6 +177,11 @@ def collect(paths: Iterable[Path]) -> Collection:
                 result = json.loads(file.read_text())
                 if isinstance(result, dict) and "levels" in result:
                     continue  # an IMP summary: its levels are read from their own directories
+                if isinstance(result, dict) and "rows" in result:
+                    found.analyses.append(file.parent)  # a stability analysis: reported on its own
+                    continue
+                if not _engine(result).in_comparisons:
+                    continue  # a stage of an analysis (a stability copy): not a run to compare
                 points = _points_of(result, _read_config(file), str(file))
             except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
                 found.problems.append(f"{file}: unreadable ({type(exc).__name__})")
@@ -420,13 +426,17 @@ def _panels(rows: list[dict], value: str, ylabel: str, path: Path, keep=lambda r
 def compare(paths: Iterable[Path], out: Path) -> tuple[str, list[str], list[Path]]:
     """Write the report to ``out``; returns (Markdown table, problems, files written)."""
     found = collect(paths)
-    if not found.points:
+    if not found.points and not found.analyses:
         detail = f" ({found.problems[0]})" if found.problems else ""
         raise SupermaskError(f"no finished runs to compare{detail}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SupermaskError(f"{out} is a file; --out must be a directory")
     out.mkdir(parents=True, exist_ok=True)
+    if not found.points:  # stability analyses only
+        from . import stability_report
+
+        return stability_report.write(found.analyses, out)[0], list(found.problems), []
     problems = list(found.problems)
     rows = comparison_rows(found.points, problems)
     written = [out / "comparison.md", out / "comparison.csv"]
@@ -439,6 +449,11 @@ def compare(paths: Iterable[Path], out: Path) -> tuple[str, list[str], list[Path
     table = markdown(rows, problems)
     atomic_write_bytes(written[0], markdown(rows, problems, [p.name for p in plots]).encode())
     atomic_write_bytes(written[1], csv_text(rows).encode())
+    if found.analyses:
+        from . import stability_report
+
+        text, files = stability_report.write(found.analyses, out)
+        table, written = f"{table}\n{text}", written + files
     return table, problems, written + plots
 
 

@@ -129,9 +129,15 @@ def load_search_model(run_dir: Path, meta: Optional[dict] = None, state: Optiona
 def effective_state(run_dir: Path, state: dict, masks: dict, meta: dict) -> dict:
     """A search run's state with each masked weight replaced, where kept, by what the layer computes
     with (biprop's sign(w)*alpha; IteRand's re-drawn weights are in the state already)."""
+    model = load_search_model(run_dir, meta, state)  # the ticket's state and meta, read once by the caller
+    return effective_weights(model, state, masks)
+
+
+def effective_weights(model: nn.Module, state: dict, masks: dict) -> dict:
+    """``state`` (of ``model``, a supermask network holding it) with each masked weight replaced,
+    where kept, by what its layer computes with."""
     from .nn.layers import SupermaskMixin
 
-    model = load_search_model(run_dir, meta, state)  # the ticket's state and meta, read once by the caller
     state = dict(state)
     with torch.no_grad():
         for name, module in model.named_modules():

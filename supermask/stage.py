@@ -65,6 +65,8 @@ class Stage:
     masks: Callable[[nn.Module], dict] = model_masks  # the masks the result and ticket record
     keep_start: Optional[str] = None  # a file name in ticket/ for the weights the stage started from
     finish: Optional[Callable[[dict, object], None]] = None  # adds to the result (row, summary) before it is written
+    seed: Optional[int] = None  # the data order's and augmentation's seed (default: the config's)
+    train: Optional[object] = None  # the TrainConfig it trains with (default: the config's)
 
 
 @dataclass
@@ -91,8 +93,9 @@ def run_stage(config: ExperimentConfig, data, stage: Stage, device=None,
         if stage.label is not None:
             announce_stage(callbacks, str(stage.label))
         started = time.time()
-        summary = train(model, [p for p in model.parameters() if p.requires_grad], data, config.train,
-                        seed=config.seed, device=device, run=run,
+        summary = train(model, [p for p in model.parameters() if p.requires_grad], data,
+                        config.train if stage.train is None else stage.train,
+                        seed=config.seed if stage.seed is None else stage.seed, device=device, run=run,
                         callbacks=[*stage.callbacks, *callbacks, *tracking(config, run)],
                         describe=describe_density, start_step=stage.start_step, **config.execution())
         masks = stage.masks(model)  # the selected network's (train() leaves it in the model)

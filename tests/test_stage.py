@@ -99,7 +99,8 @@ def test_engines_are_found_by_config_and_by_run_and_refuse_duplicates():
                                (IMPConfig(), "imp", "weak"), (PruneConfig(), "prune", "weak")):
         found = engine_for(config)
         assert found.name == name and found.kind == kind and isinstance(config, found.config_type)
-    assert set(ENGINES.names()) == {"search", "train", "imp", "prune"}
+    assert engine("stability").kind == "analysis" and not engine("stability").in_comparisons
+    assert set(ENGINES.names()) >= {"search", "train", "imp", "prune", "stability"}
     with pytest.raises(ValueError, match="already registered"):
         ENGINES.add("search", engine("search"))
     with pytest.raises(TypeError):
