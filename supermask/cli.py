@@ -405,6 +405,9 @@ options given win): {_family_table()}.""")
 @click.option("--eb-epsilon", default=None, type=float, help="Early-bird: mask distance threshold [default: 0.1].")
 @click.option("--eb-window", default=None, type=int,
               help="Early-bird: epochs the distance must stay below it [default: 5].")
+@click.option("--stop-when-unmatched", default=None, type=float,
+              help="Stop after the first level whose test accuracy falls more than this many points below "
+                   "level 0's; the result names the sparsest matching level (within 0.2 points). [default: off]")
 @train_options(_imp_default)
 @run_options
 def imp_cmd(**kw) -> None:

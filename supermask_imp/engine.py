@@ -96,6 +96,9 @@ class IMPConfig(ExperimentConfig):
     eb_epsilon: float = EB_EPSILON
     eb_window: int = EB_WINDOW
     eb_l1: Optional[float] = None  # channel: the L1 penalty on BatchNorm γ [1e-4]
+    # Stop after the first level whose test accuracy falls more than this many points below level 0's
+    # (the common stopping rule); the result then names the sparsest matching level. None: every level.
+    stop_when_unmatched: Optional[float] = None
     train: TrainConfig = field(default_factory=lambda: default_train_config("conv6"))
 
     ENGINE = "imp"
@@ -150,6 +153,11 @@ class IMPConfig(ExperimentConfig):
             raise SupermaskError(f"early-bird epsilon must be in (0, 1), got {self.eb_epsilon!r}")
         if not isinstance(self.eb_window, int) or self.eb_window < 1:
             raise SupermaskError(f"early-bird window must be a positive integer, got {self.eb_window!r}")
+        if self.stop_when_unmatched is not None and not (
+                isinstance(self.stop_when_unmatched, (int, float)) and math.isfinite(self.stop_when_unmatched)
+                and self.stop_when_unmatched >= 0):
+            raise SupermaskError(f"--stop-when-unmatched must be a number of points >= 0, got "
+                                 f"{self.stop_when_unmatched!r}")
         if self.pruning_levels() > MAX_LEVELS:
             raise SupermaskError(f"this plan runs {self.pruning_levels()} pruning levels (more than {MAX_LEVELS}): "
                                  f"raise --prune-fraction, use --one-shot or a larger --target-density")
@@ -263,7 +271,7 @@ def run_imp(config: IMPConfig, callbacks: Sequence[Callback] = ()) -> IMPResult:
         else:
             rows = run_levels(config, data, spec, device, root, main, rewind_point, rewind_step, callbacks)
         finish({"status": "finished", "engine": "imp", "arch": config.arch, "dataset": config.dataset,
-                "seed": config.seed, "control": config.control, "levels": rows})
+                "seed": config.seed, "control": config.control, "levels": rows, **stopping_fields(config, rows)})
     return IMPResult(root.path, rows)
 
 
@@ -295,6 +303,8 @@ def run_levels(config, data, spec, device, root, main, rewind_point, rewind_step
     masks = get_masks(model)
     previous: Optional[RunDir] = None
     levels = config.pruning_levels()
+    if main is not None:  # a control follows the levels IMP ran (fewer if its stopping rule ended it)
+        levels = min(levels, main.levels[-1]["level"])
     for level in range(branch.first_level, levels + 1):
         if level > 0:
             masks = branch.mask(level, masks, previous)
@@ -344,7 +354,32 @@ def run_levels(config, data, spec, device, root, main, rewind_point, rewind_step
                      done.result["test_accuracy"])
         rows.append(done.result)
         previous = RunDir(done.run_dir)
+        if main is None and level > 0 and _unmatched(config, rows[0], done.result):
+            log.info("level %d: %.4f is more than %g points below the dense level's %.4f: stopping", level,
+                     done.result["test_accuracy"], config.stop_when_unmatched, rows[0]["test_accuracy"])
+            break
     return rows
+
+
+def _unmatched(config: IMPConfig, dense: dict, row: dict) -> bool:
+    return (config.stop_when_unmatched is not None
+            and row["test_accuracy"] < dense["test_accuracy"] - config.stop_when_unmatched / 100.0)
+
+
+#: A level is matching within this many points of the dense network's test accuracy (Frankle et al. 2020).
+MATCHING_MARGIN = 0.2
+
+
+def stopping_fields(config: IMPConfig, rows: list[dict]) -> dict:
+    """With ``--stop-when-unmatched``: where IMP stopped, and its sparsest matching level (within
+    :data:`MATCHING_MARGIN` points of level 0), in the result; nothing otherwise."""
+    if config.stop_when_unmatched is None or not rows:
+        return {}
+    dense = rows[0]["test_accuracy"]
+    matching = [r for r in rows[1:] if r["test_accuracy"] >= dense - MATCHING_MARGIN / 100.0]
+    stopped = rows[-1]["level"] if _unmatched(config, rows[0], rows[-1]) else None
+    return {"stopped_at_level": stopped, "matching_margin": MATCHING_MARGIN,
+            "sparsest_matching_level": min(matching, key=lambda r: r["density"])["level"] if matching else None}
 
 
 class _Label:

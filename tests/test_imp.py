@@ -256,3 +256,28 @@ def test_nesterov_is_refused_for_adam():
 
     with pytest.raises(SupermaskError, match="applies to SGD only"):
         resolve(TrainConfig(optimizer="adam", nesterov=True))
+
+
+def test_stop_when_unmatched_ends_imp_after_the_first_level_below_the_margin(tmp_path):
+    import json
+
+    cfg = IMPConfig.for_arch("lenet_300_100", levels=4, prune_fraction=0.9, output_prune_fraction=0.9,
+                             stop_when_unmatched=1.0, out=str(tmp_path), device="cpu")
+    cfg.train = dataclasses.replace(cfg.train, iterations=20, batch_size=500)
+    result = run_imp(cfg)
+    stopped = result.levels[-1]
+    assert stopped["level"] < 4 and stopped["test_accuracy"] < result.levels[0]["test_accuracy"] - 0.01
+    assert all(r["test_accuracy"] >= result.levels[0]["test_accuracy"] - 0.01 for r in result.levels[1:-1])
+    summary = json.loads((result.run_dir / "result.json").read_text())
+    assert summary["stopped_at_level"] == stopped["level"]
+    matching = [r for r in result.levels[1:] if r["test_accuracy"] >= result.levels[0]["test_accuracy"] - 0.002]
+    assert summary["sparsest_matching_level"] == (min(matching, key=lambda r: r["density"])["level"] if matching else None)
+    control = run_imp(dataclasses.replace(cfg, control="random-prune"))  # follows the levels IMP ran
+    assert [r["level"] for r in control.levels] == [r["level"] for r in result.levels]
+    assert "stop_when_unmatched" not in json.dumps(config_dict_without_default(cfg))
+
+
+def config_dict_without_default(cfg):
+    from supermask.runs import result_fields, config_dict
+
+    return result_fields(config_dict(dataclasses.replace(cfg, stop_when_unmatched=None)))
