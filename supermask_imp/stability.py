@@ -362,7 +362,8 @@ def run_stability(config: StabilityConfig, callbacks: Sequence = ()):
                         row.update(mask_barrier_train=mask_path["barrier_train"],
                                    mask_barrier_test=mask_path["barrier_test"],
                                    overlap=overlap["overlap"], overlap_random=overlap["overlap_random"])
-                        detail["overlap"] = overlap
+                        detail["overlap_layers"] = {k: overlap[k] for k in ("overlap_per_layer",
+                                                                             "overlap_random_per_layer")}
                     if distributed.is_main():
                         atomic_write_json(folder / stability_pair_name(pair), {**row, **detail})
                     rows.append(row)

@@ -103,7 +103,9 @@ def test_strong_tickets_report_their_overlap_and_both_barriers(tmp_path):
         assert math.isfinite(row["barrier_test"]) and math.isfinite(row["mask_barrier_test"])
         assert row["density"] == pytest.approx(0.2, abs=1e-3)
     pair = json.loads((result.run_dir / "k-3it" / "level-0" / "pair-0.json").read_text())
-    assert set(pair) >= {"score_path", "mask_path", "overlap"} and pair["overlap"]["overlap_per_layer"]
+    assert set(pair) >= {"score_path", "mask_path", "overlap_layers"} and pair["overlap"] == result.rows[1]["overlap"]
+    layers = pair["overlap_layers"]["overlap_per_layer"]
+    assert set(layers) == {"1.weight", "3.weight", "5.weight"} and all(0 <= v <= 1 for v in layers.values())
     assert run_stability(config).skipped
 
 
