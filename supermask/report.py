@@ -436,7 +436,8 @@ def compare(paths: Iterable[Path], out: Path) -> tuple[str, list[str], list[Path
     if not found.points:  # stability analyses only
         from . import stability_report
 
-        return stability_report.write(found.analyses, out)[0], list(found.problems), []
+        text, files = stability_report.write(found.analyses, out)
+        return text, list(found.problems), files
     problems = list(found.problems)
     rows = comparison_rows(found.points, problems)
     written = [out / "comparison.md", out / "comparison.csv"]

@@ -46,10 +46,15 @@ def collect(roots: list[Path]) -> dict[str, dict]:
 
 
 def _label(config: dict) -> str:
+    """What tells a configuration apart in a table or a legend: architecture, data, subject, the
+    recipe's optimiser, learning rate and length, the levels analysed."""
     train = config.get("train", {})
-    what = "IMP" if config.get("subject") == "imp" else f"strong ({config.get('method')})"
+    what = "IMP" if config.get("subject") == "imp" else f"strong ({config.get('method')}, d={config.get('density'):g})"
+    length = f"{train['iterations']} it" if train.get("iterations") else f"{train.get('epochs')} ep"
+    levels = config.get("levels") or [0]
+    analysed = "" if list(levels) == [0] else f", levels {','.join(map(str, levels))}"
     return (f"{config.get('arch')} on {config.get('dataset')}, {what}, {train.get('optimizer')} lr "
-            f"{train.get('lr'):g}")
+            f"{train.get('lr'):g}, {length}{analysed}")
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:

@@ -147,3 +147,23 @@ def test_bad_stability_options_are_one_line(tmp_path, capsys):
         code = main(["stability", "--arch", "lenet_300_100", *args, "--out", str(tmp_path), "--iterations", "2"])
         err = capsys.readouterr().err
         assert code == 2 and message in err and err.count("\n") == 1, err
+
+
+def test_compare_reports_stability_runs_without_pooling_configs(tmp_path):
+    from supermask.report import compare
+    from supermask_imp.stability import run_stability
+
+    for seed in (0, 1):
+        run_stability(dataclasses.replace(_config(tmp_path / "runs"), seed=seed))
+    other = _config(tmp_path / "runs")
+    run_stability(dataclasses.replace(other, train=dataclasses.replace(other.train, lr=0.01)))
+    text, problems, written = compare([tmp_path / "runs" / "stability"], tmp_path / "report")
+    names = {p.name for p in written}
+    assert {"stability.md", "stability.csv", "stability_barrier_vs_k.png", "stability_barrier_vs_k.pdf",
+            "stability_error_vs_alpha.png", "stability_error_vs_alpha.pdf"} <= names and not problems
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "report" / "stability.csv").read_text().splitlines()))
+    assert len(rows) == 2  # one row per config (lr 0.0012 over two seeds; lr 0.01 over one), never pooled
+    replicates = sorted(int(row["replicates"]) for row in rows)
+    assert replicates == [1, 2] and "lr 0.01" in text and "lr 0.0012" in text
