@@ -452,6 +452,9 @@ def imp_cmd(**kw) -> None:
               help="Weight init [default: the subject's: kaiming-normal for imp, the method's for search].")
 @click.option("--method", default="edge-popup", show_default=True, help="search: the ticket finder.")
 @click.option("--density", default=None, type=float, help="search: the density [default: the method's].")
+@click.option("--imp-run", default=None, type=click.Path(file_okay=False),
+              help="imp: analyse this finished IMP run (its seed folder): its architecture, data, recipe, "
+                   "pruning options and rewind point. [default: off: run IMP with the family's defaults]")
 @train_options(_imp_default)
 @run_options
 def stability_cmd(**kw) -> None:
@@ -465,6 +468,13 @@ def stability_cmd(**kw) -> None:
 
     invocation = _invocation(kw)
     overrides = train_overrides(kw)
+    if kw["imp_run"] is not None:  # the run's architecture, data and recipe
+        from supermask_imp.stability import imp_run_identity
+
+        if overrides:
+            raise SupermaskError(f"--imp-run: the copies train with the IMP run's recipe; "
+                                 f"--{next(iter(overrides)).replace('_', '-')} does not apply")
+        kw.update(imp_run_identity(kw["imp_run"]))
     seeds = _seeds(kw)
     kw["points"] = tuple(parse_list(kw.pop("points"), str, "--points"))
     kw["levels"] = tuple(parse_list(kw.pop("analysed_levels"), int, "--levels"))

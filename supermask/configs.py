@@ -138,6 +138,27 @@ def identified(config: ExperimentConfig, data) -> ExperimentConfig:
     return config
 
 
+def config_from_record(cls: type, data, what: str):
+    """A resolved ``cls`` from a run's ``config.json`` (``data``); a damaged or foreign one is a
+    ``SupermaskError`` naming what is wrong (``what``: "a search run's config")."""
+    import dataclasses
+
+    if not isinstance(data, dict) or not isinstance(data.get("train"), dict):
+        raise SupermaskError(f"config.json is not {what}")
+    data = dict(data)
+    train_fields = dict(data.pop("train"))
+    known = {f.name for f in dataclasses.fields(cls)}
+    known_train = {f.name for f in dataclasses.fields(TrainConfig)}
+    try:
+        train_fields["milestones"] = tuple(train_fields.get("milestones") or ())
+        train = TrainConfig(**{k: v for k, v in train_fields.items() if k in known_train})
+        return resolve(cls(**{k: v for k, v in data.items() if k in known}, train=train))
+    except (TypeError, ValueError, AttributeError) as exc:
+        if isinstance(exc, SupermaskError):
+            raise SupermaskError(f"config.json: {exc}") from None
+        raise SupermaskError(f"config.json is not {what} ({type(exc).__name__}: {exc})") from None
+
+
 def identify(config: ExperimentConfig) -> ExperimentConfig:
     """``config`` (resolved) naming its data's fingerprint: the data is read to compute it."""
     return config if config.data_fingerprint is not None else identified(config, load_data(config)[0])

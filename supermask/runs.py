@@ -45,7 +45,8 @@ RESULT_KEYS = ("test_accuracy", "val_accuracy", "selected_epoch", "selection", "
 #: Fields that never change a result: where files go, how much is printed, how data is read.
 NON_RESULT_FIELDS = frozenset({"out", "device", "data_root", "download", "quiet", "num_workers", "seed",
                                "checkpoint_every", "channels_last", "compile", "tensorboard",
-                               "ticket"})  # a fine-tuned ticket's path: its content is in ticket_checksum
+                               "ticket",  # a fine-tuned ticket's path: its content is in ticket_checksum
+                               "imp_run"})  # an analysed IMP run's path: its config is in imp_config_hash
 
 
 

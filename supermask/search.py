@@ -13,7 +13,6 @@ CIFAR-10; the default here is 10, enough on the bundled 4,000 MNIST images.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 from typing import Optional, Sequence
@@ -21,7 +20,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from .configs import SearchConfig
+from .configs import SearchConfig, config_from_record
 from .engines import ENGINES, Engine
 from .errors import SupermaskError
 from .io import check_shapes, read_json
@@ -32,7 +31,7 @@ from .resolved import resolve
 from .stage import ExperimentResult, run_single
 from .structure import CHANNEL, Structure
 from .ticket_files import ticket_state
-from .training import Callback, TrainConfig
+from .training import Callback
 
 #: What :func:`search` returns: an :class:`~supermask.stage.ExperimentResult` (the same class).
 SearchResult = ExperimentResult
@@ -95,18 +94,7 @@ def config_from_dict(data: dict) -> SearchConfig:
     absent = [name for name in CONFIG_REQUIRED if data.get(name) is None]
     if absent:
         raise SupermaskError(f"config.json is not a search run's config: it lacks {', '.join(absent)}")
-    data = dict(data)
-    train_fields = dict(data.pop("train"))
-    known = {f.name for f in dataclasses.fields(SearchConfig)}
-    known_train = {f.name for f in dataclasses.fields(TrainConfig)}
-    try:
-        train_fields["milestones"] = tuple(train_fields.get("milestones") or ())
-        train = TrainConfig(**{k: v for k, v in train_fields.items() if k in known_train})
-        return resolve(SearchConfig(**{k: v for k, v in data.items() if k in known}, train=train))
-    except (TypeError, ValueError, AttributeError) as exc:
-        if isinstance(exc, SupermaskError):
-            raise SupermaskError(f"config.json: {exc}") from None
-        raise SupermaskError(f"config.json is not a search run's config ({type(exc).__name__}: {exc})") from None
+    return config_from_record(SearchConfig, data, "a search run's config")
 
 
 def load_search_model(run_dir: Path, meta: Optional[dict] = None, state: Optional[dict] = None) -> nn.Module:

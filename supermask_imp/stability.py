@@ -87,6 +87,10 @@ class StabilityConfig(ExperimentConfig):
     matching_margin: float = DEFAULT_MARGIN  # matching: within this of the dense network's accuracy (points)
     bn: str = "interpolate"  # BatchNorm running statistics: interpolated, or recomputed at each α
     init: Optional[str] = None  # None: the subject's default (imp: kaiming-normal; search: the method's)
+    # imp: a finished IMP run to analyse (its path; not hashed: its config is, through imp_config_hash);
+    # its architecture, data, recipe and rewind point are the analysis's
+    imp_run: Optional[str] = None
+    imp_config_hash: Optional[str] = None
     method: str = "edge-popup"  # search: the ticket finder
     density: Optional[float] = None  # search: the density (None: the method's default)
     train: TrainConfig = field(default_factory=lambda: default_train_config("conv6"))
@@ -114,6 +118,8 @@ class StabilityConfig(ExperimentConfig):
             raise SupermaskError("--levels applies to --subject imp (a strong ticket has no IMP levels)")
         if not self.levels or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in self.levels):
             raise SupermaskError(f"levels must be integers >= 0, got {list(self.levels)}")
+        if self.imp_run is not None:
+            self._take_imp_run()
         if self.subject == "imp":
             self.prune_levels = max(self.levels) if self.prune_levels is None else self.prune_levels
             if self.prune_levels < max(self.levels):
@@ -139,9 +145,52 @@ class StabilityConfig(ExperimentConfig):
         super()._resolve_fields()
 
 
+    def _take_imp_run(self) -> None:
+        """Refuse what contradicts the IMP run; take its recipe, its rewind point and its level count."""
+        if self.subject != "imp":
+            raise SupermaskError("--imp-run applies to --subject imp")
+        imp, _ = _read_imp_run(self.imp_run)
+        for name in ("arch", "dataset", "width", "dropout", "seed"):
+            if getattr(self, name) != getattr(imp, name):
+                raise SupermaskError(f"--imp-run {self.imp_run} is a {name} {getattr(imp, name)!r} run, not "
+                                     f"{getattr(self, name)!r}")
+        if self.points not in ((imp.rewind,), ("0",)):
+            raise SupermaskError(f"--imp-run {self.imp_run} rewinds to {imp.rewind}: --points {','.join(self.points)} "
+                                 f"is not its rewind point")
+        if self.prune_levels is not None and self.prune_levels != imp.pruning_levels():
+            raise SupermaskError("--prune-levels is the IMP run's own with --imp-run")
+        from supermask.runs import config_hash
+
+        self.points, self.prune_levels, self.init = (imp.rewind,), imp.pruning_levels(), imp.init
+        self.train = imp.train
+        self.imp_config_hash = config_hash(imp)
+
+def _read_imp_run(path: str):
+    """The resolved config and the result of the finished IMP run ``path``."""
+    from supermask.configs import config_from_record
+
+    run = RunDir(Path(path))
+    if not run.is_finished() or "levels" not in run.read_result():
+        raise SupermaskError(f"--imp-run {path}: not a finished IMP run (its seed folder, holding level-<L>/)")
+    config = config_from_record(engine("imp").config_type, read_json(run.config_path), "an IMP run's config")
+    if config.control != "none" or config.early_bird is not None:
+        raise SupermaskError(f"--imp-run {path}: a {config.control} control / early-bird run; give the IMP run")
+    return config, run.read_result()
+
+
+def imp_run_identity(path: str) -> dict:
+    """What a stability analysis of the IMP run ``path`` takes from it: its architecture, data set,
+    width, dropout and seed (as options; the recipe is read when the analysis resolves)."""
+    imp, _ = _read_imp_run(path)
+    return {"arch": imp.arch, "dataset": imp.dataset, "width": imp.width, "dropout": imp.dropout,
+            "seed": str(imp.seed)}
+
+
 def subject_config(config: StabilityConfig, point: str, resolved: bool = True):
-    """The config of the run the analysis at step ``point`` starts from: an IMP run rewinding to it,
-    or the strong-ticket search."""
+    """The config of the run the analysis at step ``point`` starts from: an IMP run rewinding to it
+    (the given ``imp_run``'s own config), or the strong-ticket search."""
+    if config.imp_run is not None:
+        return _read_imp_run(config.imp_run)[0]
     shared = dict(dataset=config.dataset, width=config.width, dropout=config.dropout,
                   image_size=config.image_size, seed=config.seed, out=config.out, device=config.device,
                   data_root=config.data_root, download=config.download, num_workers=config.num_workers,
@@ -313,7 +362,12 @@ def run_stability(config: StabilityConfig, callbacks: Sequence = ()):
         return StabilityResult(root.path, rows, skipped=True)
     device = resolve_device(config.device)
     subjects = {}
-    if config.subject == "imp":  # the IMP runs first: ordinary runs of their own (reused when finished)
+    if config.imp_run is not None:  # the given finished run: read, never rerun
+        from .engine import IMPResult
+
+        _, result = _read_imp_run(config.imp_run)
+        subjects[config.points[0]] = IMPResult(Path(config.imp_run), result["levels"], skipped=True)
+    elif config.subject == "imp":  # the IMP runs first: ordinary runs of their own (reused when finished)
         for point in config.points:
             subjects[point] = engine("imp").run(subject_config(config, point), callbacks)
     rows = []

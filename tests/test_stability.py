@@ -167,3 +167,27 @@ def test_compare_reports_stability_runs_without_pooling_configs(tmp_path):
     assert len(rows) == 2  # one row per config (lr 0.0012 over two seeds; lr 0.01 over one), never pooled
     replicates = sorted(int(row["replicates"]) for row in rows)
     assert replicates == [1, 2] and "lr 0.01" in text and "lr 0.0012" in text
+
+
+def test_a_finished_imp_run_is_analysed_as_it_is_never_rerun(tmp_path, monkeypatch, capsys):
+    from supermask.cli import main
+    from supermask.engines import ENGINES, engine
+    from supermask.ticket_files import load_masks
+
+    args = ["--arch", "lenet_300_100", "--iterations", "8", "--batch-size", "500", "--out", str(tmp_path), "--quiet"]
+    assert main(["imp", "--levels", "2", "--rewind", "3it", "--prune-fraction", "0.5", *args]) == 0
+    (imp_run,) = (tmp_path / "imp").glob("*/*/seed-0")
+    never = dataclasses.replace(engine("imp"), run=lambda *a, **k: pytest.fail("the IMP run was run again"))
+    monkeypatch.setitem(ENGINES._items, "imp", never)
+    assert main(["stability", "--imp-run", str(imp_run), "--levels", "2", "--alphas", "3", "--out", str(tmp_path),
+                 "--quiet"]) == 0
+    (root,) = (tmp_path / "stability").glob("*/*/seed-0")
+    copy = root / "k-3it" / "level-2" / "copy-0"
+    level = load_masks(imp_run / "level-2" / "ticket" / "mask.safetensors")
+    kept = load_masks(copy / "ticket" / "mask.safetensors")
+    assert all(torch.equal(level[n], kept[n]) for n in level)  # the run's own level-2 mask
+    config = json.loads((root / "config.json").read_text())
+    assert config["points"] == ["3it"] and config["train"]["lr"] == 1.2e-3 and config["imp_config_hash"]
+    capsys.readouterr()
+    assert main(["stability", "--imp-run", str(imp_run), "--lr", "0.1", "--out", str(tmp_path)]) == 2
+    assert "does not apply" in capsys.readouterr().err
