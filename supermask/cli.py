@@ -327,8 +327,9 @@ def _dense_default(field: str) -> str:
 
 @cli.command(name="train")
 @model_options
-@click.option("--init", "init", default="kaiming-normal", show_default=True,
-              help="Weight init, or a list (see `supermask list inits`).")
+@click.option("--init", "init", default=None,
+              help="Weight init, or a list (see `supermask list inits`). [default: kaiming-normal; with --ticket, "
+                   "the ticket's own]")
 @click.option("--ticket", default=None, type=click.Path(file_okay=False),
               help="Fine-tune this finished search run's ticket (its weights under its mask) instead. "
                    "[default: off: train the dense network from its init]")
@@ -340,9 +341,15 @@ def train_cmd(**kw) -> None:
     from .sweep import expand_grid, parse_list
 
     invocation = _invocation(kw)
-    if kw["ticket"] is not None:  # the architecture and data are the ticket's
+    if kw["ticket"] is not None:  # the architecture and data are the ticket's: given others are refused
         found = ticket_source(kw["ticket"])
-        kw.update(arch=found.arch, dataset=found.dataset, width=found.width)
+        ctx = click.get_current_context()
+        for name in ("arch", "dataset", "width", "dropout"):
+            given = ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)
+            if given and kw[name] != getattr(found, name):
+                raise SupermaskError(f"--{name} {kw[name]}: --ticket fine-tunes the ticket on what it was found with "
+                                     f"({name} {getattr(found, name)}); transfer to other data is not built yet")
+            kw[name] = getattr(found, name)
     seeds, inits = _seeds(kw), parse_list(kw.pop("init"), str, "--init")
     train_cfg = with_train_overrides(DenseConfig().train, kw)
     configs = expand_grid(DenseConfig(train=train_cfg, **kw), init=inits, seed=seeds)

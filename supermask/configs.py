@@ -91,6 +91,21 @@ class ExperimentConfig(Resolvable):
                                                   or self.checkpoint_every <= 0):
             raise SupermaskError(f"checkpoint every must be a positive number of steps, got {self.checkpoint_every!r}")
         self.train = resolve(self.train)
+        self._refuse_cuda_only_options()
+
+    def _refuse_cuda_only_options(self) -> None:
+        """``--precision bf16|16`` and ``--channels-last`` run on CUDA only: on another device they are
+        refused, so that a config never records an execution that did not happen."""
+        from .training.device import device_type
+
+        where = device_type(self.device)
+        if where == "cuda":
+            return
+        if self.train.precision != "32":
+            raise SupermaskError(f"--precision {self.train.precision} trains under CUDA autocast; on {where} a run "
+                                 f"trains in float32: leave --precision out, or run on a GPU (--device cuda)")
+        if self.channels_last:
+            raise SupermaskError(f"--channels-last applies on CUDA only; on {where} leave it out")
 
     def model_kwargs(self) -> dict:
         return {"width": self.width} if self.width != 1.0 else {}

@@ -36,9 +36,12 @@ from .ticket_files import rebuild_plain
 from .training import Callback, MaskAfterStep, TrainConfig
 
 
+DEFAULT_INIT = "kaiming-normal"  # the edge-popup reference's dense baselines
+
+
 @dataclass
 class DenseConfig(ExperimentConfig):
-    init: str = "kaiming-normal"
+    init: Optional[str] = None  # None: kaiming-normal; with a ticket, the init that drew the ticket's weights
     train: TrainConfig = field(default_factory=lambda: TrainConfig(**DENSE_TRAIN_DEFAULTS))
     ticket: Optional[str] = None  # a finished search run whose ticket is fine-tuned (its path: not hashed)
     ticket_checksum: Optional[str] = None  # what identifies that ticket's network (its state checksum)
@@ -46,14 +49,17 @@ class DenseConfig(ExperimentConfig):
     ENGINE = "train"
 
     def _resolve_fields(self) -> None:
-        self.init = canonical(self.init)
-        WEIGHT_INITS.get(self.init)
         if self.ticket is not None:
             search = ticket_source(self.ticket)
-            for name in ("arch", "dataset", "width"):
+            for name in ("arch", "dataset", "width", "dropout"):  # the ticket's own: another is no fine-tuning
                 if getattr(self, name) != getattr(search, name):
                     raise SupermaskError(f"--ticket {self.ticket} is a {name} {getattr(search, name)!r} run, "
-                                         f"not {getattr(self, name)!r}")
+                                         f"not {getattr(self, name)!r}: a ticket is fine-tuned on what it was "
+                                         f"found with (transfer to other data is not built yet)")
+            if self.init is not None and canonical(self.init) != search.init:
+                raise SupermaskError(f"--init {self.init}: a fine-tuned ticket starts from its own weights, drawn "
+                                     f"by {search.init}; leave --init out")
+            self.init = search.init  # what drew the weights this run trains
             meta = read_json(RunDir(Path(self.ticket)).ticket_dir / META_FILE)
             if not isinstance(meta, dict):
                 raise SupermaskError(f"{self.ticket}/ticket/ticket.json: not a ticket description")
@@ -63,6 +69,8 @@ class DenseConfig(ExperimentConfig):
             if self.ticket_checksum is not None and self.ticket_checksum != found:
                 raise SupermaskError(f"{self.ticket}: not the ticket this config fine-tunes (checksum differs)")
             self.ticket_checksum = found
+        self.init = canonical(self.init or DEFAULT_INIT)
+        WEIGHT_INITS.get(self.init)
         super()._resolve_fields()
 
 

@@ -189,6 +189,18 @@ def test_a_strong_ticket_fine_tuned_trains_its_kept_weights_only(tmp_path, capsy
     strong.path.rename(moved)  # the ticket's content, not its path, identifies the fine-tuning run
     assert main(["train", "--ticket", str(moved), *common]) == 0
     assert f"already finished: {tuned.path}" in capsys.readouterr().out
+    import json
+
+    from supermask.runs import RunDir
+
+    recorded = json.loads(tuned.config_path.read_text())
+    assert recorded["init"] == "signed-constant" == RunDir(moved).read_result()["init"]  # what drew its weights
+    for option, message in ((["--dataset", "fashion-mnist"], "--dataset fashion-mnist: --ticket fine-tunes"),
+                            (["--arch", "conv2"], "--arch conv2: --ticket fine-tunes"),
+                            (["--init", "kaiming-normal"], "leave --init out")):
+        assert main(["train", "--ticket", str(moved), *option, *common]) == 2  # never silently ignored
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
 
 
 def test_exports_compute_what_the_method_computes(tmp_path):

@@ -134,15 +134,21 @@ def _same_training(a: RunDir, b: RunDir, tol=0.0):
             assert x[key] == (pytest.approx(y[key], rel=tol, abs=tol) if isinstance(x[key], float) else y[key]), key
 
 
-def test_cuda_only_execution_options_change_nothing_on_the_cpu(tmp_path, caplog):
-    plain = search(_config(tmp_path / "plain", train=TrainConfig(epochs=1, batch_size=500)))
-    with caplog.at_level("WARNING"):
-        fast = search(_config(tmp_path / "fast", train=TrainConfig(epochs=1, batch_size=500, precision="bf16"),
-                              channels_last=True))
-    assert "applies on CUDA only" in caplog.text
-    assert fast.run_dir.parts[-2] != plain.run_dir.parts[-2]  # precision is a result field: its own hash
-    _same_training(RunDir(plain.run_dir), RunDir(fast.run_dir))
-    assert plain.result["test_accuracy"] == fast.result["test_accuracy"]
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
+def test_cuda_only_execution_options_are_refused_where_they_cannot_run(tmp_path, capsys):
+    """A config records what ran: bf16/16 precision and channels-last are refused on the CPU (a run
+    would train in float32 and still record them), in one line, before anything is written."""
+    from supermask.cli import main
+    from supermask.resolved import resolve
+
+    with pytest.raises(SupermaskError, match="trains in float32"):
+        resolve(_config(tmp_path, train=TrainConfig(epochs=1, batch_size=500, precision="bf16")))
+    with pytest.raises(SupermaskError, match="channels-last applies on CUDA only"):
+        resolve(_config(tmp_path, channels_last=True))
+    for option in (["--precision", "16"], ["--channels-last"]):
+        code = main(["search", "--arch", "lenet_300_100", *option, "--out", str(tmp_path / "runs")])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and "CUDA" in err and not (tmp_path / "runs").exists()
 
 
 def test_default_precision_keeps_the_hash_of_runs_written_before_it_existed(tmp_path):

@@ -18,6 +18,11 @@ def resolve_device(name: str) -> torch.device:
     return distributed.setup(_device(name))
 
 
+def device_type(name: str) -> str:
+    """``cpu`` or ``cuda``: where a run of ``--device name`` trains (no process group is joined)."""
+    return _device(name).type
+
+
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
