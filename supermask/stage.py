@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from .configs import ExperimentConfig, identified, load_data
+from .resolved import resolve
 from .errors import SupermaskError
 from .io import save_state
 from .nn import density_report, model_masks
@@ -113,14 +114,31 @@ def run_stage(config: ExperimentConfig, data, stage: Stage, device=None,
     return StageResult(run.path, row, model=model)
 
 
+def open_run(config: ExperimentConfig):
+    """What every run starts with: ``config`` resolved (once) and naming its data's fingerprint, the
+    data, the input it gives the model and the run directory: ``(config, data, spec, run)``."""
+    config = resolve(config)
+    data, spec = load_data(config)
+    config = identified(config, data)
+    return config, data, spec, config.run_dir()
+
+
+def finished_rows(run: RunDir, config: ExperimentConfig, key: str) -> Optional[list]:
+    """A finished composite run's rows (its config checked against ``config``), or None if it has not
+    finished."""
+    if not run.is_finished():
+        return None
+    run.check_config(config_dict(config))
+    log.info("finished run found, skipping: %s", run.path)
+    return run.read_result((key,))[key]
+
+
 def run_single(config: ExperimentConfig, build: Callable, *, callbacks: Sequence[Callback] = (),
                ticket_fields: Optional[Callable] = None, result_fields: Optional[dict] = None) -> ExperimentResult:
     """A run of one stage (a search, a dense run, a pruning at initialisation): ``build(spec, data)``
     returns the model (built with ``config.seed`` as the global seed, and probed with one input of
     the data's shape); ``ticket_fields(spec)`` the engine's fields of ``ticket.json``."""
-    data, spec = load_data(config)
-    config = identified(config, data)
-    run = config.run_dir()
+    config, data, spec, run = open_run(config)
     record = config_dict(config)
 
     def build_model() -> nn.Module:

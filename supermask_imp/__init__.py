@@ -9,6 +9,7 @@ _EXPORTS = {
     **dict.fromkeys(["PRUNERS", "PruneConfig", "prune_and_train"], ".pai"),
     **dict.fromkeys(["magnitude_prune", "random_masks_like"], ".pruning"),
     **dict.fromkeys(["RewindPoint", "rewind", "snapshot"], ".rewind"),
+    **dict.fromkeys(["StabilityConfig", "StabilityResult", "run_stability"], ".stability"),
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -36,7 +36,7 @@ from typing import Optional, Sequence
 
 from torch import nn
 
-from supermask.configs import ExperimentConfig, identified, load_data
+from supermask.configs import ExperimentConfig
 from supermask.engines import ENGINES, Engine
 from supermask.errors import RunError, SupermaskError
 from supermask.io import check_shapes, save_state
@@ -45,10 +45,9 @@ from supermask.models import InputSpec, create_model, masked_layer_types
 from supermask.nn import WEIGHT_INITS, check_density
 from supermask.nn.init import canonical
 from supermask.nn.masked import get_masks, set_masks
-from supermask.resolved import resolve
-from supermask.runs import RESULT_KEYS, RunDir, config_dict
-from supermask.stage import (check_input_shape, composite, describe_density, planned_steps, run_stage,
-                             steps_per_epoch)
+from supermask.runs import RESULT_KEYS, RunDir
+from supermask.stage import (check_input_shape, composite, describe_density, finished_rows, open_run, planned_steps,
+                             run_stage, steps_per_epoch)
 from supermask.structure import Structure
 from supermask.ticket_files import rebuild_plain
 from supermask.training import Callback, MaskAfterStep, TrainConfig, distributed, resolve_device
@@ -241,14 +240,9 @@ class SaveSnapshotAt(SnapshotAt):
 def run_imp(config: IMPConfig, callbacks: Sequence[Callback] = ()) -> IMPResult:
     """Run (or resume, or skip) IMP: level 0 dense, then ``pruning_levels()`` prune-rewind-retrain
     levels (``config`` is resolved first, if it is not yet)."""
-    config = resolve(config)
-    data, spec = load_data(config)
-    config = identified(config, data)
-    root = config.run_dir()
-    if root.is_finished():
-        root.check_config(config_dict(config))
-        log.info("finished IMP run found, skipping: %s", root.path)
-        levels = root.read_result(("levels",))["levels"]
+    config, data, spec, root = open_run(config)
+    levels = finished_rows(root, config, "levels")
+    if levels is not None:
         if not (isinstance(levels, list) and all(isinstance(r, dict) and set(RESULT_KEYS) <= set(r) for r in levels)):
             raise RunError(f"{root.result_path}: a damaged IMP result (its levels); move the run away to rerun it")
         return IMPResult(root.path, levels, skipped=True)

@@ -37,7 +37,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from supermask.configs import ExperimentConfig, identified, load_data
+from supermask.configs import ExperimentConfig
 from supermask.data import make_loader
 from supermask.engines import ENGINES, Engine, engine
 from supermask.errors import RunError, SupermaskError
@@ -48,7 +48,7 @@ from supermask.layout import (MASK_FILE, REWIND_FILE, WEIGHTS_FILE, STABILITY_CO
 from supermask.resolved import resolve
 from supermask.runs import RunDir, config_dict
 from supermask.seeding import derived_seed
-from supermask.stage import Stage, composite, run_stage, steps_per_epoch
+from supermask.stage import Stage, composite, finished_rows, open_run, run_stage, steps_per_epoch
 from supermask.ticket_files import folded_state_dict, load_masks, plain_model, read_ticket, ticket_state
 from supermask.training import MaskAfterStep, TrainConfig, distributed, eval_batch_size, resolve_device
 
@@ -352,13 +352,9 @@ def _mask_path_state(run: RunDir, model) -> dict:
 
 def run_stability(config: StabilityConfig, callbacks: Sequence = ()):
     """Run (or resume, or skip) an instability analysis (``config`` is resolved first)."""
-    config = resolve(config)
-    data, spec = load_data(config)
-    config = identified(config, data)
-    root = config.run_dir()
-    if root.is_finished():
-        root.check_config(config_dict(config))
-        rows = root.read_result(("rows",))["rows"]
+    config, data, spec, root = open_run(config)
+    rows = finished_rows(root, config, "rows")
+    if rows is not None:
         return StabilityResult(root.path, rows, skipped=True)
     device = resolve_device(config.device)
     subjects = {}
