@@ -16,6 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from supermask.resolved import resolve
 from supermask.search import SearchConfig, search
 from supermask.exports import EXPORT_FORMATS, export_run
 from supermask.training import TrainConfig
@@ -27,8 +28,8 @@ def sizes(out: Path) -> list[dict]:
     rows = []
     for arch in ("lenet_300_100", "conv6"):
         for structure, density in TICKETS:
-            config = SearchConfig(arch=arch, dataset="mnist-5k", structure=structure, density=density, out=str(out),
-                                  train=TrainConfig(iterations=1, batch_size=64))
+            config = resolve(SearchConfig(arch=arch, dataset="mnist-5k", structure=structure, density=density,
+                                          out=str(out), train=TrainConfig(iterations=1, batch_size=64)))
             result = search(config)
             row = {"arch": arch, "structure": structure, "density": config.density,
                    "weights_density": result.result["density"]}
