@@ -613,15 +613,19 @@ def evaluate_cmd(path: str, data_root: Optional[str], device: str) -> None:
 
 
 @cli.command(name="list")
-@click.argument("what", type=click.Choice(["archs", "datasets", "methods", "inits"]))
+@click.argument("what", required=False, type=click.Choice(["archs", "datasets", "methods", "inits"]))
 @click.option("--verbose", "-v", is_flag=True, help="methods: also each search method's defaults and reference.")
 @plugin_option
 def list_(what: str, verbose: bool) -> None:
-    """List the architectures, data sets, methods or initialisers (built in, and what --import registered)."""
+    """List the architectures, data sets, methods or initialisers (built in, and what --import registered);
+    every kind when none is named."""
     from . import listing
 
-    for item in listing.items(what, verbose):
-        click.echo(item)
+    for kind in [what] if what else ["archs", "datasets", "methods", "inits"]:
+        if what is None:
+            click.echo(f"{kind}:")
+        for item in listing.items(kind, verbose):
+            click.echo(item if what else f"  {item}")
 
 
 def _interrupted_once(signum, frame) -> None:
@@ -647,6 +651,10 @@ def _main(argv: Optional[list[str]]) -> int:
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.UsageError as exc:  # click's "Try ... for help" hint, kept on the one line
+        if isinstance(exc, click.NoSuchOption) and exc.option_name in ("--prune-rate", "--prune_rate"):
+            return _fail("there is no --prune-rate (a name the reference code uses for the kept fraction in one "
+                         "place and the pruned one in another): --density is the fraction kept, --sparsity the "
+                         "fraction removed")
         hint = f" (see '{exc.ctx.command_path} -h')" if exc.ctx is not None else ""
         return _fail(exc.format_message() + hint)
     except click.ClickException as exc:

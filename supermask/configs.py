@@ -59,6 +59,18 @@ class ExperimentConfig(Resolvable):
 
     ENGINE = "experiment"
 
+    def __post_init__(self) -> None:
+        if isinstance(self.train, dict):  # train={"epochs": 1}: the fields of a TrainConfig
+            import dataclasses
+
+            known = {f.name for f in dataclasses.fields(TrainConfig)}
+            unknown = sorted(set(self.train) - known)
+            if unknown:
+                raise SupermaskError(f"train: no training field {unknown[0]!r} (fields: {', '.join(sorted(known))})")
+            self.train = TrainConfig(**self.train)
+        elif not isinstance(self.train, TrainConfig):
+            raise SupermaskError(f"train must be a TrainConfig or a dict of its fields, got {type(self.train).__name__}")
+
     def _resolve_fields(self) -> None:
         from .models import MODELS
         from .data import DATASETS

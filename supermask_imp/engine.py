@@ -104,7 +104,7 @@ class IMPConfig(ExperimentConfig):
 
     @classmethod
     def for_arch(cls, arch: str, epochs: Optional[int] = None, **overrides) -> "IMPConfig":
-        """The paper's defaults for ``arch``'s family (see :mod:`imp.defaults`), then ``overrides``."""
+        """The paper's defaults for ``arch``'s family (see :mod:`supermask_imp.defaults`), then ``overrides``."""
         d = family_defaults(arch)
         train = default_train_config(arch, **({"epochs": epochs} if epochs else {}))
         structured = Structure.parse(overrides.get("structure")).structured

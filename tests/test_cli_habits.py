@@ -229,3 +229,22 @@ def test_a_log_file_of_a_run_holds_plain_lines(tmp_path):
     lines = text.splitlines()
     assert any(line.startswith("lenet_300_100 imp s=0 level 0/1 d=1.0000 epoch 1/1 step 8/8 loss") for line in lines)
     assert any("level 1/1 d=0.80" in line and "epoch 1/1" in line for line in lines), text
+
+
+def test_prune_rate_points_to_density_and_sparsity_and_list_lists_every_kind(capsys):
+    code, _, err = run_cli(["search", "--prune-rate", "0.5"], capsys)
+    assert code == 2 and "--density is the fraction kept, --sparsity the fraction removed" in err
+    assert err.count("\n") == 1
+    code, out, _ = run_cli(["list"], capsys)
+    assert code == 0 and all(f"{kind}:" in out.splitlines() for kind in ("archs", "datasets", "methods", "inits"))
+    lines = out.splitlines()
+    assert "  conv6" in lines and any(line.startswith("  edge-popup (search): ") for line in lines)
+
+
+def test_a_train_dict_is_a_train_config_and_a_wrong_field_is_one_line():
+    from supermask import SearchConfig, resolve
+    from supermask.errors import SupermaskError
+
+    assert resolve(SearchConfig(arch="lenet_300_100", train={"epochs": 1, "lr": 0.5})).train.lr == 0.5
+    with pytest.raises(SupermaskError, match="no training field 'epoch'"):
+        SearchConfig(train={"epoch": 1})

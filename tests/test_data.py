@@ -269,3 +269,18 @@ def test_download_is_staged_so_an_interrupted_one_leaves_nothing_half_written(tm
     data = load_dataset("mnist", tmp_path, download=True)
     assert len(data.train) + len(data.val) == 100 and len(data.test) == 20
     assert (tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte").exists() and len(list(tmp_path.iterdir())) == 1
+
+
+def test_a_loaded_split_is_a_torch_dataset_too():
+    """``load_dataset`` splits work with a plain DataLoader (ToTensor's [0, 1] floats and the labels),
+    beside the resident loader that stays the fast path."""
+    import torch
+
+    from supermask import load_dataset
+
+    data = load_dataset("mnist-5k")
+    loader = torch.utils.data.DataLoader(data.train, batch_size=64)
+    assert len(loader) == -(-len(data.train) // 64)
+    images, labels = next(iter(loader))
+    assert images.shape == (64, 1, 28, 28) and images.dtype == torch.float32
+    assert torch.equal(images, data.train.images[:64].float() / 255) and torch.equal(labels, data.train.labels[:64])

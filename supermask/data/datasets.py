@@ -54,14 +54,22 @@ class DatasetInfo:
 
 
 @dataclass
-class TensorSplit:
-    """A split held in memory: uint8 images (N, C, H, W) and int64 labels (N,)."""
+class TensorSplit(TorchDataset):
+    """A split held in memory: uint8 images (N, C, H, W) and int64 labels (N,).
+
+    It is also a ``torch.utils.data.Dataset``: item ``i`` is ``(image, label)`` with the image as
+    float32 in [0, 1] (torchvision's ``ToTensor``; normalising and augmenting are the loader's,
+    ``supermask.data.make_loader``, the fast path that batches on the device without per-item
+    calls)."""
 
     images: torch.Tensor
     labels: torch.Tensor
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[index].float().div(255.0), self.labels[index]
 
 
 Split = Union[TensorSplit, TorchDataset]
