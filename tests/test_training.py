@@ -67,7 +67,7 @@ def test_finished_run_is_skipped(tmp_path):
     assert again.result == first.result
 
 
-def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
+def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, capsys):
     full = search(_config(tmp_path / "a", train=TrainConfig(epochs=3, batch_size=500)))
     # Interrupted run: train 3 epochs but stop after the first checkpoint, then resume.
     cfg = _config(tmp_path / "b", train=TrainConfig(epochs=3, batch_size=500))
@@ -86,7 +86,12 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
         search(cfg, callbacks=[KillAfterFirstEpoch()])
     run = cfg.run_dir()
     assert run.checkpoint_path.exists() and not run.is_finished()
-    resumed = search(cfg)
+    from supermask.training import ProgressBar
+
+    capsys.readouterr()
+    resumed = search(cfg, callbacks=[ProgressBar("probe", plain=True)])
+    err = capsys.readouterr().err
+    assert err.splitlines()[0] == "probe: resuming from step 8 of 24 (epoch 1, batch 0)"  # its last checkpoint
     a, b = full.result, resumed.result
     for key in ("test_accuracy", "best_val_accuracy", "last_test_accuracy", "density", "best_epoch", "steps"):
         assert a[key] == b[key], key

@@ -68,6 +68,10 @@ class ProgressBar(Callback):
         return f"{self.description} {self.stage}".strip()
 
     def on_train_start(self, state):
+        if state.resumed:  # said in a plain line of its own, on a terminal too
+            sys.stderr.write(f"{self._label()}: resuming from step {state.step} of {state.total_steps} "
+                             f"(epoch {state.epoch}, batch {state.batch_in_epoch})\n".lstrip(": "))
+            sys.stderr.flush()
         if self.plain:
             return
         from tqdm.auto import tqdm

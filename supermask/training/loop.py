@@ -361,6 +361,7 @@ def train(
             detail = " ".join(str(exc).split())[:300]  # load_state_dict's report spans lines
             raise RunError(f"{path}: checkpoint does not fit this run ({detail})") from None
         selected.resumed(state.history)
+        state.resumed = True
         if writer:
             run.truncate_metrics(state.step)
         log.info("resuming %s at step %d (epoch %d, batch %d)", run.path, state.step, state.epoch,

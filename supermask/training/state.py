@@ -21,3 +21,4 @@ class TrainState:
     elapsed: float = 0.0  # seconds spent training, over every resume
     stopped: Optional[str] = None  # why a callback ended training early (early-bird), if it did
     history: list[dict] = field(default_factory=list)  # one entry per evaluation: epoch, step, val/test loss+acc
+    resumed: bool = False  # this training continues from a checkpoint of the same run
