@@ -651,7 +651,7 @@ def _main(argv: Optional[list[str]]) -> int:
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.UsageError as exc:  # click's "Try ... for help" hint, kept on the one line
-        if isinstance(exc, click.NoSuchOption) and exc.option_name in ("--prune-rate", "--prune_rate"):
+        if isinstance(exc, click.NoSuchOption) and exc.option_name == "--prune-rate":
             return _fail("there is no --prune-rate (a name the reference code uses for the kept fraction in one "
                          "place and the pruned one in another): --density is the fraction kept, --sparsity the "
                          "fraction removed")
