@@ -27,7 +27,7 @@ def imagefolder_path(dataset: str) -> "str | None":
 
 ARCHITECTURES = ("conv2", "conv4", "conv6", "conv8", "lenet_300_100", "resnet18", "resnet20", "resnet56",
                  "vgg11", "vgg16", "vgg19", "vit_tiny")
-DATASETS = ("cifar10", "cifar100", "fashion-mnist", "mnist", "mnist-5k", "svhn")
+DATASETS = ("cifar10", "cifar100", "fashion-mnist", "kmnist", "mnist", "mnist-5k", "svhn")
 WEIGHT_INITS = ("kaiming-normal", "kaiming-uniform", "signed-constant", "signed-constant-glorot",
                 "unsigned-constant", "xavier-normal")
 SCORE_INITS = ("kaiming-normal", "kaiming-uniform", "uniform")

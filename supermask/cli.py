@@ -105,6 +105,9 @@ def model_options(f: Callable) -> Callable:
     for option in reversed([
         click.option("--arch", default="conv6", show_default=True, help="Architecture (see `supermask list archs`)."),
         click.option("--dataset", default="mnist-5k", show_default=True, help="Data set (see `supermask list datasets`)."),
+        click.option("--classes", default=None,
+                     help="Only these classes of the data set, relabelled 0..n-1 in order: indices and ranges, "
+                          "e.g. 0-4 or 0,2,5-9 (part of the data's identity and the hash). [default: all]"),
         click.option("--width", default=1.0, show_default=True, type=float, help="Width multiplier of the architecture."),
         click.option("--dropout", default=0.0, show_default=True, type=float,
                      help="Dropout rate before the fully connected layers (LeNet, Conv-N, VGG's classifier); "
@@ -178,8 +181,7 @@ def _run_points(configs: list, invocation: dict) -> None:
             if outer is not None:
                 outer.done()
         if distributed.is_main():
-            echo = _echo_levels if hasattr(result, "levels") else _echo_stability if hasattr(result, "rows") else \
-                _echo_result
+            echo = _ECHOES.get(engine.name, _echo_levels if hasattr(result, "levels") else _echo_result)
             echo(result, label(config))
     if outer is not None:
         outer.close()
@@ -344,7 +346,7 @@ def train_cmd(**kw) -> None:
     if kw["ticket"] is not None:  # the architecture and data are the ticket's: given others are refused
         found = ticket_source(kw["ticket"])
         ctx = click.get_current_context()
-        for name in ("arch", "dataset", "width", "dropout"):
+        for name in ("arch", "dataset", "classes", "width", "dropout"):
             given = ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)
             if given and kw[name] != getattr(found, name):
                 raise SupermaskError(f"--{name} {kw[name]}: --ticket fine-tunes the ticket on what it was found with "
@@ -490,6 +492,70 @@ def stability_cmd(**kw) -> None:
     _run_points(expand_grid(config, seed=seeds), invocation)
 
 
+@cli.command(name="transfer")
+@click.option("--source", "sources", multiple=True, type=click.Path(file_okay=False),
+              help="A finished IMP run (weak tickets) or search run (a strong ticket) on the source data: its seed "
+                   "folder. Repeatable: one transfer per source, each with the source's seed.")
+@click.option("--dataset", default="mnist-5k", show_default=True, help="The target data set (see `supermask list "
+                                                                       "datasets`).")
+@click.option("--classes", default=None,
+              help="Only these classes of the target data set, relabelled 0..n-1: indices and ranges, e.g. 5-9. "
+                   "[default: all]")
+@click.option("--image-size", default=None, type=int, help="Crop size for an image folder target. [default: 224]")
+@click.option("--levels", "transfer_levels", default=None,
+              help="Weak: the source's IMP levels to transfer, a list. [default: every level it ran]")
+@click.option("--output-layer", default="dense", show_default=True, type=click.Choice(["dense", "pruned"]),
+              help="Weak: the target's new output layer dense, or randomly pruned to the level's output density.")
+@click.option("--rescore", default="output", show_default=True, type=click.Choice(["output", "all"]),
+              help="Strong: search only the new output layer's scores (the hidden masks stay the source's), or "
+                   "fine-search every layer's scores from the source's.")
+@click.option("--controls", default="random-mask,target", show_default=True,
+              help="Controls run beside: random-mask (the same layerwise densities), target (the ticket found on "
+                   "the target itself: IMP, or a search from scratch); a list, or none.")
+@train_options(lambda field: "the source's")
+@run_options
+def transfer_cmd(**kw) -> None:
+    """Ticket transfer: train a weak ticket (an IMP level's mask and rewind weights), or re-search a strong
+    ticket's output layer, found on one data set on another (Morcos et al. 2019), beside its controls.
+
+    Architecture, width, dropout and init are the source's; the training recipe is the source's unless
+    options here change it (the target's recipe may differ from the source's)."""
+    from supermask_imp.transfer import TransferConfig, source_config
+
+    from .sweep import parse_list
+
+    invocation = _invocation(kw)
+    sources = kw.pop("sources")
+    if not sources:
+        raise SupermaskError("give --source: a finished IMP or search run on the source data (its seed folder)")
+    ctx = click.get_current_context()
+    if ctx.get_parameter_source("seed") not in (click.core.ParameterSource.DEFAULT, None):
+        raise SupermaskError("--seed: a transfer takes its source's seed (give one --source per seed)")
+    kw.pop("seed")
+    levels = kw.pop("transfer_levels")
+    kw["levels"] = None if levels is None else tuple(parse_list(levels, int, "--levels"))
+    controls = kw.pop("controls").strip()
+    kw["controls"] = () if controls in ("", "none") else tuple(parse_list(controls, str, "--controls"))
+    overrides = train_overrides(kw)
+    configs = []
+    for path in sources:
+        source = source_config(path)
+        configs.append(TransferConfig(source=path, arch=source.arch, width=source.width, dropout=source.dropout,
+                                      seed=source.seed, train=dataclasses.replace(source.train, **overrides), **kw))
+    _run_points(configs, invocation)
+
+
+def _echo_transfer(result, label: str) -> None:
+    click.echo(f"{'already finished' if result.skipped else 'finished'}: {result.run_dir}")
+    click.echo(f"{label}:")
+    click.echo(f"{'level':>5} {'branch':>12} {'density':>8} {'test acc':>9} {'source acc':>11}")
+    for row in result.rows:
+        level = "" if row["level"] is None else row["level"]
+        source = "" if row["source_test_accuracy"] is None or row["branch"] != "transferred" else \
+            f"{row['source_test_accuracy']:.4f}"
+        click.echo(f"{level:>5} {row['branch']:>12} {row['density']:>8.4f} {row['test_accuracy']:>9.4f} {source:>11}")
+
+
 def _echo_stability(result, label: str) -> None:
     click.echo(f"{'already finished' if result.skipped else 'finished'}: {result.run_dir}")
     click.echo(f"{label}:")
@@ -511,6 +577,11 @@ def _echo_levels(result, label: str) -> None:
     for row in result.levels:
         click.echo(f"{row['level']:>5} {row['density']:>8.4f} {row['test_accuracy']:>9.4f} "
                    f"{row['best_val_accuracy']:>9.4f} {row['min_val_loss_step']:>14}")
+
+
+#: How a run command prints an analysis's result (the others: their levels, or their one result).
+_ECHOES = {"stability": lambda result, label: _echo_stability(result, label),
+           "transfer": lambda result, label: _echo_transfer(result, label)}
 
 
 def _refuse_pruner(method: str) -> None:

@@ -37,6 +37,7 @@ class ExperimentConfig(Resolvable):
 
     arch: str = "conv6"
     dataset: str = "mnist-5k"
+    classes: Optional[str] = None  # a class subset ("0-4", "0,2,5-9"), relabelled 0..n-1 (supermask.classes); None: all
     width: float = 1.0
     dropout: float = 0.0  # before the fully connected layers (LeNet, Conv-N, VGG's classifier); 0: none
     image_size: Optional[int] = None  # image folders only: the crop size [224]; ignored (None) for other data
@@ -72,9 +73,11 @@ class ExperimentConfig(Resolvable):
             raise SupermaskError(f"train must be a TrainConfig or a dict of its fields, got {type(self.train).__name__}")
 
     def _resolve_fields(self) -> None:
+        from .classes import canonical_classes
         from .models import MODELS
         from .data import DATASETS
 
+        self.classes = canonical_classes(self.classes)
         if torchvision_name(self.arch) is not None:
             from .models.torchvision_models import check_torchvision_name
 
@@ -147,7 +150,8 @@ def load_data(config: ExperimentConfig):
     from .data import load_dataset
     from .models import InputSpec
 
-    data = load_dataset(config.dataset, config.data_root, config.download, config.image_size or DEFAULT_IMAGE_SIZE)
+    data = load_dataset(config.dataset, config.data_root, config.download, config.image_size or DEFAULT_IMAGE_SIZE,
+                        classes=config.classes)
     return data, InputSpec(data.info.in_channels, data.info.image_size, data.info.num_classes)
 
 

@@ -58,6 +58,8 @@ class Engine:
     initial_is_control: bool = False
     early_stopping: bool = False
     in_comparisons: bool = True  # False: an analysis, whose stages compare leaves out of its tables
+    # An analysis's own report: report(finished run roots, out folder) -> (Markdown, files written)
+    report: Optional[Callable[[list, Path], tuple[str, list]]] = None
 
     def resolve(self, config):
         """The resolved, frozen config (:func:`supermask.resolve`); refuses another engine's config."""
@@ -70,7 +72,8 @@ ENGINES: Registry[Engine] = Registry("engine")
 
 #: Where each built-in engine registers itself.
 BUILTIN = {"search": "supermask.search", "train": "supermask.dense", "imp": "supermask_imp.engine",
-           "prune": "supermask_imp.pai", "stability": "supermask_imp.stability"}
+           "prune": "supermask_imp.pai", "stability": "supermask_imp.stability",
+           "transfer": "supermask_imp.transfer"}
 
 
 def engine(name: str) -> Engine:

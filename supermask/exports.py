@@ -301,7 +301,7 @@ def evaluate_export(path: Path, data_root: Optional[Path] = None, device: str = 
 
     model, provenance = load_export(path)
     size = provenance.get("input_shape", [None, 224, 224])[-1]
-    data = load_dataset(provenance["dataset"], data_root, False, size)
+    data = load_dataset(provenance["dataset"], data_root, False, size, classes=provenance.get("classes"))
     expected = provenance.get("data_fingerprint")
     if expected is not None and fingerprint(data) != expected:
         raise SupermaskError(f"{provenance['dataset']}: not the data the ticket was found on (fingerprint "
@@ -309,7 +309,8 @@ def evaluate_export(path: Path, data_root: Optional[Path] = None, device: str = 
     loader = make_loader(data.test, data.info, int(provenance.get("eval_batch_size", 256)), train=False,
                          device=device)
     loss, accuracy = evaluate(model.to(device), loader)
-    return {"dataset": provenance["dataset"], "examples": len(data.test), "test_loss": loss,
+    dataset = provenance["dataset"] + (f" classes {provenance['classes']}" if provenance.get("classes") else "")
+    return {"dataset": dataset, "examples": len(data.test), "test_loss": loss,
             "test_accuracy": accuracy, "reported_test_accuracy": provenance.get("test_accuracy")}
 
 

@@ -75,7 +75,8 @@ CONTROL_ORDER = ("random mask", "reinit", "random-prune")
 class Collection:
     points: list[Point] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # "path: reason"
-    analyses: list[Path] = field(default_factory=list)  # finished stability runs (supermask.stability_report)
+    # finished analyses (stability, transfer), by engine: each engine's report writes them
+    analyses: dict[str, list[Path]] = field(default_factory=dict)
 
 
 def _engine(result: dict):
@@ -177,8 +178,8 @@ def collect(paths: Iterable[Path]) -> Collection:
                 result = json.loads(file.read_text())
                 if isinstance(result, dict) and "levels" in result:
                     continue  # an IMP summary: its levels are read from their own directories
-                if isinstance(result, dict) and "rows" in result:
-                    found.analyses.append(file.parent)  # a stability analysis: reported on its own
+                if isinstance(result, dict) and "rows" in result and _engine(result).report is not None:
+                    found.analyses.setdefault(result["engine"], []).append(file.parent)  # reported on its own
                     continue
                 if not _engine(result).in_comparisons:
                     continue  # a stage of an analysis (a stability copy): not a run to compare
@@ -433,10 +434,8 @@ def compare(paths: Iterable[Path], out: Path) -> tuple[str, list[str], list[Path
     if out.exists() and not out.is_dir():
         raise SupermaskError(f"{out} is a file; --out must be a directory")
     out.mkdir(parents=True, exist_ok=True)
-    if not found.points:  # stability analyses only
-        from . import stability_report
-
-        text, files = stability_report.write(found.analyses, out)
+    if not found.points:  # analyses only
+        text, files = _analysis_reports(found.analyses, out)
         return text, list(found.problems), files
     problems = list(found.problems)
     rows = comparison_rows(found.points, problems)
@@ -451,11 +450,21 @@ def compare(paths: Iterable[Path], out: Path) -> tuple[str, list[str], list[Path
     atomic_write_bytes(written[0], markdown(rows, problems, [p.name for p in plots]).encode())
     atomic_write_bytes(written[1], csv_text(rows).encode())
     if found.analyses:
-        from . import stability_report
-
-        text, files = stability_report.write(found.analyses, out)
+        text, files = _analysis_reports(found.analyses, out)
         table, written = f"{table}\n{text}", written + files
     return table, problems, written + plots
+
+
+def _analysis_reports(analyses: dict[str, list[Path]], out: Path) -> tuple[str, list[Path]]:
+    """Each analysis engine's own report of its finished runs (stability, transfer)."""
+    from .engines import engine
+
+    texts, files = [], []
+    for name in sorted(analyses):
+        text, written = engine(name).report(analyses[name], out)
+        texts.append(text)
+        files += written
+    return "\n".join(texts), files
 
 
 def imp_level_rows(root: Path) -> list[dict]:

@@ -46,7 +46,8 @@ RESULT_KEYS = ("test_accuracy", "val_accuracy", "selected_epoch", "selection", "
 NON_RESULT_FIELDS = frozenset({"out", "device", "data_root", "download", "quiet", "num_workers", "seed",
                                "checkpoint_every", "channels_last", "compile", "tensorboard",
                                "ticket",  # a fine-tuned ticket's path: its content is in ticket_checksum
-                               "imp_run"})  # an analysed IMP run's path: its config is in imp_config_hash
+                               "imp_run",  # an analysed IMP run's path: its config is in imp_config_hash
+                               "source"})  # a transferred ticket's run: its config and ticket are in source_*
 
 
 
@@ -60,7 +61,7 @@ def config_dict(config: Any) -> dict:
 HASH_OMITTED_AT = {"train.precision": "32", "rerandomize_every": None, "rerandomize_rate": None, "score_l2": None,
                    "early_bird": None, "eb_l1": None, "eb_epsilon": 0.1, "eb_window": 5, "freeze_every": None,
                    "bernoulli_eval": None, "rescale_weights": None, "bn_init": "ones",
-                   "dropout": 0.0, "structure": "unstructured", "stop_when_unmatched": None}
+                   "dropout": 0.0, "structure": "unstructured", "stop_when_unmatched": None, "classes": None}
 
 
 def _omit_later_defaults(fields: dict, prefix: str = "") -> dict:

@@ -198,7 +198,7 @@ def provenance(config: ExperimentConfig, info, summary, state: dict) -> dict:
     """What every ticket records about where it came from and what it expects as input."""
     return {
         **library_versions(), "engine": config.ENGINE, "config_hash": config_hash(config), "arch": config.arch,
-        "width": config.width, "dropout": config.dropout, "dataset": config.dataset,
+        "width": config.width, "dropout": config.dropout, **data_fields(config),
         "data_fingerprint": config.data_fingerprint,
         "input_shape": [info.in_channels, info.image_size, info.image_size],
         "num_classes": info.num_classes, "normalization": {"mean": list(info.mean), "std": list(info.std)},
@@ -206,6 +206,11 @@ def provenance(config: ExperimentConfig, info, summary, state: dict) -> dict:
         "selected_step": summary.selected_step, "eval_batch_size": eval_batch_size(config.train),
         "state_checksum": weights_checksum(state),
     }
+
+
+def data_fields(config: ExperimentConfig) -> dict:
+    """What a result or ticket says of its data: the data set and, if a subset, its classes."""
+    return {"dataset": config.dataset, **({"classes": config.classes} if config.classes is not None else {})}
 
 
 def ticket_record(config: ExperimentConfig, info, summary, model: nn.Module, masks: dict,
@@ -255,7 +260,7 @@ def result_record(config: ExperimentConfig, summary, masks: dict, started: float
         log.warning("layer collapse: %s keep%s no weight; the network cannot pass a signal through %s",
                     ", ".join(collapsed), "s" if len(collapsed) == 1 else "", "it" if len(collapsed) == 1 else "them")
     return {
-        "status": "finished", "engine": config.ENGINE, "arch": config.arch, "dataset": config.dataset,
+        "status": "finished", "engine": config.ENGINE, "arch": config.arch, **data_fields(config),
         "seed": config.seed, "config_hash": config_hash(config), **(fields or {}),
         "density": overall, "density_per_layer": per_layer, "collapsed_layers": collapsed,
         "selection": summary.selection, "selected_epoch": summary.selected_epoch,

@@ -46,7 +46,7 @@ from supermask.nn import WEIGHT_INITS, check_density
 from supermask.nn.init import canonical
 from supermask.nn.masked import get_masks, set_masks
 from supermask.runs import RESULT_KEYS, RunDir
-from supermask.stage import (check_input_shape, composite, describe_density, finished_rows, open_run, planned_steps,
+from supermask.stage import (check_input_shape, composite, data_fields, describe_density, finished_rows, open_run, planned_steps,
                              run_stage, steps_per_epoch)
 from supermask.structure import Structure
 from supermask.ticket_files import rebuild_plain
@@ -264,7 +264,7 @@ def run_imp(config: IMPConfig, callbacks: Sequence[Callback] = ()) -> IMPResult:
             rows = run_channel_levels(config, data, spec, device, root, callbacks)
         else:
             rows = run_levels(config, data, spec, device, root, main, rewind_point, rewind_step, callbacks)
-        finish({"status": "finished", "engine": "imp", "arch": config.arch, "dataset": config.dataset,
+        finish({"status": "finished", "engine": "imp", "arch": config.arch, **data_fields(config),
                 "seed": config.seed, "control": config.control, "levels": rows, **stopping_fields(config, rows)})
     return IMPResult(root.path, rows)
 

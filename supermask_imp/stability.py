@@ -48,7 +48,7 @@ from supermask.layout import (MASK_FILE, REWIND_FILE, WEIGHTS_FILE, STABILITY_CO
 from supermask.resolved import resolve
 from supermask.runs import RunDir, config_dict
 from supermask.seeding import derived_seed
-from supermask.stage import Stage, composite, finished_rows, open_run, run_stage, steps_per_epoch
+from supermask.stage import Stage, composite, data_fields, finished_rows, open_run, run_stage, steps_per_epoch
 from supermask.ticket_files import folded_state_dict, load_masks, plain_model, read_ticket, ticket_state
 from supermask.training import MaskAfterStep, TrainConfig, distributed, eval_batch_size, resolve_device
 
@@ -150,7 +150,7 @@ class StabilityConfig(ExperimentConfig):
         if self.subject != "imp":
             raise SupermaskError("--imp-run applies to --subject imp")
         imp, _ = _read_imp_run(self.imp_run)
-        for name in ("arch", "dataset", "width", "dropout", "seed"):
+        for name in ("arch", "dataset", "classes", "width", "dropout", "seed"):
             if getattr(self, name) != getattr(imp, name):
                 raise SupermaskError(f"--imp-run {self.imp_run} is a {name} {getattr(imp, name)!r} run, not "
                                      f"{getattr(self, name)!r}")
@@ -182,7 +182,7 @@ def imp_run_identity(path: str) -> dict:
     """What a stability analysis of the IMP run ``path`` takes from it: its architecture, data set,
     width, dropout and seed (as options; the recipe is read when the analysis resolves)."""
     imp, _ = _read_imp_run(path)
-    return {"arch": imp.arch, "dataset": imp.dataset, "width": imp.width, "dropout": imp.dropout,
+    return {"arch": imp.arch, "dataset": imp.dataset, "classes": imp.classes, "width": imp.width, "dropout": imp.dropout,
             "seed": str(imp.seed)}
 
 
@@ -191,7 +191,7 @@ def subject_config(config: StabilityConfig, point: str, resolved: bool = True):
     (the given ``imp_run``'s own config), or the strong-ticket search."""
     if config.imp_run is not None:
         return _read_imp_run(config.imp_run)[0]
-    shared = dict(dataset=config.dataset, width=config.width, dropout=config.dropout,
+    shared = dict(dataset=config.dataset, classes=config.classes, width=config.width, dropout=config.dropout,
                   image_size=config.image_size, seed=config.seed, out=config.out, device=config.device,
                   data_root=config.data_root, download=config.download, num_workers=config.num_workers,
                   checkpoint_every=config.checkpoint_every, channels_last=config.channels_last,
@@ -420,7 +420,7 @@ def run_stability(config: StabilityConfig, callbacks: Sequence = ()):
                     log.info("k=%s level %d pair %d: test barrier %.2f points (%s)", point, level, pair,
                              row["barrier_test"], "stable" if row["stable"] else "unstable")
         finish({"status": "finished", "engine": "stability", "subject": config.subject, "arch": config.arch,
-                "dataset": config.dataset, "seed": config.seed, "threshold": config.threshold, "rows": rows})
+                **data_fields(config), "seed": config.seed, "threshold": config.threshold, "rows": rows})
     return StabilityResult(root.path, rows)
 
 
@@ -445,5 +445,11 @@ def _no_network(run_dir: Path):
                          f"copies (k-<k>/level-<L>/copy-<n>)")
 
 
+def _report(roots, out):
+    from supermask import stability_report
+
+    return stability_report.write(roots, out)
+
+
 ENGINES.add("stability", Engine("stability", StabilityConfig, run_stability, label, _no_network, kind="analysis",
-                                in_comparisons=False))
+                                in_comparisons=False, report=_report))

@@ -284,3 +284,71 @@ def test_a_loaded_split_is_a_torch_dataset_too():
     images, labels = next(iter(loader))
     assert images.shape == (64, 1, 28, 28) and images.dtype == torch.float32
     assert torch.equal(images, data.train.images[:64].float() / 255) and torch.equal(labels, data.train.labels[:64])
+
+
+def test_kmnist_folder_in_torchvisions_layout(tmp_path):
+    from supermask.data.datasets import KMNIST_STATS
+
+    d = load_dataset("kmnist", fake_mnist(tmp_path, folder="KMNIST", n_train=300))
+    assert d.info.name == "kmnist" and (d.info.mean, d.info.std) == KMNIST_STATS
+    assert d.train.images.shape[1:] == (1, 28, 28) and len(d.test) == 50
+    assert len(d.val) == 30 and len(d.train) == 270  # a tenth held out
+    assert sorted(d.val.labels.tolist()) == sorted(list(range(10)) * 3)  # stratified
+
+
+def test_a_class_subset_is_relabelled_in_order_and_is_data_of_its_own():
+    from supermask.data import fingerprint
+
+    full = load_dataset("mnist-5k")
+    upper = load_dataset("mnist-5k", classes="5-9")
+    assert upper.info.num_classes == 5 and upper.info.classes == "5-9"
+    for part in ("train", "val", "test"):
+        original, kept = getattr(full, part), getattr(upper, part)
+        chosen = original.labels >= 5  # computed here: every example of 5..9, in its order, label - 5
+        assert torch.equal(kept.images, original.images[chosen])
+        assert torch.equal(kept.labels, original.labels[chosen] - 5)
+    lower = load_dataset("mnist-5k", classes=[0, 1, 2, 3, 4])
+    prints = {fingerprint(full), fingerprint(upper), fingerprint(lower)}
+    assert len(prints) == 3
+    assert fingerprint(load_dataset("mnist-5k", classes="5,6,7-9")) == fingerprint(upper)
+    odd = load_dataset("mnist-5k", classes="1,3,8")
+    assert torch.equal(odd.test.labels.unique(), torch.tensor([0, 1, 2]))
+    assert (odd.test.labels == 2).sum() == (full.test.labels == 8).sum()
+
+
+@pytest.mark.parametrize("classes,message", [("5-12", "mnist-5k has classes 0-9 .no class 10."),
+                                             ("3", "at least two classes"), ("a-b", "not a class index"),
+                                             ("4-2", "not a range")])
+def test_bad_class_subsets_are_one_line(classes, message):
+    from supermask.errors import SupermaskError
+
+    with pytest.raises(SupermaskError, match=message):
+        load_dataset("mnist-5k", classes=classes)
+
+
+def test_classes_are_in_the_hash_in_canonical_form(tmp_path):
+    from supermask.configs import SearchConfig
+
+    def run_dir(classes):
+        return resolve(SearchConfig(arch="lenet_300_100", classes=classes, out=str(tmp_path))).run_dir().path
+
+    assert run_dir("5-9") == run_dir("9,8,7,5,6") != run_dir(None) != run_dir("0-4")
+    assert resolve(SearchConfig(classes="9,8,7,5,6")).classes == "5-9"
+
+
+def test_an_image_folder_subset_is_relabelled(tmp_path):
+    from PIL import Image
+
+    from supermask.data import fingerprint
+
+    for part, n in (("train", 10), ("val", 2)):
+        for name in ("ant", "bee", "cat"):
+            folder = tmp_path / part / name
+            folder.mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (8, 8), (i * 20, 0, 0)).save(folder / f"{i}.png")
+    d = load_dataset(f"imagefolder:{tmp_path}", image_size=8, classes="1-2")
+    assert d.info.num_classes == 2
+    assert sorted(int(d.test[i][1]) for i in range(len(d.test))) == [0, 0, 1, 1]
+    assert len(d.train) + len(d.val) == 20
+    assert fingerprint(d) != fingerprint(load_dataset(f"imagefolder:{tmp_path}", image_size=8))

@@ -2,9 +2,12 @@
 
 - ``mnist-5k`` (default): the 5,000 real MNIST images bundled with the package,
   split stratified 4,000 / 500 / 500 by a fixed seed.
-- ``mnist``, ``fashion-mnist``, ``cifar10``, ``cifar100``, ``svhn``: read from
+- ``mnist``, ``fashion-mnist``, ``kmnist``, ``cifar10``, ``cifar100``, ``svhn``: read from
   ``--data-root`` in torchvision's on-disk layout; with ``download`` set, torchvision fetches them there.
 - ``imagefolder:PATH``: ImageNet-style ``PATH/train/<class>/*`` and ``PATH/val/<class>/*``.
+
+Any of them restricted to some of its classes (``load_dataset(..., classes="0-4")``, the
+command line's ``--classes``): the kept classes relabelled ``0..n-1`` (:func:`restrict_classes`).
 
 The validation split is always held out of the training split by a fixed seed
 (``VAL_SPLIT_SEED``), so every run of every seed selects on the same images; the
@@ -14,6 +17,7 @@ test split is only ever reported.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import logging
@@ -51,6 +55,7 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     augment: bool  # random crop (4-pixel padding) + horizontal flip on the training split
+    classes: Optional[str] = None  # a class subset of the data set (supermask.classes): its canonical text
 
 
 @dataclass
@@ -88,6 +93,7 @@ DATASETS: Registry[Loader] = Registry("dataset")
 
 MNIST_STATS = ((0.1307,), (0.3081,))
 FASHION_STATS = ((0.2860,), (0.3530,))
+KMNIST_STATS = ((0.1918,), (0.3483,))  # Kuzushiji-MNIST's training pixels (the values in common use)
 CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
 SVHN_STATS = ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970))
@@ -194,6 +200,7 @@ def _mnist_like(name: str, folder: str, stats, tv_class: str) -> Loader:
 
 DATASETS.add("mnist", _mnist_like("mnist", "MNIST", MNIST_STATS, "MNIST"))
 DATASETS.add("fashion-mnist", _mnist_like("fashion-mnist", "FashionMNIST", FASHION_STATS, "FashionMNIST"))
+DATASETS.add("kmnist", _mnist_like("kmnist", "KMNIST", KMNIST_STATS, "KMNIST"))
 
 
 def _cifar(name: str, folder: str, train_files, test_files, label_key, classes, stats, tv_class) -> Loader:
@@ -291,11 +298,67 @@ def load_imagefolder(path: Path, image_size: int = 224) -> Dataset:
     return Dataset(info, subset(full_train, train_idx.tolist()), subset(full_eval, val_idx.tolist()), test)
 
 
+class RelabelledSplit(TorchDataset):
+    """The examples of ``split`` (a torch Dataset) at ``indices``, each label ``y`` replaced by
+    ``mapping[y]``: a class subset of an image folder."""
+
+    def __init__(self, split, indices: list[int], mapping: dict[int, int]):
+        self.split, self.indices, self.mapping = split, list(indices), dict(mapping)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int):
+        image, label = self.split[self.indices[index]]
+        return image, self.mapping[int(label)]
+
+
+def _split_labels(split) -> torch.Tensor:
+    if isinstance(split, TensorSplit):
+        return split.labels
+    if isinstance(split, torch.utils.data.Subset):
+        targets = split.dataset.targets
+        return torch.tensor([targets[i] for i in split.indices], dtype=torch.int64)
+    return torch.tensor(split.targets, dtype=torch.int64)
+
+
+def restrict_classes(data: Dataset, classes: tuple[int, ...]) -> Dataset:
+    """``data`` holding only the examples of ``classes`` (sorted indices), relabelled ``0..n-1`` in
+    that order, in every split (the validation hold-out stays the one of the full data set)."""
+    from ..classes import classes_text
+
+    name, total = data.info.name, data.info.num_classes
+    beyond = [c for c in classes if c >= total]
+    if beyond:
+        raise DataError(f"--classes {classes_text(classes)}: {name} has classes 0-{total - 1} (no class {beyond[0]})")
+    mapping = {c: i for i, c in enumerate(classes)}
+    lookup = torch.full((total,), -1, dtype=torch.int64)
+    lookup[list(classes)] = torch.arange(len(classes))
+    splits = {}
+    for part in ("train", "val", "test"):
+        split = getattr(data, part)
+        labels = _split_labels(split)
+        keep = torch.isin(labels, torch.tensor(classes))
+        if part == "train":
+            absent = sorted(set(classes) - set(labels[keep].tolist()))
+            if absent:
+                raise DataError(f"--classes {classes_text(classes)}: {name}'s training split has no example of "
+                                f"class {absent[0]}")
+        if isinstance(split, TensorSplit):
+            splits[part] = TensorSplit(split.images[keep], lookup[split.labels[keep]])
+        else:
+            splits[part] = RelabelledSplit(split, torch.nonzero(keep).flatten().tolist(), mapping)
+    info = dataclasses.replace(data.info, num_classes=len(classes), classes=classes_text(classes))
+    return Dataset(info, splits["train"], splits["val"], splits["test"])
+
+
 def fingerprint(data: Dataset) -> str:
     """16 hex digits identifying a data set's content, wherever it lies: SHA-256 over every split's
     images and labels (in-memory splits), or over the listing of an image folder (each file's path
     relative to the folder, its size and its class index), with the shape the model sees."""
     digest = hashlib.sha256(f"{data.info.in_channels}|{data.info.num_classes}|".encode())
+    if data.info.classes is not None:  # the labels say which classes were kept, not which they were
+        digest.update(f"classes {data.info.classes}|".encode())
     for name in ("train", "val", "test"):
         split = getattr(data, name)
         digest.update(f"|{name}|{len(split)}|".encode())
@@ -312,6 +375,11 @@ def fingerprint(data: Dataset) -> str:
 
 def _listing(split) -> Iterator[str]:
     """``relative path|size|class`` per example of a (subset of an) image folder, in order."""
+    if isinstance(split, RelabelledSplit):
+        lines = list(_listing(split.split))
+        for i in split.indices:
+            yield f"{lines[i][:-1]}>{split.mapping[int(lines[i].rsplit('|', 1)[1])]}\n"
+        return
     indices = None
     if isinstance(split, torch.utils.data.Subset):
         split, indices = split.dataset, split.indices
@@ -321,18 +389,25 @@ def _listing(split) -> Iterator[str]:
         yield f"{Path(file).relative_to(root).as_posix()}|{os.path.getsize(file)}|{target}\n"
 
 
-def load_dataset(name: str, root: Optional[Path] = None, download: bool = False, image_size: int = 224) -> Dataset:
-    """Load data set ``name`` (a registry name or ``imagefolder:PATH``)."""
+def load_dataset(name: str, root: Optional[Path] = None, download: bool = False, image_size: int = 224,
+                 classes=None) -> Dataset:
+    """Load data set ``name`` (a registry name or ``imagefolder:PATH``); with ``classes`` (text such
+    as ``"0-4"``, or indices) only those classes, relabelled ``0..n-1`` (:func:`restrict_classes`)."""
+    from ..classes import parse_classes
+
+    subset = None if classes is None else parse_classes(classes)
     if imagefolder_path(name) is not None:
-        return load_imagefolder(Path(imagefolder_path(name)).expanduser(), image_size)
-    loader = DATASETS.get(name)
-    root = Path(root).expanduser() if root is not None else default_data_root()
-    if download:
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise SupermaskError(f"cannot create data root {root}: {exc.strerror}") from None
-    return loader(root, download)
+        data = load_imagefolder(Path(imagefolder_path(name)).expanduser(), image_size)
+    else:
+        loader = DATASETS.get(name)
+        root = Path(root).expanduser() if root is not None else default_data_root()
+        if download:
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise SupermaskError(f"cannot create data root {root}: {exc.strerror}") from None
+        data = loader(root, download)
+    return data if subset is None else restrict_classes(data, subset)
 
 
 def list_datasets() -> list[str]:
