@@ -108,6 +108,10 @@ def model_options(f: Callable) -> Callable:
         click.option("--classes", default=None,
                      help="Only these classes of the data set, relabelled 0..n-1 in order: indices and ranges, "
                           "e.g. 0-4 or 0,2,5-9 (part of the data's identity and the hash). [default: all]"),
+        click.option("--input-shape", default=None,
+                     help="Convert the data's images to CxHxW first (1 channel repeated into 3, or 3 reduced to "
+                          "luma; resized bilinearly), e.g. 3x32x32 for MNIST-like data on a CIFAR network. "
+                          "[default: as the data set has them]"),
         click.option("--width", default=1.0, show_default=True, type=float, help="Width multiplier of the architecture."),
         click.option("--dropout", default=0.0, show_default=True, type=float,
                      help="Dropout rate before the fully connected layers (LeNet, Conv-N, VGG's classifier); "
@@ -346,7 +350,7 @@ def train_cmd(**kw) -> None:
     if kw["ticket"] is not None:  # the architecture and data are the ticket's: given others are refused
         found = ticket_source(kw["ticket"])
         ctx = click.get_current_context()
-        for name in ("arch", "dataset", "classes", "width", "dropout"):
+        for name in ("arch", "dataset", "classes", "input_shape", "width", "dropout"):
             given = ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)
             if given and kw[name] != getattr(found, name):
                 raise SupermaskError(f"--{name} {kw[name]}: --ticket fine-tunes the ticket on what it was found with "
@@ -502,6 +506,9 @@ def stability_cmd(**kw) -> None:
               help="Only these classes of the target data set, relabelled 0..n-1: indices and ranges, e.g. 5-9. "
                    "[default: all]")
 @click.option("--image-size", default=None, type=int, help="Crop size for an image folder target. [default: 224]")
+@click.option("--input-shape", default=None,
+              help="Convert the target's images to CxHxW first (as the source's, e.g. 3x32x32 for Fashion-MNIST "
+                   "under a CIFAR ticket). [default: as the target has them]")
 @click.option("--levels", "transfer_levels", default=None,
               help="Weak: the source's IMP levels to transfer, a list. [default: every level it ran]")
 @click.option("--output-layer", default="dense", show_default=True, type=click.Choice(["dense", "pruned"]),
@@ -512,14 +519,15 @@ def stability_cmd(**kw) -> None:
 @click.option("--controls", default="random-mask,target", show_default=True,
               help="Controls run beside: random-mask (the same layerwise densities), target (the ticket found on "
                    "the target itself: IMP, or a search from scratch); a list, or none.")
-@train_options(lambda field: "the source's")
+@train_options(lambda field: "the source's", seed=False)
 @run_options
 def transfer_cmd(**kw) -> None:
     """Ticket transfer: train a weak ticket (an IMP level's mask and rewind weights), or re-search a strong
     ticket's output layer, found on one data set on another (Morcos et al. 2019), beside its controls.
 
     Architecture, width, dropout and init are the source's; the training recipe is the source's unless
-    options here change it (the target's recipe may differ from the source's)."""
+    options here change it (the target's recipe may differ from the source's). The seed is the source's:
+    give one --source per seed."""
     from supermask_imp.transfer import TransferConfig, source_config
 
     from .sweep import parse_list
@@ -528,10 +536,6 @@ def transfer_cmd(**kw) -> None:
     sources = kw.pop("sources")
     if not sources:
         raise SupermaskError("give --source: a finished IMP or search run on the source data (its seed folder)")
-    ctx = click.get_current_context()
-    if ctx.get_parameter_source("seed") not in (click.core.ParameterSource.DEFAULT, None):
-        raise SupermaskError("--seed: a transfer takes its source's seed (give one --source per seed)")
-    kw.pop("seed")
     levels = kw.pop("transfer_levels")
     kw["levels"] = None if levels is None else tuple(parse_list(levels, int, "--levels"))
     controls = kw.pop("controls").strip()

@@ -87,9 +87,10 @@ _TYPES = {"epochs": int, "iterations": int, "batch_size": int, "lr": float, "mom
           "precision": click.Choice(["32", "bf16", "16"]), "selection": click.Choice(["best-val", "last"])}
 
 
-def train_options(default_text: Callable[[str], str]) -> Callable:
+def train_options(default_text: Callable[[str], str], seed: bool = True) -> Callable:
     """The training options (every one None when not given); ``default_text(field)`` says what
-    the library resolves a field to."""
+    the library resolves a field to; ``--seed`` too unless ``seed`` is False (a run whose seed is
+    another run's)."""
 
     def option(name: str):
         flag = "--" + name.replace("_", "-")
@@ -105,7 +106,8 @@ def train_options(default_text: Callable[[str], str]) -> Callable:
                                  help=help_with_default(TRAIN_HELP[name], "off"))(f)
             else:
                 f = option(name)(f)
-        f = click.option("--seed", default="0", show_default=True, help="A seed, or a list: 0,1,2.")(f)
+        if seed:
+            f = click.option("--seed", default="0", show_default=True, help="A seed, or a list: 0,1,2.")(f)
         return f
 
     return decorate

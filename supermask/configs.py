@@ -38,6 +38,9 @@ class ExperimentConfig(Resolvable):
     arch: str = "conv6"
     dataset: str = "mnist-5k"
     classes: Optional[str] = None  # a class subset ("0-4", "0,2,5-9"), relabelled 0..n-1 (supermask.classes); None: all
+    # the images converted to this shape ("3x32x32": channels repeated or reduced to luma, resized), so
+    # that data of another shape can meet a network (a transferred ticket); None: as the data set has them
+    input_shape: Optional[str] = None
     width: float = 1.0
     dropout: float = 0.0  # before the fully connected layers (LeNet, Conv-N, VGG's classifier); 0: none
     image_size: Optional[int] = None  # image folders only: the crop size [224]; ignored (None) for other data
@@ -78,6 +81,13 @@ class ExperimentConfig(Resolvable):
         from .data import DATASETS
 
         self.classes = canonical_classes(self.classes)
+        if self.input_shape is not None:
+            from .data.datasets import parse_input_shape
+
+            channels, size = parse_input_shape(self.input_shape)
+            self.input_shape = f"{channels}x{size}x{size}"
+            if imagefolder_path(self.dataset) is not None:
+                raise SupermaskError("--input-shape applies to in-memory data sets; an image folder takes --image-size")
         if torchvision_name(self.arch) is not None:
             from .models.torchvision_models import check_torchvision_name
 
@@ -151,7 +161,7 @@ def load_data(config: ExperimentConfig):
     from .models import InputSpec
 
     data = load_dataset(config.dataset, config.data_root, config.download, config.image_size or DEFAULT_IMAGE_SIZE,
-                        classes=config.classes)
+                        classes=config.classes, input_shape=config.input_shape)
     return data, InputSpec(data.info.in_channels, data.info.image_size, data.info.num_classes)
 
 

@@ -51,7 +51,7 @@ class DenseConfig(ExperimentConfig):
     def _resolve_fields(self) -> None:
         if self.ticket is not None:
             search = ticket_source(self.ticket)
-            for name in ("arch", "dataset", "classes", "width", "dropout"):  # the ticket's own: another is no fine-tuning
+            for name in ("arch", "dataset", "classes", "input_shape", "width", "dropout"):  # the ticket's own: another is no fine-tuning
                 if getattr(self, name) != getattr(search, name):
                     raise SupermaskError(f"--ticket {self.ticket} is a {name} {getattr(search, name)!r} run, "
                                          f"not {getattr(self, name)!r}: a ticket is fine-tuned on what it was "

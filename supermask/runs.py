@@ -61,7 +61,8 @@ def config_dict(config: Any) -> dict:
 HASH_OMITTED_AT = {"train.precision": "32", "rerandomize_every": None, "rerandomize_rate": None, "score_l2": None,
                    "early_bird": None, "eb_l1": None, "eb_epsilon": 0.1, "eb_window": 5, "freeze_every": None,
                    "bernoulli_eval": None, "rescale_weights": None, "bn_init": "ones",
-                   "dropout": 0.0, "structure": "unstructured", "stop_when_unmatched": None, "classes": None}
+                   "dropout": 0.0, "structure": "unstructured", "stop_when_unmatched": None, "classes": None,
+                   "input_shape": None}
 
 
 def _omit_later_defaults(fields: dict, prefix: str = "") -> dict:

@@ -209,8 +209,10 @@ def provenance(config: ExperimentConfig, info, summary, state: dict) -> dict:
 
 
 def data_fields(config: ExperimentConfig) -> dict:
-    """What a result or ticket says of its data: the data set and, if a subset, its classes."""
-    return {"dataset": config.dataset, **({"classes": config.classes} if config.classes is not None else {})}
+    """What a result or ticket says of its data: the data set and, if a subset, its classes and, if
+    converted, the shape its images were converted to."""
+    return {"dataset": config.dataset, **({"classes": config.classes} if config.classes is not None else {}),
+            **({"converted_to": config.input_shape} if config.input_shape is not None else {})}
 
 
 def ticket_record(config: ExperimentConfig, info, summary, model: nn.Module, masks: dict,

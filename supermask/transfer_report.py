@@ -30,8 +30,14 @@ from .runs import NON_RESULT_FIELDS, result_fields
 BRANCHES = ("transferred", "random-mask", "target")
 
 
-def _group_key(config: dict) -> str:
-    fields = result_fields(config, NON_RESULT_FIELDS | {"source_checksum"})
+#: Fields of a transfer that tell runs of one configuration apart without making them another one:
+#: each seed transfers its own source run, and each source density is a point on one curve.
+PER_RUN = {"source_checksum", "source_config_hash"}
+
+
+def _group_key(config: dict, source: dict) -> str:
+    fields = result_fields(config, NON_RESULT_FIELDS | PER_RUN)
+    fields["source_config"] = result_fields(source, NON_RESULT_FIELDS | {"density", "data_fingerprint"})
     return json.dumps(fields, sort_keys=True, separators=(",", ":"))
 
 
@@ -39,28 +45,30 @@ def _data(dataset: str, classes) -> str:
     return dataset + (f"[{classes}]" if classes else "")
 
 
-def _label(config: dict) -> str:
+def _label(config: dict, source: dict) -> str:
     train = config.get("train", {})
-    kind = "weak (IMP)" if config.get("source_engine") == "imp" else "strong (search)"
+    weak = config.get("source_engine") == "imp"
+    kind = "weak (IMP)" if weak else f"strong ({source.get('method')}, {source.get('init')})"
     length = f"{train['iterations']} it" if train.get("iterations") else f"{train.get('epochs')} ep"
-    extra = f", output {config.get('output_layer')}" if config.get("source_engine") == "imp" else \
-        f", rescore {config.get('rescore')}"
+    extra = f", output {config.get('output_layer')}" if weak else f", rescore {config.get('rescore')}"
     return (f"{config.get('arch')} {kind}: {config.get('source_dataset')} → "
             f"{_data(config.get('dataset'), config.get('classes'))}, {train.get('optimizer')} lr "
             f"{train.get('lr'):g}, {length}{extra}")
 
 
 def collect(roots: list[Path]) -> dict[str, dict]:
-    """{config key: {"label", "branch names", "cells": {(level, branch): [rows]}}} of finished runs."""
+    """{config key: {"label", "cells": {(level or density, branch): [rows]}}} of finished runs; a
+    strong ticket's points are its source's densities (one curve per source configuration)."""
     groups: dict[str, dict] = {}
     for root in roots:
         config = read_json(Path(root) / CONFIG)
         result = read_json(Path(root) / RESULT)
-        group = groups.setdefault(_group_key(config), {"label": _label(config), "cells": defaultdict(list),
-                                                        "seeds": set()})
-        group["seeds"].add(result.get("seed"))
+        source = result.get("source_config") or {}
+        group = groups.setdefault(_group_key(config, source), {"label": _label(config, source),
+                                                                "cells": defaultdict(list)})
         for row in result["rows"]:
-            group["cells"][(row["level"], row["branch"])].append({**row, "seed": result.get("seed")})
+            point = row["level"] if row["level"] is not None else round(float(source.get("density", row["density"])), 4)
+            group["cells"][(point, row["branch"])].append({**row, "seed": result.get("seed")})
     return groups
 
 
@@ -72,14 +80,16 @@ def rows(groups: dict[str, dict]) -> list[dict]:
     """One row per (configuration, level, branch): density and target test accuracy over seeds."""
     out = []
     for key, group in sorted(groups.items(), key=lambda kv: kv[1]["label"]):
-        levels = sorted({level for level, _ in group["cells"]}, key=lambda x: -1 if x is None else x)
-        for level in levels:
+        weak = all(isinstance(point, int) for point, _ in group["cells"])
+        points = sorted({point for point, _ in group["cells"]}, key=lambda x: x if weak else -x)
+        for level in points:
             for branch in BRANCHES:
                 cell = group["cells"].get((level, branch))
                 if not cell:
                     continue
                 sources = [r["source_test_accuracy"] for r in cell if r.get("source_test_accuracy") is not None]
-                out.append({"config": group["label"], "level": level, "branch": branch, "n": len(cell),
+                out.append({"config": group["label"], "level": level if weak else None, "branch": branch,
+                            "n": len(cell),
                             "density": statistics.fmean(r["density"] for r in cell),
                             "accuracy": _mean_std([100 * r["test_accuracy"] for r in cell]),
                             "source_accuracy": 100 * statistics.fmean(sources) if sources else None,

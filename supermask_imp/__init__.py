@@ -10,6 +10,7 @@ _EXPORTS = {
     **dict.fromkeys(["magnitude_prune", "random_masks_like"], ".pruning"),
     **dict.fromkeys(["RewindPoint", "rewind", "snapshot"], ".rewind"),
     **dict.fromkeys(["StabilityConfig", "StabilityResult", "run_stability"], ".stability"),
+    **dict.fromkeys(["TransferConfig", "TransferResult", "run_transfer"], ".transfer"),
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

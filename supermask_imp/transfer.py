@@ -238,8 +238,9 @@ def _target_keys(state: dict, output: str) -> set[str]:
 def _check_input(source_meta: dict, spec, source: str) -> None:
     shape = [spec.in_channels, spec.image_size, spec.image_size]
     if list(source_meta.get("input_shape", shape)) != shape:
-        raise SupermaskError(f"--source {source} takes {'x'.join(map(str, source_meta['input_shape']))} inputs, the "
-                             f"target data {'x'.join(map(str, shape))}: transfer between data of one input shape")
+        wanted = 'x'.join(map(str, source_meta['input_shape']))
+        raise SupermaskError(f"--source {source} takes {wanted} inputs, the target data {'x'.join(map(str, shape))}: "
+                             f"convert the target's images with --input-shape {wanted}")
 
 
 # -- weak tickets -----------------------------------------------------------------------------------
@@ -296,7 +297,8 @@ def target_imp_config(config: TransferConfig):
     recipe (its own run directory)."""
     source = _imp_source(config)
     return resolve(dataclasses.replace(
-        source, dataset=config.dataset, classes=config.classes, image_size=config.image_size, seed=config.seed,
+        source, dataset=config.dataset, classes=config.classes, image_size=config.image_size,
+        input_shape=config.input_shape, seed=config.seed,
         data_fingerprint=None, train=config.train, out=config.out, device=config.device, data_root=config.data_root,
         download=config.download, num_workers=config.num_workers, checkpoint_every=config.checkpoint_every,
         compile=config.compile, tensorboard=config.tensorboard))
@@ -308,7 +310,8 @@ def target_search_config(config: TransferConfig):
     """The search on B: the source's method and settings, B's data and recipe."""
     source = source_config(config.source)
     return resolve(dataclasses.replace(
-        source, dataset=config.dataset, classes=config.classes, image_size=config.image_size, seed=config.seed,
+        source, dataset=config.dataset, classes=config.classes, image_size=config.image_size,
+        input_shape=config.input_shape, seed=config.seed,
         data_fingerprint=None, train=config.train, out=config.out, device=config.device, data_root=config.data_root,
         download=config.download, num_workers=config.num_workers, checkpoint_every=config.checkpoint_every,
         compile=config.compile, tensorboard=config.tensorboard))
@@ -411,7 +414,8 @@ def run_transfer(config: TransferConfig, callbacks: Sequence = ()) -> TransferRe
                 rows.append(_row(target.result, None, TARGET, source_row, target.run_dir, root))
         finish({"status": "finished", "engine": "transfer", "arch": config.arch, **data_fields(config),
                 "seed": config.seed, "subject": "weak" if weak else "strong", "source": config.source,
-                "source_dataset": config.source_dataset, "rows": rows})
+                "source_dataset": config.source_dataset, "source_config": config_dict(source_config(config.source)),
+                "rows": rows})
     return TransferResult(root.path, rows)
 
 

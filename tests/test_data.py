@@ -352,3 +352,26 @@ def test_an_image_folder_subset_is_relabelled(tmp_path):
     assert sorted(int(d.test[i][1]) for i in range(len(d.test))) == [0, 0, 1, 1]
     assert len(d.train) + len(d.val) == 20
     assert fingerprint(d) != fingerprint(load_dataset(f"imagefolder:{tmp_path}", image_size=8))
+
+
+def test_images_converted_to_another_shape_match_a_plain_computation(tmp_path):
+    import torch.nn.functional as F
+
+    from supermask.data.datasets import parse_input_shape
+
+    full = load_dataset("mnist-5k")
+    rgb = load_dataset("mnist-5k", input_shape="3x32x32")
+    assert (rgb.info.in_channels, rgb.info.image_size) == (3, 32)
+    x = full.test.images[:7].float().repeat(1, 3, 1, 1)  # here: repeat, then resize, then round
+    by_hand = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False, antialias=True)
+    assert torch.equal(rgb.test.images[:7], by_hand.round().clamp(0, 255).to(torch.uint8))
+    assert torch.equal(rgb.test.labels, full.test.labels)
+    assert rgb.info.mean[0] == rgb.info.mean[1] == rgb.info.mean[2]  # three copies of one channel
+    cifar = load_dataset("cifar10", fake_cifar(tmp_path, n_per_batch=20), input_shape="1x28x28")
+    pixels = load_dataset("cifar10", tmp_path).test.images[:3].float()
+    luma = (pixels * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    expected = F.interpolate(luma, size=(28, 28), mode="bilinear", align_corners=False, antialias=True)
+    assert torch.equal(cifar.test.images[:3], expected.round().clamp(0, 255).to(torch.uint8))
+    for bad in ("2x28x28", "3x28x30", "axb"):
+        with pytest.raises(DataError, match="input-shape"):
+            parse_input_shape(bad)

@@ -5,8 +5,8 @@ results: it belongs in its own commit that says so.
 
 Changed on purpose since: the IMP configs' config.json gained ``stop_when_unmatched`` (null), the
 option of the stability issue; their run directories (the hash omits it at null) did not move. Every
-config.json gained ``classes`` (null: every class), the class subsets of the transfer issue; no run
-directory moved (the hash omits it at null).
+config.json gained ``classes`` (null: every class) and ``input_shape`` (null: the data's own), of
+the transfer issue; no run directory moved (the hash omits both at null).
 
 Each case runs ``--dry-run`` (the resolver every run uses; nothing is written) and compares the
 run directory it names and a digest of the resolved config.json it prints.
@@ -22,49 +22,49 @@ from supermask.cli import main
 
 PINS = [
     ('--arch conv6',
-     'runs/search/conv6-mnist-5k/8228bd68f7fe/seed-0', '8fc26ccca7c94050'),
+     'runs/search/conv6-mnist-5k/8228bd68f7fe/seed-0', '294b8666e8cc051f'),
     ('--arch conv4 --structure nm:2:4',
-     'runs/search/conv4-mnist-5k/bb74cccdaee6/seed-0', '61bb00dcc497c8ac'),
+     'runs/search/conv4-mnist-5k/bb74cccdaee6/seed-0', '6c6b26b8d89e2810'),
     ('--arch lenet_300_100 --structure channel --density 0.5',
-     'runs/search/lenet_300_100-mnist-5k/8e336210b7ef/seed-0', 'd289aed7b998a60b'),
+     'runs/search/lenet_300_100-mnist-5k/8e336210b7ef/seed-0', 'b21465f6db64197f'),
     ('--arch lenet_300_100 --method bernoulli',
-     'runs/search/lenet_300_100-mnist-5k/9a7486ebb21b/seed-0', '645fea9054ac3520'),
+     'runs/search/lenet_300_100-mnist-5k/9a7486ebb21b/seed-0', 'e5fda1451f22754d'),
     ('--arch lenet_300_100 --method biprop',
-     'runs/search/lenet_300_100-mnist-5k/f5308ef7c775/seed-0', '31d23493d42a6dac'),
+     'runs/search/lenet_300_100-mnist-5k/f5308ef7c775/seed-0', 'ea371bb3989b3da2'),
     ('--arch lenet_300_100 --method gem-miner',
-     'runs/search/lenet_300_100-mnist-5k/3e5830851bd2/seed-0', '7a24fb9b1c532deb'),
+     'runs/search/lenet_300_100-mnist-5k/3e5830851bd2/seed-0', 'ed3a35ef18edfb61'),
     ('--arch lenet_300_100 --method iterand',
-     'runs/search/lenet_300_100-mnist-5k/4eeb3af4c690/seed-0', 'd084716bdf493bfd'),
+     'runs/search/lenet_300_100-mnist-5k/4eeb3af4c690/seed-0', '2f107851a4f9039a'),
     ('--arch conv2 --scope global --density 0.1',
-     'runs/search/conv2-mnist-5k/07dc234e73d5/seed-0', 'edf4b1b044d19815'),
+     'runs/search/conv2-mnist-5k/07dc234e73d5/seed-0', '07b7b63289ccf43d'),
     ('--arch conv6',
-     'runs/train/conv6-mnist-5k/62f3a0bc6702/seed-0', 'ce49f72219c53537'),
+     'runs/train/conv6-mnist-5k/62f3a0bc6702/seed-0', 'ff0739425c308fd7'),
     ('--arch lenet_300_100 --levels 3',
-     'runs/imp/lenet_300_100-mnist-5k/97778ef33b95/seed-0', '36338518ff03923c'),
+     'runs/imp/lenet_300_100-mnist-5k/97778ef33b95/seed-0', 'baff3d0b2986ffcd'),
     ('--arch conv4 --rewind 100it --levels 2',
-     'runs/imp/conv4-mnist-5k/461264978c8b/seed-0', 'ddca2c80728257e7'),
+     'runs/imp/conv4-mnist-5k/461264978c8b/seed-0', 'aea8ae5540c9d2e2'),
     ('--arch lenet_300_100 --levels 2 --control reinit',
-     'runs/imp/lenet_300_100-mnist-5k/0b4c6641607a/seed-0', 'cd7a69653ed602e1'),
+     'runs/imp/lenet_300_100-mnist-5k/0b4c6641607a/seed-0', '8f5e05675e5d28a4'),
     ('--arch lenet_300_100 --levels 2 --control random-prune',
-     'runs/imp/lenet_300_100-mnist-5k/cc39f8216390/seed-0', 'e3505afc12806e8c'),
+     'runs/imp/lenet_300_100-mnist-5k/cc39f8216390/seed-0', 'db0da429d82ee97d'),
     ('--arch lenet_300_100 --levels 2 --early-bird magnitude',
-     'runs/imp/lenet_300_100-mnist-5k/9e4f9a17aee7/seed-0', '7466e529e796a5b8'),
+     'runs/imp/lenet_300_100-mnist-5k/9e4f9a17aee7/seed-0', 'd9185c503fe6ac77'),
     ('--arch vgg11 --early-bird channel',
-     'runs/imp/vgg11-mnist-5k/02d82fa8db0a/seed-0', '7425422998c8a6d4'),
+     'runs/imp/vgg11-mnist-5k/02d82fa8db0a/seed-0', 'd196d0a0ced7fb3e'),
     ('--arch conv4 --structure channel --levels 2',
-     'runs/imp/conv4-mnist-5k/6920eeb890ae/seed-0', 'ce1d7f206d11e45b'),
+     'runs/imp/conv4-mnist-5k/6920eeb890ae/seed-0', '02625453043ca719'),
     ('--arch lenet_300_100 --structure nm:2:4',
-     'runs/imp/lenet_300_100-mnist-5k/fe5c98ac75bf/seed-0', '8f80ad019bcb4d68'),
+     'runs/imp/lenet_300_100-mnist-5k/fe5c98ac75bf/seed-0', 'b225db376015a309'),
     ('--arch lenet_300_100 --method random',
-     'runs/prune/lenet_300_100-mnist-5k/3f8b9e647144/seed-0', '7403dbed0e2e3287'),
+     'runs/prune/lenet_300_100-mnist-5k/3f8b9e647144/seed-0', 'c3c2b1cd80eed9a7'),
     ('--arch lenet_300_100 --method magnitude',
-     'runs/prune/lenet_300_100-mnist-5k/5d771f7af88b/seed-0', '4130a4c8a3ffea43'),
+     'runs/prune/lenet_300_100-mnist-5k/5d771f7af88b/seed-0', '01c2e666b98d1907'),
     ('--arch lenet_300_100 --method snip',
-     'runs/prune/lenet_300_100-mnist-5k/f72e9a59cb53/seed-0', '3946a1925d50f87d'),
+     'runs/prune/lenet_300_100-mnist-5k/f72e9a59cb53/seed-0', '3bbfc45c9dcd59b6'),
     ('--arch conv2 --method grasp',
-     'runs/prune/conv2-mnist-5k/ba2e40e48e09/seed-0', 'a0961a8bf77f14ba'),
+     'runs/prune/conv2-mnist-5k/ba2e40e48e09/seed-0', 'ffc7853300dbbe65'),
     ('--arch lenet_300_100 --method synflow --density 0.05',
-     'runs/prune/lenet_300_100-mnist-5k/b41ffff974ba/seed-0', 'd14ceec1aa0c579d'),
+     'runs/prune/lenet_300_100-mnist-5k/b41ffff974ba/seed-0', '10ccff96597b8637'),
 ]
 COMMANDS = {"search", "train", "imp", "prune"}
 

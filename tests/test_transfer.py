@@ -97,7 +97,7 @@ def test_the_random_mask_control_keeps_each_layers_count_and_the_weights(imp_sou
             assert torch.equal(start_r[name][kept], rewound[name][kept])
             assert bool((rewound[name][kept] != 0).all())  # not the source level's zeros
         assert bool((start_r[name][~kept] == 0).all())
-    first = next(iter(masks_t))
+    first = next(n for n in masks_t if masks_t[n].shape[0] != 5)
     assert not torch.equal(masks_t[first], masks_r[first])
     assert not any(r["branch"] == "target" for r in result.rows)
 
@@ -166,11 +166,11 @@ def test_mismatches_are_one_line(imp_source, search_source, tmp_path, capsys):
     fake_cifar(tmp_path / "data")
     cases = [
         (["--source", str(imp.run_dir), "--dataset", "cifar10", "--data-root", str(tmp_path / "data")],
-         "takes 1x28x28 inputs, the target data 3x32x32"),
+         "takes 1x28x28 inputs, the target data 3x32x32: convert the target's images with --input-shape 1x28x28"),
         (["--source", str(imp.run_dir), "--classes", "5-12"], "no class 10"),
         (["--source", str(imp.run_dir), "--levels", "7"], "the source ran levels 0,1,2, not 7"),
         (["--source", str(found.run_dir), "--levels", "1"], "--levels applies to a weak ticket"),
-        (["--source", str(imp.run_dir), "--seed", "3"], "takes its source's seed"),
+        (["--source", str(imp.run_dir), "--seed", "3"], "No such option '--seed'"),
         (["--source", str(tmp_path)], "not a finished run"),
         (["--classes", "5-9"], "give --source"),
     ]
@@ -218,3 +218,32 @@ def test_transferred_tickets_export_and_evaluate_to_their_reported_accuracy(imp_
         again = evaluate_export(path)
         assert again["test_accuracy"] == RunDir(stage).read_result()["test_accuracy"]
         assert again["examples"] == 250 and again["dataset"] == "mnist-5k classes 5-9"
+
+
+def test_a_target_of_another_shape_is_converted_to_the_sources(imp_source, tmp_path):
+    from tests.test_data import fake_cifar
+
+    imp, _ = imp_source
+    fake_cifar(tmp_path / "data", n_per_batch=60)
+    config = _transfer(imp.run_dir, tmp_path, dataset="cifar10", data_root=str(tmp_path / "data"),
+                       input_shape="1x28x28", levels=(1,), controls=())
+    config = dataclasses.replace(config, classes=None)
+    result = run_transfer(config)
+    _, meta = read_ticket(RunDir(result.run_dir / "level-1" / "transferred").ticket_dir)
+    assert meta["input_shape"] == [1, 28, 28] and meta["converted_to"] == "1x28x28" and meta["num_classes"] == 10
+
+
+def test_strong_transfers_of_several_densities_are_one_curve_never_pooled(tmp_path):
+    from supermask.report import compare
+
+    for density in (0.3, 0.5):
+        found = search(_train(SearchConfig(arch="lenet_300_100", classes="0-4", density=density, out=str(tmp_path),
+                                           device="cpu")))
+        run_transfer(_transfer(found.run_dir, tmp_path / "runs", controls=("random-mask",)))
+    compare([tmp_path / "runs" / "transfer"], tmp_path / "report")
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "report" / "transfer.csv").open()))
+    assert len(rows) == 4 and len({row["config"] for row in rows}) == 1  # one configuration
+    assert sorted({row["density"] for row in rows}) == ["0.300000", "0.500000"]
+    assert all(row["n"] == "1" for row in rows)

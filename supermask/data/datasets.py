@@ -352,6 +352,56 @@ def restrict_classes(data: Dataset, classes: tuple[int, ...]) -> Dataset:
     return Dataset(info, splits["train"], splits["val"], splits["test"])
 
 
+def parse_input_shape(text) -> tuple[int, int]:
+    """``"3x32x32"`` -> ``(3, 32)``: channels (1 or 3) and a square size."""
+    parts = str(text).lower().split("x")
+    try:
+        channels, *sides = (int(p) for p in parts)
+    except ValueError:
+        raise DataError(f"--input-shape {text}: not CxHxW (e.g. 3x32x32)") from None
+    if len(sides) == 1:
+        sides = sides * 2
+    if len(sides) != 2 or channels not in (1, 3) or sides[0] != sides[1] or not 0 < sides[0] <= 4096:
+        raise DataError(f"--input-shape {text}: give 1 or 3 channels and a square size up to 4096, e.g. 3x32x32")
+    return channels, sides[0]
+
+
+def convert_images(images: torch.Tensor, channels: int, size: int, chunk: int = 4096) -> torch.Tensor:
+    """uint8 images (N, C, H, W) as ``channels`` x ``size`` x ``size`` uint8 images: one channel
+    repeated into three, or three reduced to their luma (ITU-R BT.601: 0.299 R + 0.587 G + 0.114 B);
+    resized bilinearly with antialiasing; rounded back to uint8."""
+    import torch.nn.functional as F
+
+    out = torch.empty((len(images), channels, size, size), dtype=torch.uint8)
+    luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    for start in range(0, len(images), chunk):
+        x = images[start:start + chunk].float()
+        if x.shape[1] == 1 and channels == 3:
+            x = x.expand(-1, 3, -1, -1)
+        elif x.shape[1] == 3 and channels == 1:
+            x = (x * luma).sum(1, keepdim=True)
+        if x.shape[-1] != size or x.shape[-2] != size:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        out[start:start + chunk] = x.round().clamp(0, 255).to(torch.uint8)
+    return out
+
+
+def reshape_inputs(data: Dataset, input_shape: str) -> Dataset:
+    """``data`` (in memory) with every image converted to ``input_shape`` (:func:`convert_images`);
+    normalised by the converted training split's own per-channel mean and std."""
+    channels, size = parse_input_shape(input_shape)
+    if not isinstance(data.train, TensorSplit):
+        raise DataError(f"--input-shape applies to in-memory data sets; {data.info.name} is an image folder: "
+                        f"use --image-size")
+    splits = {part: TensorSplit(convert_images(getattr(data, part).images, channels, size), getattr(data, part).labels)
+              for part in ("train", "val", "test")}
+    pixels = splits["train"].images.float().div(255.0)
+    mean = tuple(round(float(v), 4) for v in pixels.mean((0, 2, 3)))
+    std = tuple(round(float(v), 4) for v in pixels.std((0, 2, 3)))
+    info = dataclasses.replace(data.info, in_channels=channels, image_size=size, mean=mean, std=std)
+    return Dataset(info, splits["train"], splits["val"], splits["test"])
+
+
 def fingerprint(data: Dataset) -> str:
     """16 hex digits identifying a data set's content, wherever it lies: SHA-256 over every split's
     images and labels (in-memory splits), or over the listing of an image folder (each file's path
@@ -390,9 +440,10 @@ def _listing(split) -> Iterator[str]:
 
 
 def load_dataset(name: str, root: Optional[Path] = None, download: bool = False, image_size: int = 224,
-                 classes=None) -> Dataset:
+                 classes=None, input_shape: Optional[str] = None) -> Dataset:
     """Load data set ``name`` (a registry name or ``imagefolder:PATH``); with ``classes`` (text such
-    as ``"0-4"``, or indices) only those classes, relabelled ``0..n-1`` (:func:`restrict_classes`)."""
+    as ``"0-4"``, or indices) only those classes, relabelled ``0..n-1`` (:func:`restrict_classes`);
+    with ``input_shape`` (``"3x32x32"``) its images converted to that shape (:func:`reshape_inputs`)."""
     from ..classes import parse_classes
 
     subset = None if classes is None else parse_classes(classes)
@@ -407,7 +458,8 @@ def load_dataset(name: str, root: Optional[Path] = None, download: bool = False,
             except OSError as exc:
                 raise SupermaskError(f"cannot create data root {root}: {exc.strerror}") from None
         data = loader(root, download)
-    return data if subset is None else restrict_classes(data, subset)
+    data = data if subset is None else restrict_classes(data, subset)
+    return data if input_shape is None else reshape_inputs(data, input_shape)
 
 
 def list_datasets() -> list[str]:
