@@ -19,6 +19,7 @@ import csv
 import io
 import json
 import statistics
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 
@@ -136,6 +137,7 @@ def _plot(table: list[dict], path: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     configs = sorted({r["config"] for r in table})
     fig, axes = plt.subplots(1, len(configs), figsize=(6 * len(configs), 4), squeeze=False)
@@ -152,10 +154,14 @@ def _plot(table: list[dict], path: Path) -> list[Path]:
                         yerr=[r["accuracy"][1] for r in series], color=colour, marker=marker, linestyle=line,
                         capsize=3, label=f"{_NAMES[branch]} (n={'/'.join(map(str, n))})")
         ax.set_xscale("log")
+        densities = sorted({round(r["density"], 3) for r in table if r["config"] == config and
+                            r["branch"] == "transferred"}, reverse=True)
+        ax.set_xticks(densities, [f"{d:g}" for d in densities])  # the densities run, readable
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.invert_xaxis()
         ax.set_xlabel("density (log scale)")
         ax.set_ylabel("target test accuracy (%, ± 1 std)")
-        ax.set_title(config, fontsize=8)
+        ax.set_title(textwrap.fill(config, 60), fontsize=8)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
