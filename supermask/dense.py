@@ -87,27 +87,54 @@ def ticket_source(run_dir: str):
     return source.read_config(run.path)
 
 
-def build_finetune(config: DenseConfig, spec: InputSpec):
-    """The masked model holding the search's final frozen weights under its final mask."""
+#: How far (in accuracy) the network a fine-tuning starts from may be from the ticket's reported
+#: accuracy: float differences between the supermask and the masked layers can flip an example.
+START_TOLERANCE = 0.005
+
+
+def build_finetune(config: DenseConfig, spec: InputSpec, data=None):
+    """The masked model holding the network the ticket computes with (each kept weight as its layer
+    uses it: biprop's sign(w)*alpha, Bernoulli's rescaled weights) under its final mask; with
+    ``data``, checked to reach the ticket's reported test accuracy before any training."""
     from .nn import model_masks
     from .nn.masked import set_masks
 
-    source = engine_of_run(Path(config.ticket))
-    strong = source.rebuild(Path(config.ticket))
+    ticket = Path(config.ticket)
+    source = engine_of_run(ticket)
+    strong = source.rebuild(ticket)
     masks = model_masks(strong)
+    meta = read_json(RunDir(ticket).ticket_dir / META_FILE)
+    state = source.effective_state(ticket, strong.state_dict(), masks, meta)
     model = create_model(config.arch, spec, config.layer_types(masked_layer_types()), **config.model_kwargs())
     own = model.state_dict()
     missing = set(masks) - set(own)
     if missing:
         raise SupermaskError(f"{config.ticket}: masks for weights this model lacks: {sorted(missing)[:3]}")
     # weights, biases and BatchNorm statistics by name (a search's non-affine BN has no affine terms to copy)
-    model.load_state_dict({k: v for k, v in strong.state_dict().items() if k in own and v.shape == own[k].shape},
-                          strict=False)
+    model.load_state_dict({k: v for k, v in state.items() if k in own and v.shape == own[k].shape}, strict=False)
     set_masks(model, masks)
     with torch.no_grad():
         for name, mask in masks.items():
             model.get_parameter(name).mul_(mask)
+    if data is not None:
+        _check_start(model, data, RunDir(ticket).read_result(), config)
     return model
+
+
+def _check_start(model, data, result: dict, config: DenseConfig) -> None:
+    """Refuse to fine-tune from a network that is not the ticket's (its test accuracy differs)."""
+    from .data import make_loader
+    from .training import eval_batch_size, evaluate
+
+    reported = result.get("test_accuracy")
+    if not isinstance(reported, (int, float)):
+        return
+    loader = make_loader(data.test, data.info, eval_batch_size(config.train), train=False)
+    _, accuracy = evaluate(model, loader)
+    model.train()
+    if abs(accuracy - reported) > START_TOLERANCE:
+        raise SupermaskError(f"{config.ticket}: the network rebuilt for fine-tuning reaches {accuracy:.4f}, not the "
+                             f"ticket's {reported:.4f}: it is not the ticket's network (please report this)")
 
 
 def build_dense(config: DenseConfig, spec: InputSpec):
@@ -122,7 +149,7 @@ def train_dense(config: DenseConfig, callbacks: Sequence[Callback] = ()) -> Expe
         return run_single(config, lambda spec, data: build_dense(config, spec), callbacks=callbacks,
                               result_fields={"method": "dense", "init": config.init, "requested_density": 1.0})
     search = ticket_source(config.ticket)
-    return run_single(config, lambda spec, data: build_finetune(config, spec),
+    return run_single(config, lambda spec, data: build_finetune(config, spec, data),
                           callbacks=[MaskAfterStep(), *callbacks],
                           result_fields={"method": f"{search.method} fine-tuned", "init": search.init,
                                          "requested_density": search.density, "ticket": config.ticket})

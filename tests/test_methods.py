@@ -203,6 +203,23 @@ def test_a_strong_ticket_fine_tuned_trains_its_kept_weights_only(tmp_path, capsy
         assert message in err and err.count("\n") == 1, err
 
 
+@pytest.mark.parametrize("method,extra", [("biprop", []), ("bernoulli", ["--rescale-weights"]),
+                                          ("edge-popup", [])])
+def test_a_fine_tuning_starts_from_the_network_the_ticket_computes_with(tmp_path, method, extra):
+    """biprop computes with sign(w)*alpha, Bernoulli --rescale-weights with w*n/kept: the fine-tuned
+    network at step 0 is that network (its test accuracy is the ticket's), not the raw w x mask."""
+    from supermask.runs import find_runs
+
+    common = ["--arch", "lenet_300_100", "--batch-size", "500", "--device", "cpu", "--out", str(tmp_path), "-q"]
+    assert main(["search", "--method", method, *extra, "--iterations", "16", *common]) == 0
+    (strong,) = find_runs(tmp_path / "search")
+    assert main(["train", "--ticket", str(strong.path), "--iterations", "1", *common]) == 0
+    (tuned,) = find_runs(tmp_path / "train")
+    start = tuned.read_result()["initial_test_accuracy"]
+    assert start == pytest.approx(strong.read_result()["test_accuracy"], abs=0.005)
+    assert method == "bernoulli" or start > 0.2  # a trained ticket, not chance (16 steps of Bernoulli are)
+
+
 def test_exports_compute_what_the_method_computes(tmp_path):
     from safetensors.torch import load_file
 
