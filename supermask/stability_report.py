@@ -23,6 +23,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from .figures import save_figure
 from .io import atomic_write_bytes
 from .layout import CONFIG, STABILITY_PAIR_GLOB
 from .runs import NON_RESULT_FIELDS, result_fields
@@ -120,19 +121,6 @@ def csv_text(table: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def _save(fig, path: Path) -> list[Path]:
-    import matplotlib.pyplot as plt
-
-    written = []
-    for suffix in (".png", ".pdf"):
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format=suffix[1:], dpi=110, bbox_inches="tight")
-        atomic_write_bytes(path.with_suffix(suffix), buffer.getvalue())
-        written.append(path.with_suffix(suffix))
-    plt.close(fig)
-    return written
-
-
 def _error_vs_alpha(groups: dict[str, dict], path: Path) -> list[Path]:
     import matplotlib
 
@@ -160,7 +148,7 @@ def _error_vs_alpha(groups: dict[str, dict], path: Path) -> list[Path]:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _barrier_vs_k(table: list[dict], groups: dict[str, dict], path: Path) -> list[Path]:
@@ -194,7 +182,7 @@ def _barrier_vs_k(table: list[dict], groups: dict[str, dict], path: Path) -> lis
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def write(roots: list[Path], out: Path) -> tuple[str, list[Path]]:

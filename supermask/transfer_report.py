@@ -23,6 +23,7 @@ import textwrap
 from collections import defaultdict
 from pathlib import Path
 
+from .figures import save_figure
 from .io import atomic_write_bytes, read_json
 from .layout import CONFIG, RESULT
 from .runs import NON_RESULT_FIELDS, result_fields
@@ -165,14 +166,7 @@ def _plot(table: list[dict], path: Path) -> list[Path]:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    written = []
-    for suffix in (".png", ".pdf"):
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format=suffix[1:], dpi=110, bbox_inches="tight")
-        atomic_write_bytes(path.with_suffix(suffix), buffer.getvalue())
-        written.append(path.with_suffix(suffix))
-    plt.close(fig)
-    return written
+    return save_figure(fig, path)
 
 
 def write(roots: list[Path], out: Path) -> tuple[str, list[Path]]:

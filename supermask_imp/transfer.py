@@ -292,30 +292,22 @@ def _random_mask(shape, kept: int, seed: int) -> torch.Tensor:
     return flat.reshape(shape)
 
 
-def target_imp_config(config: TransferConfig):
-    """The IMP run on B the transferred tickets are measured against: the source's plan, B's data and
-    recipe (its own run directory)."""
-    source = _imp_source(config)
+def on_target(config: TransferConfig):
+    """The source's config run on B instead: B's data and recipe, this run's seed and execution
+    options; everything else (the pruning plan, the method and its settings) the source's."""
     return resolve(dataclasses.replace(
-        source, dataset=config.dataset, classes=config.classes, image_size=config.image_size,
-        input_shape=config.input_shape, seed=config.seed,
-        data_fingerprint=None, train=config.train, out=config.out, device=config.device, data_root=config.data_root,
+        source_config(config.source), dataset=config.dataset, classes=config.classes,
+        image_size=config.image_size, input_shape=config.input_shape, seed=config.seed, data_fingerprint=None,
+        train=config.train, out=config.out, device=config.device, data_root=config.data_root,
         download=config.download, num_workers=config.num_workers, checkpoint_every=config.checkpoint_every,
         compile=config.compile, tensorboard=config.tensorboard))
+
+
+#: The ceilings: IMP on B with the source's plan (weak), a search on B from scratch (strong).
+target_imp_config = target_search_config = on_target
 
 
 # -- strong tickets ---------------------------------------------------------------------------------
-
-def target_search_config(config: TransferConfig):
-    """The search on B: the source's method and settings, B's data and recipe."""
-    source = source_config(config.source)
-    return resolve(dataclasses.replace(
-        source, dataset=config.dataset, classes=config.classes, image_size=config.image_size,
-        input_shape=config.input_shape, seed=config.seed,
-        data_fingerprint=None, train=config.train, out=config.out, device=config.device, data_root=config.data_root,
-        download=config.download, num_workers=config.num_workers, checkpoint_every=config.checkpoint_every,
-        compile=config.compile, tensorboard=config.tensorboard))
-
 
 def _strong_build(config, spec, branch: str):
     search = target_search_config(config)
