@@ -656,16 +656,23 @@ def compare(paths: tuple[str, ...], out: str) -> None:
 @click.option("--out", default=None, type=click.Path(),
               help="Output file, or a folder for <format>.safetensors [default: RUN_DIR/export/<format>.safetensors].")
 @click.option("--force", is_flag=True, help="Replace an existing regular file that export did not write.")
-def export(run_dir: str, fmt: str, out: Optional[str], force: bool) -> None:
-    """Export a finished run's ticket (for IMP: a level-<L> directory)."""
+@click.option("--data-root", default=None, type=click.Path(file_okay=False),
+              help="Folder of downloaded data sets, for the round trip [default: the run's, else $SUPERMASK_DATA "
+                   "or ~/.cache/supermask/data].")
+def export(run_dir: str, fmt: str, out: Optional[str], force: bool, data_root: Optional[str]) -> None:
+    """Export a finished run's ticket (for IMP: a level-<L> directory). The file is loaded back and
+    re-evaluated on the test split before it is kept: it must reach the run's reported accuracy."""
     from pathlib import Path
 
     from .exports import export_run
 
-    info = export_run(Path(run_dir), fmt, out, force=force)
+    info = export_run(Path(run_dir), fmt, out, force=force, data_root=data_root)
     ratio = info["float32_state_dict_bytes"] / info["bytes"]
+    checked = info["round_trip_accuracy"]
+    checked = ("; masks loaded back identical" if checked is None
+               else f"; loaded back: test accuracy {checked:.4f}")
     click.echo(f"wrote {info['path']}: {info['bytes']:,} bytes "
-               f"(float32 state dict {info['float32_state_dict_bytes']:,} bytes, {ratio:.1f}x)")
+               f"(float32 state dict {info['float32_state_dict_bytes']:,} bytes, {ratio:.1f}x){checked}")
 
 
 @cli.command(name="evaluate")

@@ -23,6 +23,7 @@ engine (:attr:`supermask.engines.Engine.effective_state`).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -34,11 +35,11 @@ from safetensors.torch import save as st_save
 from .catalog import EXPORT_FORMATS as EXPORT_SUMMARIES
 from .engines import engine_of_run
 from .errors import RunError, SupermaskError
-from .io import atomic_write_bytes, check_shapes, read_json
-from .layout import EXPORT_FOLDER, LEVEL_PREFIX, MASK_FILE, META_FILE, RESULT, STATUS, CONFIG
+from .io import check_shapes, read_json, write_temporary
+from .layout import CONFIG, EXPORT_FOLDER, LEVEL_PREFIX, MASK_FILE, META_FILE, MODEL_FILE, RESULT, STATUS, TICKET
 from .registry import Registry
 from .runs import RunDir
-from .ticket_files import (folded_state_dict, layer_of, library_versions, load_masks, plain_model, regenerated_keys,
+from .ticket_files import (layer_of, library_versions, load_masks, plain_model, plain_state, regenerated_keys,
                            ticket_state, weights_checksum)
 
 PROVENANCE_KEY = "supermask_provenance"
@@ -68,12 +69,12 @@ def _run_state(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.
     return state, masks, result, meta
 
 
-def torch_prune_state_dict(state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``torch.nn.utils.prune``'s form: ``<layer>.weight_orig`` (the unmasked weight) and
-    ``<layer>.weight_mask`` for every masked layer; see :func:`load_torch_prune`."""
-    plain = folded_state_dict(state, {})
+def torch_prune_state_dict(unmasked: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``torch.nn.utils.prune``'s form of a plain state dict whose weights are not yet masked
+    (``unmasked``): ``<layer>.weight_orig`` and ``<layer>.weight_mask`` for every masked layer; see
+    :func:`load_torch_prune`."""
     out = {}
-    for key, value in plain.items():
+    for key, value in unmasked.items():
         if key in masks:
             out[key[: -len("weight")] + "weight_orig"] = value
             out[key[: -len("weight")] + "weight_mask"] = masks[key].to(value.dtype)
@@ -95,11 +96,13 @@ def load_torch_prune(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> 
 
 
 def compact_ticket(state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], meta: dict,
-                   metadata: Optional[dict[str, str]] = None) -> bytes:
+                   metadata: Optional[dict[str, str]] = None,
+                   channels: Optional[dict[str, torch.Tensor]] = None) -> bytes:
     """A strong ticket in one small safetensors file: masks coded by their structure
     (:mod:`supermask.mask_codes`: one bit per weight, an N:M pattern index per group, one bit per
     channel), the state that the seed does not regenerate (BatchNorm statistics, learned BN), the
-    rebuild recipe and the checksum of the weights the recipe must regenerate."""
+    rebuild recipe and the checksum of the weights the recipe must regenerate. A channel ticket
+    stores ``channels``, the channels each layer keeps (:func:`supermask.nn.layers.channel_selections`)."""
     from .mask_codes import encode, stored_bits
 
     structure = meta.get("structure") or "unstructured"
@@ -107,7 +110,7 @@ def compact_ticket(state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor
     extra = {k: v.contiguous() for k, v in state.items() if k not in regenerated and not k.endswith(".scores")}
     codings, coded = {}, {}
     for name, mask in masks.items():
-        codings[name], tensors = encode(name, mask, structure)
+        codings[name], tensors = encode(name, mask, structure, (channels or {}).get(name))
         coded.update(tensors)
     bits = sum(stored_bits(codings[n], list(m.shape), structure) for n, m in masks.items())
     recipe = dict(meta, shapes={name: list(m.shape) for name, m in masks.items()}, mask_codings=codings,
@@ -157,10 +160,18 @@ def _check_replaceable(target: Path, run_dir: Path, force: bool) -> None:
                                      f"refusing to replace it (--force replaces it)") from None
 
 
-def export_run(run_dir: Path, fmt: str, out: Path, force: bool = False) -> dict:
-    """Write ``run_dir``'s ticket (the network its result reports) to ``out`` in ``fmt``; returns sizes.
-    ``out`` may be a folder; an existing file is replaced only if export wrote it (or ``force``), a
-    non-regular file never, and nothing is written inside another run directory."""
+#: How far (in accuracy) an export written may be from the run's reported test accuracy: float
+#: differences between the supermask layers and the plain ones (or CSR products, or another device)
+#: can flip an example. A broken export misses by far more.
+ROUND_TRIP_TOLERANCE = 0.005
+
+
+def export_run(run_dir: Path, fmt: str, out: Path, force: bool = False, data_root=None) -> dict:
+    """Write ``run_dir``'s ticket (the network its result reports) to ``out`` in ``fmt``; returns sizes
+    and the round trip's accuracy. ``out`` may be a folder; an existing file is replaced only if export
+    wrote it (or ``force``), a non-regular file never, and nothing is written inside another run
+    directory. The file is loaded back and re-evaluated on the test split before it takes its place
+    (:func:`verify_export`); one that does not reproduce the run's accuracy is never left behind."""
     export_format = EXPORTS.get(fmt) if fmt in EXPORTS else None
     if export_format is None:
         raise SupermaskError(f"format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
@@ -171,12 +182,56 @@ def export_run(run_dir: Path, fmt: str, out: Path, force: bool = False) -> dict:
     # seed does not regenerate, as the run holds it
     state = engine_of_run(Path(run_dir), result).effective_state(Path(run_dir), raw_state, masks, meta)
     provenance = export_provenance(meta, result, fmt)
-    source = ExportSource(state, raw_state, masks, meta, provenance, out)
+    plain = plain_model(provenance, Path(run_dir) / TICKET / META_FILE)
+    folded = plain_state(plain, state, masks, Path(run_dir) / TICKET / MODEL_FILE)
+    source = ExportSource(state, raw_state, masks, meta, provenance, out, Path(run_dir), plain, folded)
     data = export_format.write(source)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out, data)
-    float32_bytes = sum(v.numel() * 4 for k, v in folded_state_dict(state, masks).items() if v.is_floating_point())
-    return {"path": str(out), "bytes": len(data), "float32_state_dict_bytes": float32_bytes}
+    tmp = write_temporary(out, data)
+    try:
+        check = verify_export(tmp, export_format, source, result, data_root or _run_data_root(Path(run_dir)))
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    float32_bytes = sum(v.numel() * 4 for v in folded.values() if v.is_floating_point())
+    return {"path": str(out), "bytes": len(data), "float32_state_dict_bytes": float32_bytes, **check}
+
+
+def _run_data_root(run_dir: Path):
+    """The data root the run was made with (its config.json), where its data set is found again."""
+    try:
+        config = read_json(run_dir / CONFIG)
+    except RunError:
+        return None
+    return config.get("data_root") if isinstance(config, dict) else None
+
+
+def verify_export(path: Path, export_format: "ExportFormat", source: "ExportSource", result: dict,
+                  data_root=None) -> dict:
+    """Load the export at ``path`` back as a user would and check it is the run's network: a ``mask``
+    export must hold exactly the run's masks; every other format is re-evaluated on the data set's
+    test split and must reach the run's reported test accuracy (within :data:`ROUND_TRIP_TOLERANCE`).
+    Returns ``{"round_trip_accuracy": ...}`` (None for masks); a failure is a ``SupermaskError``."""
+    if export_format.load is None:
+        masks = load_masks(path)
+        if set(masks) != set(source.masks) or any(not torch.equal(masks[n], source.masks[n].to(torch.uint8))
+                                                  for n in masks):
+            raise SupermaskError(f"the {export_format.name} export did not load back as the run's masks "
+                                 f"(please report this); nothing was written")
+        return {"round_trip_accuracy": None}
+    reported = result.get("test_accuracy")
+    try:
+        measured = evaluate_export(path, data_root)["test_accuracy"]
+    except SupermaskError as exc:
+        said = str(exc).replace(str(path), str(source.out))
+        raise SupermaskError(f"the {export_format.name} export could not be loaded back and re-evaluated "
+                             f"({said}); nothing was written") from None
+    if isinstance(reported, (int, float)) and abs(measured - reported) > ROUND_TRIP_TOLERANCE:
+        raise SupermaskError(f"the {export_format.name} export reaches {measured:.4f} on the test split, not the "
+                             f"run's {reported:.4f}: it is not the run's network (please report this); nothing "
+                             f"was written")
+    return {"round_trip_accuracy": measured}
 
 
 def read_provenance(path: Path) -> dict:
@@ -206,6 +261,7 @@ def load_ticket(path: Path) -> torch.nn.Module:
     from .mask_codes import BITMAP, SUFFIXES, decode, encode
     from .models import InputSpec, create_model, supermask_layer_types
     from .nn import attach_global_scope, init_model, model_masks
+    from .nn.layers import channel_selections
 
     path = Path(path)
     try:
@@ -242,9 +298,9 @@ def load_ticket(path: Path) -> torch.nn.Module:
     model.load_state_dict(extra, strict=False)
     if recipe["scope"] == "global":
         attach_global_scope(model, recipe["density"])
-    rebuilt = model_masks(model)
+    rebuilt, kept = model_masks(model), channel_selections(model)
     for name in recipe["shapes"]:  # the rebuilt network selects exactly what the ticket stores
-        _, again = encode(name, rebuilt[name], structure)
+        _, again = encode(name, rebuilt[name], structure, kept.get(name))
         if any(not torch.equal(again[k], tensors.get(k, torch.empty(0))) for k in again):
             raise RunError(f"{path}: the stored mask does not match its density (a damaged ticket?)")
     return model.eval()
@@ -328,6 +384,9 @@ class ExportSource:
     meta: dict  # ticket.json
     provenance: dict  # what the export says about itself
     out: Path
+    run_dir: Path
+    plain: torch.nn.Module  # the plain architecture
+    folded: dict  # its state dict computing the ticket (weights x mask)
 
     @property
     def metadata(self) -> dict[str, str]:
@@ -353,27 +412,34 @@ def _write_mask(src: ExportSource) -> bytes:
 
 
 def _write_state_dict(src: ExportSource) -> bytes:
-    return st_save({k: v.contiguous() for k, v in folded_state_dict(src.state, src.masks).items()},
-                   metadata=src.metadata)
+    return st_save({k: v.contiguous() for k, v in src.folded.items()}, metadata=src.metadata)
 
 
 def _write_torch_prune(src: ExportSource) -> bytes:
-    return st_save({k: v.contiguous() for k, v in torch_prune_state_dict(src.state, src.masks).items()},
+    unmasked = plain_state(src.plain, src.state, {}, src.out)
+    return st_save({k: v.contiguous() for k, v in torch_prune_state_dict(unmasked, src.masks).items()},
                    metadata=src.metadata)
 
 
 def _write_sparse(src: ExportSource) -> bytes:
     from .sparse import sparse_state_dict
 
-    return st_save(sparse_state_dict(folded_state_dict(src.state, src.masks), src.masks), metadata=src.metadata)
+    return st_save(sparse_state_dict(src.folded, src.masks), metadata=src.metadata)
 
 
 def _write_compact_dense(src: ExportSource) -> bytes:
     from .compact_dense import compact_dense_state
 
-    plain = plain_model(src.provenance, src.out)
-    plain.load_state_dict(folded_state_dict(src.state, src.masks))
-    small, cost = compact_dense_state(plain, tuple(src.provenance["input_shape"]))
+    from .nn.channels import CHAIN_ARCHS, NotAChain
+
+    plain = src.plain
+    plain.load_state_dict(src.folded)
+    try:
+        small, cost = compact_dense_state(plain, tuple(src.provenance["input_shape"]))
+    except NotAChain as exc:
+        raise SupermaskError(f"compact-dense removes the channels of chain networks ({', '.join(CHAIN_ARCHS)}); "
+                             f"{src.provenance.get('arch')} is none ({exc.what}): export it as state-dict or "
+                             f"sparse") from None
     return st_save(small, metadata={PROVENANCE_KEY: json.dumps({**src.provenance, **cost}, sort_keys=True)})
 
 
@@ -385,7 +451,12 @@ def _write_ticket(src: ExportSource) -> bytes:
     if meta.get("method", "edge-popup") != "edge-popup":
         raise SupermaskError(f"the compact ticket rebuilds edge-popup networks (seeded weights x a top-k mask); "
                              f"a {meta['method']} ticket computes with other weights: export it as state-dict")
-    return compact_ticket(src.raw_state, src.masks, meta, src.metadata)
+    channels = None
+    if meta.get("structure") == "channel":  # the channels kept, which a layer with dead inputs hides
+        from .nn.layers import channel_selections
+
+        channels = channel_selections(engine_of_run(src.run_dir).rebuild(src.run_dir))
+    return compact_ticket(src.raw_state, src.masks, meta, src.metadata, channels)
 
 
 def _load_state_dict(path, provenance):

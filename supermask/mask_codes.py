@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from itertools import combinations
+from typing import Optional
 
 import numpy as np
 import torch
@@ -45,8 +46,10 @@ def index_bits(n: int, m: int) -> int:
     return max(1, math.ceil(math.log2(math.comb(m, n))))
 
 
-def encode(name: str, mask: Tensor, structure: str) -> tuple[str, dict[str, Tensor]]:
-    """(the coding, the tensors it stores) of one layer's {0, 1} mask."""
+def encode(name: str, mask: Tensor, structure: str, channels: Optional[Tensor] = None) -> tuple[str, dict[str, Tensor]]:
+    """(the coding, the tensors it stores) of one layer's {0, 1} mask; a channel structure stores the
+    output channels the layer keeps, ``channels`` (:func:`supermask.nn.layers.channel_selections`),
+    else those of the mask's nonzero rows."""
     mask = mask.detach().cpu().to(torch.uint8)
     parsed = Structure.parse(structure)
     if parsed.nm is not None:
@@ -61,7 +64,8 @@ def encode(name: str, mask: Tensor, structure: str) -> tuple[str, dict[str, Tens
                 bits = (index[:, None] >> np.arange(b)) & 1
                 return NM_INDEX, {name + SUFFIXES[NM_INDEX]: _pack(bits)}
     if parsed.channel:
-        rows = mask.reshape(mask.shape[0], -1).any(dim=1)
+        rows = (mask.reshape(mask.shape[0], -1).any(dim=1) if channels is None
+                else channels.detach().cpu().reshape(-1).bool())
         return CHANNEL_BITS, {name + SUFFIXES[CHANNEL_BITS]: _pack(rows.numpy())}
     return BITMAP, {name + SUFFIXES[BITMAP]: _pack(mask.numpy())}
 

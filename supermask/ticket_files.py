@@ -109,12 +109,21 @@ def regenerated_keys(state: dict[str, torch.Tensor], masks) -> set[str]:
     return keys
 
 
+#: Tensors a supermask or masked layer holds that its plain counterpart has not: the scores, the
+#: masks of masked layers, Gem-Miner's frozen-score flags.
+SUPERMASK_ONLY = (".scores", ".weight_mask", ".frozen")
+
+#: Normalisation layers a search may keep non-affine: their plain counterparts take the identity affine.
+NORM_LAYERS = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.LayerNorm, torch.nn.GroupNorm)
+
+
 def folded_state_dict(state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The plain architecture's state dict: weights × mask, no scores or mask buffers, and
-    non-affine BatchNorm given the identity affine (weight 1, bias 0) that plain BN layers expect."""
+    """The plain architecture's state dict: weights × mask, no scores, mask buffers or other
+    supermask-only tensors, and non-affine BatchNorm given the identity affine (weight 1, bias 0)
+    that plain BN layers expect. :func:`plain_state` does the same against the plain model itself."""
     out = {}
     for key, value in state.items():
-        if key.endswith(".scores") or key.endswith(".weight_mask"):
+        if key.endswith(SUPERMASK_ONLY):
             continue
         out[key] = value * masks[key].to(value.dtype) if key in masks else value
     for key, value in state.items():
@@ -123,6 +132,29 @@ def folded_state_dict(state: dict[str, torch.Tensor], masks: dict[str, torch.Ten
             if f"{layer}.weight" not in state:
                 out[f"{layer}.weight"] = torch.ones_like(value)
                 out[f"{layer}.bias"] = torch.zeros_like(value)
+    return out
+
+
+def plain_state(plain: torch.nn.Module, state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
+                path) -> dict[str, torch.Tensor]:
+    """Exactly ``plain``'s state-dict keys, computing what ``state`` computes: weights × mask,
+    supermask-only tensors dropped, and every normalisation layer the ticket holds without an affine
+    (a search's non-affine BatchNorm or LayerNorm) given the identity one. A tensor that is neither
+    (another architecture, a damaged state) is a ``RunError`` naming ``path``."""
+    from .io import check_shapes
+
+    expected = plain.state_dict()
+    folded = folded_state_dict(state, masks)
+    out = {}
+    for key, want in expected.items():
+        if key in folded:
+            out[key] = folded[key]
+            continue
+        layer, _, leaf = key.rpartition(".")
+        if leaf in ("weight", "bias") and isinstance(plain.get_submodule(layer), NORM_LAYERS):
+            out[key] = torch.ones_like(want) if leaf == "weight" else torch.zeros_like(want)
+    check_shapes(folded, expected, path)
+    check_shapes(out, expected, path, complete=True)
     return out
 
 
@@ -144,12 +176,8 @@ def plain_model(provenance: dict, path) -> torch.nn.Module:
 def rebuild_plain(run_dir: Path) -> torch.nn.Module:
     """The network a finished run of trained weights reports: the plain architecture its ticket's
     provenance describes, holding the ticket's weights x mask, in eval mode."""
-    from .io import check_shapes
-
     run_dir = Path(run_dir)
     masks, meta = read_ticket(run_dir / TICKET)
     model = plain_model(meta, run_dir / TICKET / META_FILE)
-    state = folded_state_dict(ticket_state(run_dir), masks)
-    check_shapes(state, model.state_dict(), run_dir / TICKET / MODEL_FILE, complete=True)
-    model.load_state_dict(state)
+    model.load_state_dict(plain_state(model, ticket_state(run_dir), masks, run_dir / TICKET / MODEL_FILE))
     return model.eval()

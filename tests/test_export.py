@@ -134,3 +134,76 @@ def test_sparse_export_of_a_lenet_ticket_at_density_0_05_gives_the_same_predicti
     assert torch.equal(got.argmax(1), expected.argmax(1))
     assert main(["evaluate", str(run / "export" / "sparse.safetensors")]) == 0
     assert "(the same)" in capsys.readouterr().out
+
+
+# -- every export loads back: Gem-Miner, ViT, a channel ticket with a layer of no channels ---------
+
+PLAIN_FORMATS = ("state-dict", "torch-prune", "sparse", "compact-dense", "ticket")
+
+
+@pytest.fixture(scope="module")
+def awkward_runs(tmp_path_factory):
+    """Runs whose exports once did not load: Gem-Miner (frozen-score buffers), ViT (non-affine
+    LayerNorm), a global channel ticket that keeps no channel of its first layer."""
+    out = tmp_path_factory.mktemp("awkward")
+    train = TrainConfig(iterations=20, batch_size=64)
+    made = {
+        "gem-miner": SearchConfig(arch="lenet_300_100", method="gem-miner", density=0.5, out=str(out), device="cpu",
+                                  train=train),
+        "vit": SearchConfig(arch="vit_tiny", density=0.5, out=str(out), device="cpu", train=train),
+        "channel": SearchConfig(arch="lenet_300_100", structure="channel", scope="global", density=0.02,
+                                out=str(out), device="cpu", train=train),
+    }
+    return {name: search(cfg) for name, cfg in made.items()}
+
+
+def _logits_of(model, run_dir):
+    from supermask.data import load_dataset
+
+    x = load_dataset("mnist-5k").test.images[:128].float()
+    with torch.no_grad():
+        return model.eval()(x)
+
+
+@pytest.mark.parametrize("run", ["gem-miner", "vit", "channel"])
+@pytest.mark.parametrize("fmt", PLAIN_FORMATS)
+def test_every_export_loads_back_as_the_reported_network(awkward_runs, run, fmt, tmp_path):
+    from supermask.exports import evaluate_export, load_export
+
+    result = awkward_runs[run]
+    path = tmp_path / f"{fmt}.safetensors"
+    refusals = {("gem-miner", "ticket"): "rebuilds edge-popup networks", ("vit", "compact-dense"): "chain networks"}
+    if (run, fmt) in refusals:
+        with pytest.raises(SupermaskError, match=refusals[run, fmt]):
+            export_run(result.run_dir, fmt, path)
+        assert not path.exists() and not list(tmp_path.iterdir())  # refused before anything was written
+        return
+    info = export_run(result.run_dir, fmt, path)
+    assert info["round_trip_accuracy"] == pytest.approx(result.result["test_accuracy"], abs=0.005)
+    loaded, _ = load_export(path)
+    # the loaded export computes what the run's own (supermask) network computes
+    original = load_search_model(result.run_dir)
+    assert torch.allclose(_logits_of(loaded, result.run_dir), _logits_of(original, result.run_dir),
+                          rtol=1e-4, atol=1e-4)
+    assert evaluate_export(path)["test_accuracy"] == pytest.approx(result.result["test_accuracy"], abs=0.005)
+
+
+def test_the_global_channel_ticket_keeps_the_channels_a_dead_layer_hides(awkward_runs):
+    masks = load_masks(awkward_runs["channel"].run_dir / "ticket" / "mask.safetensors")
+    assert int(masks["1.weight"].sum()) == 0  # the case: the first layer keeps no channel at all
+    assert int(masks["5.weight"].sum()) > 0  # yet the second layer's channels feed the classifier
+
+
+def test_an_export_that_does_not_reproduce_the_run_is_never_written(awkward_runs, tmp_path, monkeypatch):
+    from supermask import exports
+
+    good = exports.EXPORTS.get("state-dict")
+    def wrong(src):  # a writer gone wrong: every weight of the first layer zero
+        return exports.st_save({k: (torch.zeros_like(v) if k == "1.weight" else v).contiguous()
+                                for k, v in src.folded.items()}, metadata=src.metadata)
+    monkeypatch.setitem(exports.EXPORTS._items, "state-dict", exports.ExportFormat("state-dict", wrong, good.load,
+                                                                                   good.summary))
+    path = tmp_path / "sd.safetensors"
+    with pytest.raises(SupermaskError, match="not the run's network"):
+        export_run(awkward_runs["gem-miner"].run_dir, "state-dict", path)
+    assert not list(tmp_path.iterdir())  # neither the file nor its temporary

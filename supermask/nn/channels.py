@@ -55,9 +55,18 @@ def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(name, m) for name, m in model.named_modules() if not list(m.children())]
 
 
+class NotAChain(SupermaskError):
+    """A network that is no chain of layers with only per-channel operations between them; ``what``
+    says where it stops being one."""
+
+    def __init__(self, what: str):
+        self.what = what
+        super().__init__(f"--structure channel needs a chain of layers with only per-channel operations between "
+                         f"them ({', '.join(CHAIN_ARCHS)}): {what}")
+
+
 def _refuse(what: str) -> SupermaskError:
-    return SupermaskError(f"--structure channel needs a chain of layers with only per-channel operations between "
-                          f"them ({', '.join(CHAIN_ARCHS)}): {what}")
+    return NotAChain(what)
 
 
 @torch.no_grad()

@@ -267,6 +267,22 @@ def link_channels(model: nn.Module, input_shape: tuple[int, ...]) -> None:
 
 
 @torch.no_grad()
+def channel_selections(model: nn.Module) -> dict[str, Tensor]:
+    """The output channels each channel-structured supermask layer of ``model`` keeps, as {0, 1}
+    tensors shaped ``(out, 1, ...)`` keyed by the weight's name (the last layer of a chain: all).
+    Not always readable from the weight mask: a layer whose inputs are all dropped has an all-zero
+    mask, yet the channels it keeps still pass their biases on."""
+    selections = {}
+    for name, module in model.named_modules():
+        if isinstance(module, SupermaskMixin) and module.channel:
+            key = f"{name}.weight" if name else "weight"
+            shape = (module.weight.shape[0], *([1] * (module.weight.dim() - 1)))
+            selections[key] = (torch.ones(shape, dtype=torch.uint8) if module.keeps_outputs
+                               else module.selected_mask().detach().reshape(shape).to("cpu", torch.uint8))
+    return selections
+
+
+@torch.no_grad()
 def model_masks(model: nn.Module) -> dict[str, Tensor]:
     """The current mask of every supermask or masked layer, keyed by its weight's name (``features.0.weight``)."""
     from .masked import MaskedMixin
