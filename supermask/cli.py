@@ -679,7 +679,7 @@ def export(run_dir: str, fmt: str, out: Optional[str], force: bool, data_root: O
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--data-root", default=None, type=click.Path(file_okay=False),
               help="Folder of downloaded data sets [default: $SUPERMASK_DATA or ~/.cache/supermask/data].")
-@click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
+@click.option("--device", default="cpu", show_default=True, help="auto, cpu or cuda[:N].")
 @plugin_option
 def evaluate_cmd(path: str, data_root: Optional[str], device: str) -> None:
     """Re-evaluate an export (ticket, state-dict, torch-prune or sparse) on its data set's test split."""

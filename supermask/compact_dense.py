@@ -39,5 +39,5 @@ def load_compact_dense(model: nn.Module, state: dict[str, Tensor]) -> nn.Module:
     """``model`` (the plain architecture) resized to a ``compact-dense`` export's shapes and loaded."""
     resize_to(model, state)
     with torch.no_grad():
-        model.load_state_dict(state)
+        model.load_state_dict(state, assign=True)
     return model

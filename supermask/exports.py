@@ -35,7 +35,8 @@ from safetensors.torch import save as st_save
 from .catalog import EXPORT_FORMATS as EXPORT_SUMMARIES
 from .engines import engine_of_run
 from .errors import RunError, SupermaskError
-from .io import check_shapes, read_json, write_temporary
+from .file_checks import check_data_description, check_ticket_recipe, json_object
+from .io import check_shapes, read_json, read_tensors, write_temporary
 from .layout import CONFIG, EXPORT_FOLDER, LEVEL_PREFIX, MASK_FILE, META_FILE, MODEL_FILE, RESULT, STATUS, TICKET
 from .registry import Registry
 from .runs import RunDir
@@ -91,7 +92,7 @@ def load_torch_prune(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> 
     for key in state:
         if key.endswith(".weight_mask"):
             prune.identity(model.get_submodule(key[: -len(".weight_mask")]), "weight")
-    model.load_state_dict(state)
+    model.load_state_dict(state, assign=True)
     return model
 
 
@@ -185,7 +186,7 @@ def export_run(run_dir: Path, fmt: str, out: Path, force: bool = False, data_roo
     plain = plain_model(provenance, Path(run_dir) / TICKET / META_FILE)
     folded = plain_state(plain, state, masks, Path(run_dir) / TICKET / MODEL_FILE)
     source = ExportSource(state, raw_state, masks, meta, provenance, out, Path(run_dir), plain, folded)
-    data = export_format.write(source)
+    data = sealed(export_format.write(source))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = write_temporary(out, data)
     try:
@@ -196,6 +197,40 @@ def export_run(run_dir: Path, fmt: str, out: Path, force: bool = False, data_roo
             tmp.unlink()
     float32_bytes = sum(v.numel() * 4 for v in folded.values() if v.is_floating_point())
     return {"path": str(out), "bytes": len(data), "float32_state_dict_bytes": float32_bytes, **check}
+
+
+CHECKSUM_KEY = "supermask_checksum"
+
+
+def _header_metadata(data: bytes) -> dict:
+    """The ``__metadata__`` of safetensors bytes (an 8-byte little-endian header length, then JSON)."""
+    length = int.from_bytes(data[:8], "little")
+    return json.loads(data[8:8 + length]).get("__metadata__") or {}
+
+
+def sealed(data: bytes) -> bytes:
+    """Safetensors bytes with the checksum of their tensors added to the metadata
+    (:data:`CHECKSUM_KEY`), which :func:`read_export` verifies: a flipped byte is refused, not evaluated."""
+    tensors = st_load(data)
+    return st_save(tensors, metadata={**_header_metadata(data), CHECKSUM_KEY: weights_checksum(tensors)})
+
+
+def read_export(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of an export file, its tensors checked against the checksum they were
+    written with (an export of supermask < 0.4 has none: then only the structural checks hold)."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise RunError(f"{path}: not found") from None
+    try:
+        tensors, metadata = st_load(data), _header_metadata(data)
+    except Exception as exc:
+        raise RunError(f"{path}: not a safetensors file ({type(exc).__name__})") from None
+    expected = metadata.get(CHECKSUM_KEY)
+    if expected is not None and weights_checksum(tensors) != expected:
+        raise RunError(f"{path}: its tensors are not those it was written with (checksum differs): damaged or "
+                       f"edited; export the run again")
+    return tensors, metadata
 
 
 def _run_data_root(run_dir: Path):
@@ -245,10 +280,10 @@ def read_provenance(path: Path) -> dict:
         raise RunError(f"{path}: not found") from None
     except Exception as exc:
         raise RunError(f"{path}: not a safetensors file ({type(exc).__name__})") from None
-    text = metadata.get(PROVENANCE_KEY) or metadata.get("supermask_ticket")
-    if text is None:
+    key = PROVENANCE_KEY if PROVENANCE_KEY in metadata else "supermask_ticket"
+    if key not in metadata:
         raise RunError(f"{path}: not a supermask export (no provenance in its metadata)")
-    return json.loads(text)
+    return json_object(metadata[key], path, "provenance")
 
 
 def load_ticket(path: Path) -> torch.nn.Module:
@@ -256,8 +291,6 @@ def load_ticket(path: Path) -> torch.nn.Module:
     (checked against the ticket's checksum: another torch may draw other numbers from the same
     seed), the stored mask reproduced bit for bit (scores are set to the mask, so the top-k keeps
     exactly it)."""
-    from safetensors import safe_open
-
     from .mask_codes import BITMAP, SUFFIXES, decode, encode
     from .models import InputSpec, create_model, supermask_layer_types
     from .nn import attach_global_scope, init_model, model_masks
@@ -265,24 +298,27 @@ def load_ticket(path: Path) -> torch.nn.Module:
 
     path = Path(path)
     try:
-        with safe_open(str(path), framework="pt") as f:
-            recipe = json.loads((f.metadata() or {})["supermask_ticket"])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except FileNotFoundError:
-        raise RunError(f"{path}: ticket not found") from None
-    except Exception as exc:
-        raise RunError(f"{path}: not a supermask ticket ({type(exc).__name__})") from None
-    spec = InputSpec(recipe["in_channels"], recipe["image_size"], recipe["num_classes"])
+        tensors, metadata = read_export(path)
+    except RunError as exc:
+        raise RunError(str(exc).replace("not a safetensors file", "not a supermask ticket")) from None
+    if "supermask_ticket" not in metadata:
+        raise RunError(f"{path}: not a supermask ticket (no recipe in its metadata)")
+    recipe = json_object(metadata["supermask_ticket"], path, "recipe")
+    check_ticket_recipe(recipe, path)
+    spec = InputSpec(int(recipe["in_channels"]), int(recipe["image_size"]), int(recipe["num_classes"]))
     kwargs = {"width": recipe["width"]} if recipe.get("width", 1.0) != 1.0 else {}
-    layers = supermask_layer_types(recipe["density"], recipe["learned_bn"], structure=recipe.get("structure")
+    layers = supermask_layer_types(recipe["density"], bool(recipe.get("learned_bn")), structure=recipe.get("structure")
                                    ).with_dropout(recipe.get("dropout", 0.0))
-    model = create_model(recipe["arch"], spec, layers, **kwargs)
-    init_model(model, recipe["init"], recipe["seed"], scaled_fan=recipe["scaled_fan"])
-    _check_regenerated(path, recipe, model.state_dict())
     structure = recipe.get("structure") or "unstructured"
     codings = recipe.get("mask_codings") or {name: BITMAP for name in recipe["shapes"]}
     coded_keys = {name + suffix for name in recipe["shapes"] for suffix in SUFFIXES.values()}
     extra = {k: v for k, v in tensors.items() if k not in coded_keys}
+    with torch.device("meta"):  # shapes first: what the file's tensors and recipe must agree with
+        planned = create_model(recipe["arch"], spec, layers, **kwargs)
+    _check_ticket_tensors(path, recipe, planned, codings, tensors, extra)
+    model = create_model(recipe["arch"], spec, layers, **kwargs)
+    init_model(model, recipe["init"], recipe["seed"], scaled_fan=bool(recipe.get("scaled_fan")))
+    _check_regenerated(path, recipe, model.state_dict())
     try:
         selections = {name: decode(name, codings[name], tensors, shape, structure)
                       for name, shape in recipe["shapes"].items()}
@@ -306,6 +342,33 @@ def load_ticket(path: Path) -> torch.nn.Module:
     return model.eval()
 
 
+def _check_ticket_tensors(path: Path, recipe: dict, planned: torch.nn.Module, codings: dict,
+                          tensors: dict, extra: dict) -> None:
+    """The ticket's weight shapes are the architecture's, each coded mask has exactly the bytes its
+    coding takes, and every other tensor is one of the network's, in its shape and dtype."""
+    from .mask_codes import SUFFIXES, stored_bits
+    from .nn.layers import supermask_layers
+
+    structure = recipe.get("structure") or "unstructured"
+    shapes = {f"{name}.weight": list(layer.weight.shape) for name, layer in supermask_layers(planned)}
+    if shapes != recipe["shapes"]:
+        raise RunError(f"{path}: its recorded weight shapes are not those of {recipe['arch']} at its width "
+                       f"(damaged, or another architecture)")
+    for name, shape in shapes.items():
+        coding = codings.get(name)
+        if coding not in SUFFIXES:
+            raise RunError(f"{path}: {name}: unknown mask coding {coding!r}")
+        tensor = tensors.get(name + SUFFIXES[coding])
+        want = -(-stored_bits(coding, shape, structure) // 8)
+        if tensor is None or tensor.dtype != torch.uint8 or tensor.dim() != 1 or tensor.numel() != want:
+            raise RunError(f"{path}: {name}: its coded mask is not {want} bytes of uint8 (damaged?)")
+    own = planned.state_dict()
+    check_shapes(extra, own, path)
+    for name, tensor in extra.items():
+        if tensor.dtype != own[name].dtype:
+            raise RunError(f"{path}: {name} is {tensor.dtype}, the network's is {own[name].dtype} (damaged?)")
+
+
 def _check_regenerated(path: Path, recipe: dict, state: dict[str, torch.Tensor]) -> None:
     """Refuse a ticket whose seed regenerates other weights here than where it was made."""
     expected = recipe.get("weights_checksum")
@@ -327,7 +390,7 @@ def load_export(path: Path) -> tuple[torch.nn.Module, dict]:
     path = Path(path)
     provenance = read_provenance(path)
     fmt = provenance.get("format", "ticket")
-    export_format = EXPORTS.get(fmt) if fmt in EXPORTS else None
+    export_format = EXPORTS.get(fmt) if isinstance(fmt, str) and fmt in EXPORTS else None
     if export_format is None:
         raise RunError(f"{path}: an export of unknown format {fmt!r}")
     if export_format.load is None:
@@ -336,17 +399,41 @@ def load_export(path: Path) -> tuple[torch.nn.Module, dict]:
 
 
 def _load_plain(path: Path, provenance: dict, fill) -> torch.nn.Module:
-    """A plain-architecture export: the model its provenance describes, filled by ``fill``."""
-    try:
+    """A plain-architecture export: the model its provenance describes, built on the ``meta`` device
+    (shapes without storage) and filled by ``fill`` with the file's own tensors (``assign``), so
+    nothing is allocated that the file's tensors do not hold; every tensor must arrive, in the
+    architecture's dtype."""
+    state, _ = read_export(path)
+    with torch.device("meta"):
         model = plain_model(provenance, path)
-        state = st_load(path.read_bytes())
+    dtypes = {name: t.dtype for name, t in _named_tensors(model)}
+    try:
         model = fill(model, state)
-    except (KeyError, TypeError, ValueError) as exc:
+    except RunError:
+        raise
+    except SupermaskError as exc:
+        raise RunError(f"{path}: {exc}") from None
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise RunError(f"{path}: its provenance does not describe a loadable model ({type(exc).__name__}: {exc})") from None
     except RuntimeError as exc:
         raise RunError(f"{path}: the weights do not fit {provenance.get('arch')!r} "
                        f"({str(exc).splitlines()[0]})") from None
+    for name, tensor in _named_tensors(model):
+        if tensor.is_meta:
+            raise RunError(f"{path}: lacks {name} (damaged, or another architecture)")
+        # the architecture's own tensors keep their dtypes; any other (torch-prune's weight_orig and
+        # weight_mask) is float32, as the plain networks compute
+        want = dtypes.get(name, torch.float32 if tensor.is_floating_point() else tensor.dtype)
+        if tensor.dtype != want:
+            raise RunError(f"{path}: {name} is {tensor.dtype}, the architecture's is {want} (damaged?)")
+        if tensor.layout == torch.strided and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise RunError(f"{path}: {name} holds NaN or infinite values (damaged?)")
     return model.eval()
+
+
+def _named_tensors(model: torch.nn.Module):
+    yield from model.named_parameters()
+    yield from model.named_buffers()
 
 
 def evaluate_export(path: Path, data_root: Optional[Path] = None, device: str = "cpu") -> dict:
@@ -354,8 +441,11 @@ def evaluate_export(path: Path, data_root: Optional[Path] = None, device: str = 
     loader of the run): the accuracy it reported, if the export is the reported network."""
     from .data import fingerprint, load_dataset, make_loader
     from .training import evaluate
+    from .training.device import local_device
 
+    device = str(local_device(device))  # one that exists here: else one line, before anything is loaded
     model, provenance = load_export(path)
+    check_data_description(provenance, path)
     size = provenance.get("input_shape", [None, 224, 224])[-1]
     data = load_dataset(provenance["dataset"], data_root, False, size, classes=provenance.get("classes"),
                         input_shape=provenance.get("converted_to"))
@@ -460,7 +550,7 @@ def _write_ticket(src: ExportSource) -> bytes:
 
 
 def _load_state_dict(path, provenance):
-    return _load_plain(path, provenance, lambda model, state: (model.load_state_dict(state), model)[1])
+    return _load_plain(path, provenance, lambda model, state: (model.load_state_dict(state, assign=True), model)[1])
 
 
 def _load_torch_prune(path, provenance):

@@ -67,6 +67,38 @@ class SparseLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, kept={self.weight.values().numel()}"
 
 
+def checked_csr(state: dict[str, Tensor], weight: str, shape: tuple[int, int], path) -> Tensor:
+    """The CSR tensor of ``weight``'s parts in ``state`` (read from ``path``, not trusted), checked
+    before any kernel reads it: 1-D parts, integer indices of one dtype, float values, a row
+    pointer of ``rows + 1`` entries, and the CSR invariants (the row pointer starts at 0, never
+    decreases and ends at the number of values; column indices within the layer's inputs, sorted
+    and distinct within a row). A damaged or tampered file is a ``RunError``: without these checks
+    the sparse kernels read outside the tensors, or end the process."""
+    try:
+        crow, col, values = (state[f"{weight}.{part}"] for part in CSR_PARTS)
+    except KeyError as exc:
+        raise RunError(f"{path}: {weight}: lacks its CSR part {exc.args[0]}") from None
+    problem = None
+    if any(t.dim() != 1 for t in (crow, col, values)):
+        problem = "a part is not one-dimensional"
+    elif crow.dtype not in (torch.int32, torch.int64) or col.dtype != crow.dtype:
+        problem = f"indices of dtype {crow.dtype} and {col.dtype} (int32 or int64, the same for both)"
+    elif values.dtype != torch.float32:
+        problem = f"values of dtype {values.dtype} (float32)"
+    elif crow.numel() != shape[0] + 1:
+        problem = f"a row pointer of {crow.numel()} entries for {shape[0]} rows"
+    elif col.numel() != values.numel():
+        problem = f"{col.numel()} column indices for {values.numel()} values"
+    elif not bool(torch.isfinite(values).all()):
+        problem = "NaN or infinite values"
+    if problem is None:
+        try:
+            return _quietly(lambda *a: torch.sparse_csr_tensor(*a, check_invariants=True), crow, col, values, shape)
+        except (RuntimeError, ValueError) as exc:
+            problem = str(exc).splitlines()[0]
+    raise RunError(f"{path}: {weight}: damaged CSR parts ({problem})")
+
+
 def sparse_model(model: nn.Module, state: dict[str, Tensor], path) -> nn.Module:
     """``model`` (the plain architecture) holding a sparse export's ``state``."""
     weights = sorted({key.rsplit(".", 1)[0] for key in state if key.endswith(".crow_indices")})
@@ -79,15 +111,11 @@ def sparse_model(model: nn.Module, state: dict[str, Tensor], path) -> nn.Module:
             raise RunError(f"{path}: {weight} is not a weight of this architecture") from None
         if not isinstance(layer, nn.Linear):
             raise RunError(f"{path}: {weight} is not a Linear layer's weight")
-        try:
-            csr = _quietly(torch.sparse_csr_tensor, *(state[f"{weight}.{part}"] for part in CSR_PARTS),
-                           (layer.out_features, layer.in_features))
-        except (KeyError, RuntimeError, ValueError) as exc:
-            raise RunError(f"{path}: {weight}: damaged CSR parts ({type(exc).__name__})") from None
+        csr = checked_csr(state, weight, (layer.out_features, layer.in_features), path)
         parent_name, _, child = layer_name.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, child,
                 SparseLinear(csr, bias=layer.bias is not None))
-    model.load_state_dict(dense_state)  # biases and every dense tensor, by the plain names
+    model.load_state_dict(dense_state, assign=True)  # biases and every dense tensor, by the plain names
     return model
 
 

@@ -160,8 +160,10 @@ def plain_state(plain: torch.nn.Module, state: dict[str, torch.Tensor], masks: d
 
 def plain_model(provenance: dict, path) -> torch.nn.Module:
     """The plain (dense) architecture a ticket's provenance describes, as built for its data."""
+    from .file_checks import check_model_description
     from .models import DENSE, InputSpec, create_model
 
+    check_model_description(provenance, path)
     try:
         channels, size, _ = provenance["input_shape"]
         spec = InputSpec(channels, size, provenance["num_classes"])

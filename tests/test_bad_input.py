@@ -259,6 +259,43 @@ def download_failing_with_a_long_message(tmp_path):
         "downloading mnist failed, nothing written to"
 
 
+def width_beyond_memory(tmp_path):
+    return ["search", *SMALL, "--width", "3000"], "more than this machine's"
+
+
+def width_whose_sizes_overflow(tmp_path):
+    return ["search", *SMALL, "--width", "1e9"], "sizes overflow"
+
+
+def _exported(tmp_path: Path, fmt: str) -> Path:
+    run = finished_run(tmp_path)
+    assert main(["export", str(run), "--format", fmt, "--out", str(tmp_path / f"{fmt}.safetensors")]) == 0
+    return tmp_path / f"{fmt}.safetensors"
+
+
+def evaluate_on_cuda_without_one(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    return ["evaluate", str(_exported(tmp_path, "state-dict")), "--device", "cuda"], "CUDA is not available"
+
+
+def evaluate_on_a_bogus_device(tmp_path):
+    return ["evaluate", str(_exported(tmp_path, "state-dict")), "--device", "bogus"], "device must be auto, cpu"
+
+
+def evaluate_a_sparse_export_reading_beyond_its_inputs(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    path = _exported(tmp_path, "sparse")
+    tensors = load_file(path)
+    tensors["3.weight.col_indices"][0] = 301  # a 300-input layer
+    save_file(tensors, path, metadata={k: v for k, v in __import__("safetensors").safe_open(
+        str(path), "pt").metadata().items() if k != "supermask_checksum"})  # as an old export, unchecked
+    return ["evaluate", str(path)], "3.weight: damaged CSR parts"
+
+
 CASES = [cifar_with_junk, mnist_truncated, image_folder_without_images, image_folder_without_train,
          data_root_is_a_file, export_not_a_run, export_a_file, export_over_a_device_node,
          export_over_a_file_it_did_not_write, export_into_another_run_directory, export_unknown_format,
@@ -269,7 +306,9 @@ CASES = [cifar_with_junk, mnist_truncated, image_folder_without_images, image_fo
          torchvision_vit_on_28_pixel_images, architecture_that_pools_the_images_away,
          imp_on_an_architecture_that_pools_the_images_away, image_size_beyond_memory, truncated_image_read_by_workers,
          imp_resumed_with_a_reshaped_rewind_point, export_a_mask_of_the_wrong_shape,
-         download_failing_with_a_long_message, finetune_an_imp_level]
+         download_failing_with_a_long_message, finetune_an_imp_level, width_beyond_memory,
+         width_whose_sizes_overflow, evaluate_on_cuda_without_one, evaluate_on_a_bogus_device,
+         evaluate_a_sparse_export_reading_beyond_its_inputs]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.__name__ for c in CASES])

@@ -115,15 +115,56 @@ def create_model(
     ``torchvision/<model>`` builds any torchvision classification model (random weights)
     and adapts it to ``layers`` through :func:`supermask.nn.convert`.
     """
-    if torchvision_name(name) is not None:
-        from .torchvision_models import torchvision_model
+    import torch
 
-        return layers.adapt(torchvision_model(torchvision_name(name), spec, **kwargs))
-    builder = MODELS.get(name)
+    from .budget import building_on_meta, check_fits
+
+    what = f"{name} at {_options_text(kwargs)}"
+    if not building_on_meta():  # shapes first, on the meta device: refuse what cannot be allocated
+        with torch.device("meta"):
+            check_fits(create_model(name, spec, layers, **kwargs), what)
     try:
-        return builder(spec, layers, **kwargs)
+        if torchvision_name(name) is not None:
+            from .torchvision_models import torchvision_model
+
+            return layers.adapt(torchvision_model(torchvision_name(name), spec, **kwargs))
+        builder = MODELS.get(name)
+        model = _user_build(builder, name, spec, layers, kwargs) if _is_user_code(builder) else builder(
+            spec, layers, **kwargs)
+        return model
     except TypeError as exc:
         raise SupermaskError(f"architecture {name!r}: {exc}") from None
+    except (OverflowError, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) and "overflow" not in str(exc).lower():
+            raise
+        raise SupermaskError(f"{what}: its tensors' sizes overflow ({str(exc).splitlines()[0]}): "
+                             f"refused before allocating (a smaller --width?)") from None
+
+
+def _is_user_code(builder) -> bool:
+    return not str(getattr(builder, "__module__", "")).startswith("supermask")
+
+
+def _user_build(builder, name: str, spec: InputSpec, layers: Layers, kwargs: dict) -> nn.Module:
+    """A builder registered by ``--import`` code: what it raises or returns wrongly is one line."""
+    try:
+        model = builder(spec, layers, **kwargs)
+    except SupermaskError:
+        raise
+    except Exception as exc:
+        if isinstance(exc, RuntimeError) and "overflow" in str(exc).lower():
+            raise
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        raise SupermaskError(f"architecture {name!r}: its builder ({getattr(builder, '__module__', '?')}."
+                             f"{getattr(builder, '__name__', '?')}) raised {type(exc).__name__}"
+                             f"{': ' + text if text else ''}") from None
+    if not isinstance(model, nn.Module):
+        raise SupermaskError(f"architecture {name!r}: its builder returned {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def _options_text(kwargs: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in kwargs.items()) or "its default size"
 
 
 def list_models() -> list[str]:

@@ -20,6 +20,7 @@ any output.
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass
 from typing import Optional
 
@@ -165,7 +166,10 @@ def _smaller_conv(conv: nn.Conv2d, weight: Tensor, bias: Optional[Tensor]) -> nn
 
 
 def _smaller_linear(weight: Tensor, bias: Optional[Tensor]) -> nn.Linear:
-    new = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device=weight.device, dtype=weight.dtype)
+    with warnings.catch_warnings():  # a layer left with no channels: "Initializing zero-element tensors"
+        warnings.simplefilter("ignore", UserWarning)
+        new = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device=weight.device,
+                        dtype=weight.dtype)
     new.weight.data.copy_(weight)
     if bias is not None:
         new.bias.data.copy_(bias)
@@ -222,11 +226,28 @@ def compact_dense(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
     return small
 
 
+def _check_smaller(name: str, full, small) -> None:
+    """A compact layer's weight shape is the full layer's with at most as many outputs and inputs."""
+    full, small = tuple(full), tuple(small)
+    if len(small) != len(full) or small[2:] != full[2:] or small[0] > full[0] or small[1] > full[1]:
+        raise SupermaskError(f"{name}.weight has shape {list(small)}, not a part of the layer's {list(full)}")
+
+
 def resize_to(model: nn.Module, state: dict[str, Tensor]) -> nn.Module:
     """``model`` (the plain architecture) with every Conv2d, Linear and BatchNorm layer resized to
     the shapes in ``state`` (a ``compact-dense`` export's), ready for ``load_state_dict``."""
     for name, module in list(model.named_modules()):
         weight = state.get(f"{name}.weight")
+        if isinstance(module, (nn.Conv2d, nn.Linear)) and weight is not None:
+            _check_smaller(name, module.weight.shape, weight.shape)
+            bias = state.get(f"{name}.bias")
+            if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+                raise SupermaskError(f"{name}.bias has shape {list(bias.shape)} for {weight.shape[0]} channels")
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+            mean = state.get(f"{name}.running_mean")
+            if mean is not None and (mean.dim() != 1 or mean.shape[0] > module.num_features):
+                raise SupermaskError(f"{name}.running_mean has shape {list(mean.shape)}, not at most "
+                                     f"[{module.num_features}]")
         if isinstance(module, (nn.Conv2d, nn.Linear)) and weight is not None and weight.shape != module.weight.shape:
             bias = state.get(f"{name}.bias") if module.bias is not None else None
             empty = torch.empty(weight.shape, dtype=module.weight.dtype)

@@ -18,6 +18,12 @@ def resolve_device(name: str) -> torch.device:
     return distributed.setup(_device(name))
 
 
+def local_device(name: str) -> torch.device:
+    """The device ``--device name`` means on this machine (``auto``: CUDA when there is one), for
+    work that joins no process group (evaluating an export)."""
+    return _device(name)
+
+
 def device_type(name: str) -> str:
     """``cpu`` or ``cuda``: where a run of ``--device name`` trains (no process group is joined)."""
     return _device(name).type
