@@ -636,11 +636,12 @@ def prune_cmd(**kw) -> None:
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--out", default="report", show_default=True, type=click.Path(), help="Folder for the report files.")
-def compare(paths: tuple[str, ...], out: str) -> None:
+@click.option("--force", is_flag=True, help="Replace files in --out that compare did not write (or that were edited).")
+def compare(paths: tuple[str, ...], out: str, force: bool) -> None:
     """Compare finished runs (run directories or whole run trees): tables and plots vs density."""
     from .report import compare as run_compare
 
-    table, problems, written = run_compare(paths, out)
+    table, problems, written = run_compare(paths, out, force=force)
     for problem in problems:
         click.echo(f"supermask: warning: left out {problem}", err=True)
     click.echo(table)

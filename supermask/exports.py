@@ -37,7 +37,7 @@ from .engines import engine_of_run
 from .errors import RunError, SupermaskError
 from .file_checks import check_data_description, check_ticket_recipe, json_object
 from .io import check_shapes, read_json, read_tensors, write_temporary
-from .layout import CONFIG, EXPORT_FOLDER, LEVEL_PREFIX, MASK_FILE, META_FILE, MODEL_FILE, RESULT, STATUS, TICKET
+from .layout import CONFIG, EXPORT_FOLDER, LEVEL_PREFIX, MASK_FILE, META_FILE, MODEL_FILE, TICKET
 from .registry import Registry
 from .runs import RunDir
 from .ticket_files import (layer_of, library_versions, load_masks, plain_model, plain_state, regenerated_keys,
@@ -141,24 +141,18 @@ def export_target(run_dir: Path, fmt: str, out) -> Path:
 
 
 def _check_replaceable(target: Path, run_dir: Path, force: bool) -> None:
-    """Refuse to write inside another run directory, to replace a non-regular file, and (without
-    ``force``) to replace a file that export did not write."""
-    own = Path(run_dir).resolve()
-    parent = target.resolve().parent
-    for folder in (parent, *parent.parents):
-        if folder == own:
-            break  # inside the exported run's own directory (its export/ folder)
-        if (folder / CONFIG).is_file() and ((folder / STATUS).is_file() or (folder / RESULT).is_file()):
-            raise SupermaskError(f"{target} is inside another run directory ({folder}): choose another --out")
-    if target.exists() or target.is_symlink():
-        if target.is_symlink() or not target.is_file():
-            raise SupermaskError(f"{target} exists and is not a regular file: refusing to replace it")
-        if not force:
-            try:
-                read_provenance(target)
-            except RunError:
-                raise SupermaskError(f"{target} exists and was not written by supermask export: "
-                                     f"refusing to replace it (--force replaces it)") from None
+    """:func:`supermask.writing.check_replaceable`: nothing inside a run directory but the exported
+    run's ``export/`` folder, never a non-regular file, a file export did not write only with ``force``."""
+    from .writing import check_replaceable
+
+    def written_by_export(path: Path) -> bool:
+        try:
+            read_provenance(path)
+        except RunError:
+            return False
+        return True
+
+    check_replaceable(target, force, written_by_export, "--out", allowed_run=Path(run_dir))
 
 
 #: How far (in accuracy) an export written may be from the run's reported test accuracy: float

@@ -76,12 +76,16 @@ def _command_line_form(value: Any, option: click.Option, where: str) -> Any:
     return ",".join(str(item) for item in items)
 
 
-def write_option_file(path: str, command: click.Command, params: dict[str, Any], header: Iterable[str] = ()) -> None:
+def write_option_file(path: str, command: click.Command, params: dict[str, Any], header: Iterable[str] = (),
+                      force: bool = False) -> None:
     """Write ``params`` (click's parsed values of ``command``) as a TOML option file; None (not
-    given: a default the library resolves) is left out."""
+    given: a default the library resolves) is left out. An existing file is replaced only if it is
+    one (its header says ``--save-config`` wrote it) or with ``force``."""
+    from .writing import check_replaceable
+
     target = Path(path)
-    if target.exists() and not target.is_file():
-        raise SupermaskError(f"--save-config {path}: exists and is not a regular file")
+    check_replaceable(target, force, lambda p: _is_option_file(p, command), "--save-config",
+                      remedy="remove it first, or choose another path")
     lines = [f"# {line}" for line in header]
     for key, option in _options(command).items():
         value = params.get(option.name)
@@ -89,6 +93,16 @@ def write_option_file(path: str, command: click.Command, params: dict[str, Any],
             continue
         lines.append(f"{key} = {_toml_value(value, option)}")
     atomic_write_bytes(target, ("\n".join(lines) + "\n").encode())
+
+
+def _is_option_file(path: Path, command: click.Command) -> bool:
+    """Whether ``path`` begins as an option file that ``--save-config`` of ``command`` wrote."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(200)
+    except OSError:
+        return False
+    return first.startswith(f"# supermask {command.name} options: ".encode())
 
 
 def _toml_value(value: Any, option: click.Option) -> str:

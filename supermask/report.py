@@ -424,16 +424,21 @@ def _panels(rows: list[dict], value: str, ylabel: str, path: Path, keep=lambda r
     return True
 
 
-def compare(paths: Iterable[Path], out: Path) -> tuple[str, list[str], list[Path]]:
-    """Write the report to ``out``; returns (Markdown table, problems, files written)."""
+def compare(paths: Iterable[Path], out: Path, force: bool = False) -> tuple[str, list[str], list[Path]]:
+    """Write the report to ``out``; returns (Markdown table, problems, files written). The files are
+    made aside and moved in only if none would replace a file compare did not write (without
+    ``force``) or anything in a run directory (:func:`supermask.writing.publish`)."""
+    from .writing import publish
+
     found = collect(paths)
     if not found.points and not found.analyses:
         detail = f" ({found.problems[0]})" if found.problems else ""
         raise SupermaskError(f"no finished runs to compare{detail}")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise SupermaskError(f"{out} is a file; --out must be a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    (table, problems, _), written = publish(Path(out), lambda folder: _write_report(found, folder), force)
+    return table, problems, written
+
+
+def _write_report(found, out: Path) -> tuple[str, list[str], list[Path]]:
     if not found.points:  # analyses only
         text, files = _analysis_reports(found.analyses, out)
         return text, list(found.problems), files
