@@ -71,7 +71,7 @@ def export_over_a_device_node(tmp_path):
 def export_over_a_file_it_did_not_write(tmp_path):
     run = finished_run(tmp_path)
     (tmp_path / "notes.txt").write_text("my notes")
-    return ["export", str(run), "--format", "mask", "--out", str(tmp_path / "notes.txt")], "was not written by supermask export"
+    return ["export", str(run), "--format", "mask", "--out", str(tmp_path / "notes.txt")], "was not written by supermask: refusing to replace it"
 
 
 def export_into_another_run_directory(tmp_path):
@@ -80,7 +80,7 @@ def export_into_another_run_directory(tmp_path):
     assert main(["search", *SMALL, "--seed", "1", "--out", str(other)]) == 0
     (config,) = [p for p in other.rglob("config.json")]
     return ["export", str(run), "--format", "mask", "--out", str(config.parent / "mask.safetensors")], \
-        "is inside another run directory"
+        "is inside a run directory"
 
 
 def rerun_with_a_result_that_is_a_list(tmp_path):
