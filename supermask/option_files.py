@@ -9,7 +9,6 @@ the same runs (the same config hashes). Read with the standard library's ``tomll
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
@@ -45,6 +44,8 @@ def read_option_file(path: str, command: click.Command) -> dict[str, Any]:
             data = tomllib.load(f)
     except OSError as exc:
         raise SupermaskError(f"--config {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise SupermaskError(f"--config {path}: not UTF-8 text (byte {exc.start}), as TOML must be") from None
     except tomllib.TOMLDecodeError as exc:
         raise SupermaskError(f"--config {path}: not a TOML file: {exc}") from None
     options = _options(command)
@@ -111,7 +112,7 @@ def _toml_value(value: Any, option: click.Option) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if option.multiple:
-        return "[" + ", ".join(json.dumps(str(v)) for v in value) + "]"
+        return "[" + ", ".join(_toml_string(str(v)) for v in value) + "]"
     if option.type is click.STRING and "," in str(value):  # a list: write it as one
         return "[" + ", ".join(_scalar(x.strip()) for x in str(value).split(",") if x.strip()) + "]"
     return _scalar(str(value))
@@ -126,4 +127,27 @@ def _scalar(text: str) -> str:
             continue
         if str(number) == text and math.isfinite(number):
             return text
-    return json.dumps(text)
+    return _toml_string(text)
+
+
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
+def _toml_string(text: str) -> str:
+    """``text`` as a TOML basic string: every character itself (a path with an emoji reads back as
+    written) except the quote, the backslash and the control characters, which are escaped. A
+    word holding bytes that are not UTF-8 (an undecodable file name) cannot be written: refused."""
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if 0xD800 <= code <= 0xDFFF:
+            raise SupermaskError(f"--save-config: {text!r} is not UTF-8 text (a file name's undecodable bytes?): "
+                                 f"TOML cannot hold it")
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+

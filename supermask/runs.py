@@ -95,7 +95,12 @@ def result_fields(config: dict, exclude: Iterable[str] = NON_RESULT_FIELDS) -> d
 
 def config_hash(config: Any, exclude: Iterable[str] = NON_RESULT_FIELDS) -> str:
     """12 hex digits of the SHA-256 of the result-affecting fields, canonically serialised."""
-    canonical = json.dumps(result_fields(config_dict(config), exclude), sort_keys=True, separators=(",", ":"))
+    return record_hash(config_dict(config), exclude)
+
+
+def record_hash(record: dict, exclude: Iterable[str] = NON_RESULT_FIELDS) -> str:
+    """:func:`config_hash` of a config already written as a dict (a ``config.json``)."""
+    canonical = json.dumps(result_fields(record, exclude), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
@@ -146,7 +151,8 @@ class RunDir:
         becomes the previous one through a hard link, so a kill at any instant leaves
         ``checkpoint.pt`` (the old or the new) in place: a resume never falls back further
         than it must."""
-        tmp = write_temporary(self.checkpoint_path, checkpoint_bytes(state))
+        owner = self.identity()
+        tmp = write_temporary(self.checkpoint_path, checkpoint_bytes(state | ({"run": owner} if owner else {})))
         try:
             if self.checkpoint_path.exists():
                 self._keep_as_previous()
@@ -183,8 +189,26 @@ class RunDir:
             if not isinstance(state, dict) or "model" not in state:
                 errors.append(f"{path}: not a supermask checkpoint")
                 continue
+            self.check_own(state, path)
             return state, path
         raise RunError("; ".join(errors) or f"{self.path}: no checkpoint")
+
+    def identity(self) -> Optional[str]:
+        """The hash of this directory's ``config.json`` (an IMP level's names its level): what its
+        checkpoints are of, recorded in each one. None without a readable config."""
+        try:
+            record = read_json(self.config_path) if self.config_path.exists() else None
+        except RunError:
+            return None
+        return record_hash(record) if isinstance(record, dict) else None
+
+    def check_own(self, state: dict, path: Path) -> None:
+        """Refuse a checkpoint written for another run (copied or moved here: another level's, another
+        config's). Checkpoints written before they recorded their run pass."""
+        owner, own = state.get("run"), self.identity()
+        if owner is not None and own is not None and owner != own:
+            raise RunError(f"{path}: a checkpoint of another run (of config {owner}; this directory's is {own}): "
+                           f"it was copied or moved here; delete {self.path} to rerun it")
 
     def last_checkpoint(self) -> Optional[Path]:
         for path in (self.checkpoint_path, self.previous_checkpoint_path):

@@ -120,6 +120,7 @@ def open_run(config: ExperimentConfig):
     config = resolve(config)
     data, spec = load_data(config)
     config = identified(config, data)
+    planned_steps(config, data)  # refuses a plan no run can finish, before any directory is made
     return config, data, spec, config.run_dir()
 
 
@@ -234,19 +235,24 @@ def describe_density(model: nn.Module) -> dict:
 def check_input_shape(model: nn.Module, spec, arch: str) -> None:
     """One forward pass of a zero image of the data's shape (eval mode, no grad, the RNG untouched):
     an architecture that cannot take the data (a ViT's fixed image size, a patch size that does
-    not divide it, a net that pools 8-pixel images to nothing) is one line, not a traceback
-    from the middle of training."""
+    not divide it, a net that pools 8-pixel images to nothing, a classifier of the wrong size) is
+    one line, not a traceback from the middle of training."""
     was_training = model.training
     x = torch.zeros(1, spec.in_channels, spec.image_size, spec.image_size)
     try:
         with torch.random.fork_rng(devices=[]), torch.no_grad():
-            model.eval()(x)
+            out = model.eval()(x)
     except (RuntimeError, AssertionError, ValueError, IndexError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SupermaskError(f"{arch} cannot take {spec.in_channels}x{spec.image_size}x{spec.image_size} inputs "
                              f"with {spec.num_classes} classes: {first}") from None
     finally:
         model.train(was_training)
+    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None
+    if shape != (1, spec.num_classes):
+        gives = f"outputs of shape {list(shape)}" if shape is not None else f"a {type(out).__name__}"
+        raise SupermaskError(f"{arch} gives {gives} for one input, not one score per class ({spec.num_classes} "
+                             f"classes): its last layer must have spec.num_classes outputs")
 
 
 def collapsed_layers(per_layer: dict[str, float]) -> list[str]:

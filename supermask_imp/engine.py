@@ -125,6 +125,7 @@ class IMPConfig(ExperimentConfig):
         self._check_structure()
         if not isinstance(self.levels, int) or self.levels < 1:
             raise SupermaskError(f"levels must be a positive integer, got {self.levels!r}")
+        self._check_levels_used()
         check_fraction(self.prune_fraction)
         for name in ("conv_prune_fraction", "output_prune_fraction"):
             if getattr(self, name) is not None and self.scope == "global":
@@ -164,6 +165,37 @@ class IMPConfig(ExperimentConfig):
         if self.bn_init not in BN_INITS:
             raise SupermaskError(f"bn init must be one of {', '.join(BN_INITS)}, got {self.bn_init!r}")
         super()._resolve_fields()
+        self._check_rewind()
+
+    def _check_levels_used(self) -> None:
+        """``--levels`` given where the plan does not read it is refused (it would change the hash and
+        nothing else): an N:M structure and the channel early bird prune once, a target density sets
+        the count itself."""
+        default = next(f.default for f in dataclasses.fields(self) if f.name == "levels")
+        if self.levels == default:
+            return
+        if Structure.parse(self.structure).nm is not None:
+            reason = f"--structure {self.structure} prunes once, to N of every M"
+        elif self.early_bird == "channel":
+            reason = "--early-bird channel draws one channel ticket"
+        elif self.target_density is not None:
+            reason = "--target-density sets the number of levels"
+        else:
+            return
+        raise SupermaskError(f"--levels {self.levels} does nothing here: {reason}; leave --levels out")
+
+    def _check_rewind(self) -> None:
+        """A rewind point at or beyond the end of training is refused here where the config alone
+        tells (epochs against epochs, iterations against iterations); the run checks the rest
+        against the data's batches an epoch."""
+        point = RewindPoint.parse(self.rewind)
+        train = self.train
+        if point.value == 0:
+            return
+        length = (train.iterations, "it") if train.iterations is not None else (train.epochs, "ep")
+        if point.unit == length[1] and point.value >= length[0]:
+            raise SupermaskError(f"rewind point {point} is not before the end of training ({length[0]}{length[1]}): "
+                                 f"a rewound level would train no step")
 
     def _check_structure(self) -> None:
         structure = Structure.parse(self.structure)

@@ -42,6 +42,8 @@ def final_state(run: RunDir, device="cpu") -> dict[str, torch.Tensor]:
     """A finished level's final weights: its latest checkpoint, which must be the last step's
     (the previous checkpoint is an earlier state: pruning it would give other masks)."""
     ckpt = load_checkpoint(run.checkpoint_path, map_location=device)
+    if isinstance(ckpt, dict):
+        run.check_own(ckpt, run.checkpoint_path)  # the level's own, not another level's copied over it
     steps = run.read_result().get("steps")
     if not isinstance(ckpt, dict) or "model" not in ckpt or ckpt.get("step") != steps:
         raise RunError(f"{run.checkpoint_path}: not the final checkpoint of this finished level (step "

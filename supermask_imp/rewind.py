@@ -17,6 +17,7 @@ from torch import nn
 from supermask.errors import SupermaskError
 from supermask.nn.masked import set_masks
 from supermask.training import Callback
+from supermask.training.config import MAX_STEPS
 
 _REWIND = re.compile(r"^\s*(\d+)\s*(it|ep)?\s*$")
 
@@ -32,6 +33,8 @@ class RewindPoint:
         if not match:
             raise SupermaskError(f"rewind must be 0, <N>it or <N>ep (e.g. 500it, 2ep), got {text!r}")
         value, unit = int(match.group(1)), match.group(2) or "it"
+        if value > MAX_STEPS:
+            raise SupermaskError(f"rewind point {text!r} is beyond any run's end (at most {MAX_STEPS:,} steps)")
         return cls(value, unit)
 
     def step(self, steps_per_epoch: int) -> int:

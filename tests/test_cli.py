@@ -60,6 +60,18 @@ def run_cli(args, capsys):
     (["search", "--method", "edge-popup", "--score-l2", "0.1"], "--score-l2 applies to gem-miner only"),
     (["search", "--arch", "resnet20", "--dropout", "0.5"], "--dropout applies to"),
     (["search", "--dropout", "1.5"], "dropout must be in [0, 1)"),
+    # counts no run can finish: refused before anything runs (the bound is MAX_STEPS, 10**9 steps)
+    (["search", "--epochs", "99999999999999999999"], "epochs 99,999,999,999,999,999,999 is more than a run can finish"),
+    (["train", "--iterations", "99999999999999999999"], "iterations 99,999,999,999,999,999,999 is more than a run"),
+    (["imp", "--epochs", "1000000001"], "epochs 1,000,000,001 is more than a run can finish"),
+    (["search", "--epochs", "999999999"], "this run plans 31,999,999,968 optimiser steps"),  # 32 batches an epoch
+    (["search", "--batch-size", "99999999999999999999"], "is more than the largest allowed (2,147,483,647)"),
+    (["imp", "--rewind", "99999999999ep", "--dry-run"], "is beyond any run's end (at most 1,000,000,000 steps)"),
+    (["imp", "--rewind", "10ep", "--epochs", "10", "--dry-run"], "rewind point 10ep is not before the end"),
+    (["imp", "--rewind", "100it", "--iterations", "100", "--dry-run"], "rewind point 100it is not before the end"),
+    # an option the plan does not read is refused (it would change the hash and nothing else)
+    (["imp", "--structure", "nm:2:4", "--levels", "3"], "--levels 3 does nothing here: --structure nm:2:4 prunes once"),
+    (["imp", "--target-density", "0.2", "--levels", "3"], "--target-density sets the number of levels"),
 ])
 def test_user_errors_are_one_line_with_status_2(args, message, capsys, tmp_path):
     code, out, err = run_cli(args + ["--out", str(tmp_path)] if args[0] != "list" else args, capsys)
@@ -68,6 +80,15 @@ def test_user_errors_are_one_line_with_status_2(args, message, capsys, tmp_path)
     assert "Traceback" not in err
     assert message in err
     assert not list(tmp_path.iterdir())  # nothing half-written, nothing looking finished
+
+
+@pytest.mark.parametrize("command", ["search", "train", "imp"])
+def test_endless_counts_in_a_config_file_are_refused(command, capsys, tmp_path):
+    options = tmp_path / "options.toml"
+    options.write_text("epochs = 99999999999999999999\n")
+    code, _, err = run_cli([command, "--config", str(options), "--out", str(tmp_path / "runs")], capsys)
+    assert code == 2 and err.count("\n") == 1 and "is more than a run can finish" in err, err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_missing_data_and_unwritable_output(capsys, tmp_path):

@@ -147,6 +147,25 @@ def test_bad_config_files_are_one_line(capsys, tmp_path, content, message):
     assert code == 2 and err.count("\n") == 1 and message in err, err
 
 
+def test_a_config_file_that_is_not_utf8_is_one_line(capsys, tmp_path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes("epochs = 1\n# r\u00e9glages\n".encode("latin-1"))
+    code, _, err = run_cli(["search", "--config", str(path), "--dry-run"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "not UTF-8 text (byte 14), as TOML must be" in err, err
+
+
+def test_saved_options_hold_any_character_and_read_back(capsys, tmp_path):
+    """Characters beyond the BMP, quotes, backslashes and control characters: the file holds the
+    characters themselves (TOML has no surrogate escapes) or TOML's escapes, and reads back the same."""
+    out = str(tmp_path / 'runs \U0001F600 "quoted" back\\slash tab\there \u00e9')
+    saved = tmp_path / "saved.toml"
+    code, first, _ = run_cli(["search", "--out", out, "--dry-run", "--save-config", str(saved)], capsys)
+    assert code == 0 and "\U0001F600" in saved.read_text(encoding="utf-8")
+    code, again, err = run_cli(["search", "--config", str(saved), "--dry-run"], capsys)
+    assert code == 0, err
+    assert again.splitlines()[0] == first.splitlines()[0] and out in again.splitlines()[0]
+
+
 def test_example_configs_load_and_resolve(capsys, tmp_path):
     examples = sorted((catalog_root() / "examples").glob("*.toml"))
     assert len(examples) >= 8

@@ -109,3 +109,20 @@ def test_every_command_of_the_property_works_on_an_undamaged_run(pristine, tmp_p
     run = next((tmp_path / "runs" / engine).glob("*/*/seed-0"))
     for command in _commands(tmp_path, run, engine):
         assert main(command) == 0, (command, capsys.readouterr().err)
+
+
+def test_a_level_whose_checkpoint_is_another_levels_is_refused(tmp_path, capsys):
+    """Level 1's final checkpoint replaced by level 0's (both final, at the same step): resuming must
+    not prune level 2 from the dense weights. Every checkpoint names the run it is of."""
+    args = ["imp", "--arch", "lenet_300_100", "--levels", "2", "--iterations", "2", "--batch-size", "500",
+            "--quiet", "--device", "cpu", "--out", str(tmp_path / "runs")]
+    assert main(args) == 0
+    root = next((tmp_path / "runs").rglob("rewind.safetensors")).parent
+    shutil.rmtree(root / "level-2")  # as if killed before level 2 finished
+    (root / "result.json").unlink()
+    shutil.copy(root / "level-0" / "checkpoint.pt", root / "level-1" / "checkpoint.pt")
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "level-1/checkpoint.pt: a checkpoint of another run" in err, err
+    assert not (root / "level-2" / "result.json").exists()

@@ -94,7 +94,9 @@ def test_rewind_point_parsing():
 
 
 def _config(tmp_path, **kw):
-    cfg = IMPConfig.for_arch("lenet_300_100", out=str(tmp_path), device="cpu", levels=2, **kw)
+    if "target_density" not in kw:  # a target density sets the number of levels itself
+        kw.setdefault("levels", 2)
+    cfg = IMPConfig.for_arch("lenet_300_100", out=str(tmp_path), device="cpu", **kw)
     cfg.train = dataclasses.replace(cfg.train, epochs=1, batch_size=500)
     return cfg
 
@@ -141,10 +143,12 @@ def test_controls_reuse_imp_masks(tmp_path):
 
 
 def test_one_shot_and_target_density(tmp_path):
-    one = run_imp(dataclasses.replace(_config(tmp_path), one_shot=True, target_density=0.3, scope="global"))
+    one = run_imp(_config(tmp_path, one_shot=True, target_density=0.3, scope="global"))
     assert len(one.levels) == 2 and one.levels[1]["density"] == pytest.approx(0.3, abs=1e-3)
-    cfg = dataclasses.replace(_config(tmp_path), target_density=0.5, scope="global", prune_fraction=0.2)
+    cfg = _config(tmp_path, target_density=0.5, scope="global", prune_fraction=0.2)
     assert cfg.pruning_levels() == 4  # 0.8**3 = 0.512 > 0.5 >= 0.8**4
+    with pytest.raises(SupermaskError, match="--levels 2 does nothing here: --target-density sets the number"):
+        resolve(dataclasses.replace(_config(tmp_path), target_density=0.5))  # levels=2 would be ignored
 
 
 def test_late_rewinding_snapshot_and_bad_rewind(tmp_path):

@@ -142,7 +142,8 @@ def create_model(
 
 
 def _is_user_code(builder) -> bool:
-    return not str(getattr(builder, "__module__", "")).startswith("supermask")
+    package = str(getattr(builder, "__module__", "")).partition(".")[0]
+    return package not in ("supermask", "supermask_imp")
 
 
 def _user_build(builder, name: str, spec: InputSpec, layers: Layers, kwargs: dict) -> nn.Module:
@@ -160,7 +161,23 @@ def _user_build(builder, name: str, spec: InputSpec, layers: Layers, kwargs: dic
                              f"{': ' + text if text else ''}") from None
     if not isinstance(model, nn.Module):
         raise SupermaskError(f"architecture {name!r}: its builder returned {type(model).__name__}, not an nn.Module")
+    _check_maskable(model, name, layers)
     return model
+
+
+def _check_maskable(model: nn.Module, name: str, layers: Layers) -> None:
+    """A builder given mask-bearing layer types that used none of them (plain ``nn.Linear``
+    throughout) would be "searched" by training its dense weights, or pruned of nothing: refused,
+    naming the remedy."""
+    from ..nn.layers import SupermaskMixin
+    from ..nn.masked import MaskedMixin
+
+    if layers.linear is nn.Linear and layers.conv is nn.Conv2d:
+        return  # dense layer types: nothing to mask
+    if not any(isinstance(m, (SupermaskMixin, MaskedMixin)) for m in model.modules()):
+        raise SupermaskError(f"architecture {name!r} has no layer this engine can mask (its builder made its layers "
+                             f"with plain torch.nn): build them with the layer types it is given (layers.linear, "
+                             f"layers.conv), or build a plain model and pass it through supermask.convert")
 
 
 def _options_text(kwargs: dict) -> str:

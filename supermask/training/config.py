@@ -18,6 +18,13 @@ PRECISIONS = ("32", "bf16", "16")
 #: accuracy at the final density (ties: the earliest), or the last one.
 SELECTIONS = ("best-val", "last")
 FLOAT32_MAX = 3.4028234663852886e38
+#: The most optimiser steps a run may plan (epochs, iterations, and epochs times an epoch's
+#: batches): a billion steps is 11½ days at a millisecond a step, more than any run of the papers
+#: this library reproduces (ImageNet ResNet-50 trains ~0.5 million); a count beyond it is a typo that
+#: would run until killed, so it is refused.
+MAX_STEPS = 10**9
+#: The largest batch: batch indices and sizes stay within a 32-bit integer.
+MAX_BATCH_SIZE = 2**31 - 1
 #: What a training field left None resolves to when neither the engine nor the method sets it.
 GENERIC_DEFAULTS = GENERIC_TRAIN_DEFAULTS
 DEFAULT_LR, DEFAULT_WEIGHT_DECAY = GENERIC_DEFAULTS["lr"], GENERIC_DEFAULTS["weight_decay"]
@@ -53,7 +60,12 @@ class TrainConfig(Resolvable):
 
     def planned_steps(self, steps_per_epoch: int) -> int:
         """The optimiser steps this config trains for with ``steps_per_epoch`` batches an epoch."""
-        return self.iterations or self.epochs * steps_per_epoch
+        steps = self.iterations or self.epochs * steps_per_epoch
+        if steps > MAX_STEPS:
+            raise SupermaskError(f"this run plans {steps:,} optimiser steps ({self.epochs:,} epochs of "
+                                 f"{steps_per_epoch:,} batches): more than a run can finish (at most "
+                                 f"{MAX_STEPS:,}); lower --epochs or give --iterations")
+        return steps
 
     def _resolve_fields(self) -> None:
         for name, value in GENERIC_DEFAULTS.items():
@@ -70,10 +82,10 @@ class TrainConfig(Resolvable):
         self.precision = str(self.precision)
         if self.precision not in PRECISIONS:
             raise SupermaskError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        _positive_int(self.epochs, "epochs")
+        _positive_int(self.epochs, "epochs", MAX_STEPS)
         if self.iterations is not None:
-            _positive_int(self.iterations, "iterations")
-        _positive_int(self.batch_size, "batch size")
+            _positive_int(self.iterations, "iterations", MAX_STEPS)
+        _positive_int(self.batch_size, "batch size", MAX_BATCH_SIZE)
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise SupermaskError(f"learning rate must be a positive number, got {self.lr!r}")
         if self.lr > FLOAT32_MAX:  # the optimiser's step multiplies float32 tensors by it
@@ -91,6 +103,10 @@ class TrainConfig(Resolvable):
             raise SupermaskError(f"gamma must be a positive number, got {self.gamma!r}")
 
 
-def _positive_int(value, name: str) -> None:
+def _positive_int(value, name: str, most: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise SupermaskError(f"{name} must be a positive integer, got {value!r}")
+    if value > most:
+        raise SupermaskError(f"{name} {value:,} is more than a run can finish (at most {most:,}: "
+                             f"a billion steps is 11 days at a millisecond a step)" if most == MAX_STEPS else
+                             f"{name} {value:,} is more than the largest allowed ({most:,})")

@@ -1,0 +1,93 @@
+"""User code reached through --import that misbehaves: one line and exit status 2, nothing run."""
+
+import json
+import sys
+import textwrap
+
+import pytest
+
+from supermask.cli import main
+from supermask.models import MODELS
+
+SMALL = ["--iterations", "2", "--batch-size", "500", "--device", "cpu", "-q"]
+
+MODELS_MODULE = textwrap.dedent("""
+    from torch import nn
+
+    import supermask
+
+
+    @supermask.register_model("plain_torch_net")
+    def plain_torch_net(spec, layers, width=1.0):  # ignores the layer types it is given
+        return nn.Sequential(nn.Flatten(), nn.Linear(spec.in_channels * spec.image_size ** 2, 32), nn.ReLU(),
+                             nn.Linear(32, spec.num_classes))
+
+
+    @supermask.register_model("three_outputs_net")
+    def three_outputs_net(spec, layers, width=1.0):  # a classifier of the wrong size
+        return nn.Sequential(nn.Flatten(), layers.linear(spec.in_channels * spec.image_size ** 2, 32), nn.ReLU(),
+                             layers.linear(32, 3))
+""")
+
+
+@pytest.fixture
+def user_models(tmp_path, monkeypatch):
+    path = tmp_path / "user_models.py"
+    path.write_text(MODELS_MODULE)
+    monkeypatch.chdir(tmp_path)
+    yield path
+    for name in ("plain_torch_net", "three_outputs_net"):
+        MODELS._items.pop(name, None)
+
+
+def one_line(capsys, args) -> str:
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("supermask: error:") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("command", ["search", "imp", "prune"])
+def test_a_model_with_nothing_to_mask_is_refused_naming_the_remedy(command, user_models, tmp_path, capsys):
+    err = one_line(capsys, [command, "--import", str(user_models), "--arch", "plain_torch_net", *SMALL,
+                            "--out", str(tmp_path / "runs")])
+    assert "has no layer this engine can mask" in err and "layers.linear" in err and "supermask.convert" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_dense_training_of_a_plain_torch_model_runs(user_models, tmp_path, capsys):
+    assert main(["train", "--import", str(user_models), "--arch", "plain_torch_net", *SMALL,
+                 "--out", str(tmp_path / "runs")]) == 0
+
+
+@pytest.mark.parametrize("command", ["search", "imp", "train"])
+def test_a_classifier_of_the_wrong_size_is_refused(command, user_models, tmp_path, capsys):
+    err = one_line(capsys, [command, "--import", str(user_models), "--arch", "three_outputs_net", *SMALL,
+                            "--out", str(tmp_path / "runs")])
+    assert "gives outputs of shape [1, 3] for one input, not one score per class (10 classes)" in err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("how", ["name", "path"])
+def test_a_module_that_exits_while_imported_does_not_end_the_command_as_done(how, tmp_path, monkeypatch, capsys):
+    (tmp_path / "exits_at_import.py").write_text("import sys\nsys.exit(0)\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    target = "exits_at_import" if how == "name" else str(tmp_path / "exits_at_import.py")
+    err = one_line(capsys, ["search", "--import", target, "--dry-run"])
+    assert "called sys.exit(0) while being imported" in err
+    sys.modules.pop("exits_at_import", None)
+
+
+def test_a_file_named_like_a_standard_module_does_not_replace_it(tmp_path, monkeypatch, capsys):
+    (tmp_path / "json.py").write_text("RAN = True\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    standard = sys.modules["json"]
+    err = one_line(capsys, ["search", "--import", "json", "--dry-run"])  # the name finds the standard module
+    assert "that name is taken by an installed or standard module" in err and "--import ./json.py" in err
+    assert main(["search", "--import", str(tmp_path / "json.py"), "--dry-run", "-q"]) == 0  # the path runs the file
+    assert sys.modules["json"] is standard and json.dumps({"a": 1}) == '{"a": 1}'
+    ran = [m for name, m in sys.modules.items() if name.startswith("_imported_") and name.endswith("_json")]
+    assert ran and all(getattr(m, "RAN", False) for m in ran)
