@@ -19,7 +19,7 @@ from typing import Callable, Optional
 
 import click
 
-from .cli_options import (density_options, family_default, family_train_default, help_with_default, method_default,
+from .cli_options import (PathOption, density_options, family_default, family_train_default, help_with_default, method_default,
                           plain_default, search_train_default, train_options, train_overrides, with_train_overrides)
 from .catalog import EXPORT_FORMATS
 from .errors import RunLocked, SupermaskError, TrainingDiverged
@@ -74,10 +74,10 @@ def run_options(f: Callable) -> Callable:
     """What every run command has besides its own options: where runs go, how they execute, and
     the invocation options (config files, dry run, logging)."""
     for option in reversed([
-        click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False),
+        click.option("--out", default="runs", show_default=True, type=PathOption(file_okay=False),
                      help="Root folder of run directories."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N]."),
-        click.option("--data-root", default=None, type=click.Path(file_okay=False),
+        click.option("--data-root", default=None, type=PathOption(file_okay=False),
                      help="Folder of downloaded data sets [default: $SUPERMASK_DATA or ~/.cache/supermask/data]."),
         click.option("--download", is_flag=True, help="Fetch the data set into --data-root if it is missing."),
         click.option("--num-workers", default=None, type=int,
@@ -88,9 +88,9 @@ def run_options(f: Callable) -> Callable:
         click.option("--compile", "compile", is_flag=True, help="torch.compile the training forward pass."),
         click.option("--tensorboard", is_flag=True, help="Also write TensorBoard scalars to <run>/tensorboard/."),
         plugin_option,
-        click.option("--config", default=None, type=click.Path(dir_okay=False), is_eager=True, callback=_read_config,
+        click.option("--config", default=None, type=PathOption(dir_okay=False), is_eager=True, callback=_read_config,
                      help="A TOML file of options (keys: option names; lists sweep); the command line wins."),
-        click.option("--save-config", default=None, type=click.Path(dir_okay=False),
+        click.option("--save-config", default=None, type=PathOption(dir_okay=False),
                      help="Write this command's options to a TOML file (for --config), then go on."),
         click.option("--dry-run", is_flag=True,
                      help="Print each run's resolved config, hash and run directory; write nothing, run nothing."),
@@ -336,7 +336,7 @@ def _dense_default(field: str) -> str:
 @click.option("--init", "init", default=None,
               help="Weight init, or a list (see `supermask list inits`). [default: kaiming-normal; with --ticket, "
                    "the ticket's own]")
-@click.option("--ticket", default=None, type=click.Path(file_okay=False),
+@click.option("--ticket", default=None, type=PathOption(file_okay=False),
               help="Fine-tune this finished search run's ticket (its weights under its mask) instead. "
                    "[default: off: train the dense network from its init]")
 @train_options(_dense_default)
@@ -465,7 +465,7 @@ def imp_cmd(**kw) -> None:
               help="Weight init [default: the subject's: kaiming-normal for imp, the method's for search].")
 @click.option("--method", default="edge-popup", show_default=True, help="search: the ticket finder.")
 @click.option("--density", default=None, type=float, help="search: the density [default: the method's].")
-@click.option("--imp-run", default=None, type=click.Path(file_okay=False),
+@click.option("--imp-run", default=None, type=PathOption(file_okay=False),
               help="imp: analyse this finished IMP run (its seed folder): its architecture, data, recipe, "
                    "pruning options and rewind point. [default: off: run IMP with the family's defaults]")
 @train_options(_imp_default)
@@ -497,7 +497,7 @@ def stability_cmd(**kw) -> None:
 
 
 @cli.command(name="transfer")
-@click.option("--source", "sources", multiple=True, type=click.Path(file_okay=False),
+@click.option("--source", "sources", multiple=True, type=PathOption(file_okay=False),
               help="A finished IMP run (weak tickets) or search run (a strong ticket) on the source data: its seed "
                    "folder. Repeatable: one transfer per source, each with the source's seed.")
 @click.option("--dataset", default="mnist-5k", show_default=True, help="The target data set (see `supermask list "
@@ -634,8 +634,8 @@ def prune_cmd(**kw) -> None:
 
 
 @cli.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--out", default="report", show_default=True, type=click.Path(), help="Folder for the report files.")
+@click.argument("paths", nargs=-1, required=True, type=PathOption())
+@click.option("--out", default="report", show_default=True, type=PathOption(), help="Folder for the report files.")
 @click.option("--force", is_flag=True, help="Replace files in --out that compare did not write (or that were edited).")
 def compare(paths: tuple[str, ...], out: str, force: bool) -> None:
     """Compare finished runs (run directories or whole run trees): tables and plots vs density."""
@@ -649,15 +649,15 @@ def compare(paths: tuple[str, ...], out: str, force: bool) -> None:
 
 
 @cli.command()
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("run_dir", type=PathOption(exists=True, file_okay=False))
 @plugin_option
 @click.option("--format", "fmt", required=True,
               type=click.Choice(list(EXPORT_FORMATS)),
               help="; ".join(f"{name}: {summary}" for name, summary in EXPORT_FORMATS.items()) + ".")
-@click.option("--out", default=None, type=click.Path(),
+@click.option("--out", default=None, type=PathOption(),
               help="Output file, or a folder for <format>.safetensors [default: RUN_DIR/export/<format>.safetensors].")
 @click.option("--force", is_flag=True, help="Replace an existing regular file that export did not write.")
-@click.option("--data-root", default=None, type=click.Path(file_okay=False),
+@click.option("--data-root", default=None, type=PathOption(file_okay=False),
               help="Folder of downloaded data sets, for the round trip [default: the run's, else $SUPERMASK_DATA "
                    "or ~/.cache/supermask/data].")
 def export(run_dir: str, fmt: str, out: Optional[str], force: bool, data_root: Optional[str]) -> None:
@@ -677,8 +677,8 @@ def export(run_dir: str, fmt: str, out: Optional[str], force: bool, data_root: O
 
 
 @cli.command(name="evaluate")
-@click.argument("path", type=click.Path(exists=True, dir_okay=False))
-@click.option("--data-root", default=None, type=click.Path(file_okay=False),
+@click.argument("path", type=PathOption(exists=True, dir_okay=False))
+@click.option("--data-root", default=None, type=PathOption(file_okay=False),
               help="Folder of downloaded data sets [default: $SUPERMASK_DATA or ~/.cache/supermask/data].")
 @click.option("--device", default="cpu", show_default=True, help="auto, cpu or cuda[:N].")
 @plugin_option

@@ -23,6 +23,16 @@ _TRAIN_DEFAULTS = TrainConfig()
 _ENGINE_DEFAULTS = GENERIC_DEFAULTS
 
 
+class PathOption(click.Path):
+    """``click.Path`` that refuses the empty word: ``--out ''`` would mean the current directory,
+    never what the user meant."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("an empty path (give a file or folder name)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def _shown(value) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"

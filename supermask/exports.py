@@ -374,6 +374,10 @@ def _check_regenerated(path: Path, recipe: dict, state: dict[str, torch.Tensor])
     if weights_checksum({k: state[k] for k in regenerated}) != expected:
         made = f"torch {recipe.get('torch_version', '?')}, supermask {recipe.get('supermask_version', '?')}"
         here = f"torch {torch.__version__}, supermask {library_versions()['supermask_version']}"
+        if made == here:  # the same versions regenerate the same weights: the recipe was changed
+            raise RunError(f"{path}: its recipe (seed, init, architecture or shapes) does not regenerate the "
+                           f"weights it was made with, with the same versions ({here}): the file was changed "
+                           f"after it was written; export it again from its run directory")
         raise RunError(f"{path}: the seed regenerates other weights here ({here}) than where the ticket was "
                        f"made ({made}); load it with those versions, or export it as state-dict")
 

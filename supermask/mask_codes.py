@@ -38,8 +38,9 @@ def _unpack(packed: Tensor, count: int) -> np.ndarray:
 
 
 def _patterns(n: int, m: int) -> np.ndarray:
-    """Every group pattern with ``n`` of ``m`` bits set, as integers (bit j: the j-th weight), ascending."""
-    return np.array(sorted(sum(1 << j for j in kept) for kept in combinations(range(m), n)), dtype=np.int64)
+    """Every group pattern with ``n`` of ``m`` bits set, as integers (bit j: the j-th weight), ascending
+    (unsigned: a group of 64 sets bit 63)."""
+    return np.array(sorted(sum(1 << j for j in kept) for kept in combinations(range(m), n)), dtype=np.uint64)
 
 
 def index_bits(n: int, m: int) -> int:
@@ -56,7 +57,7 @@ def encode(name: str, mask: Tensor, structure: str, channels: Optional[Tensor] =
         n, m = parsed.nm.n, parsed.nm.m
         if mask.dim() in (2, 4) and mask.shape[1] % m == 0 and math.comb(m, n) <= MAX_PATTERNS:
             groups = to_groups(mask, m).numpy()
-            values = (groups.astype(np.int64) << np.arange(m)).sum(axis=1)
+            values = (groups.astype(np.uint64) << np.arange(m, dtype=np.uint64)).sum(axis=1, dtype=np.uint64)
             table = _patterns(n, m)
             index = np.searchsorted(table, values)
             if np.all(index < len(table)) and np.array_equal(table[np.minimum(index, len(table) - 1)], values):
@@ -87,7 +88,7 @@ def decode(name: str, coding: str, tensors: dict[str, Tensor], shape: list[int],
         table = _patterns(n, m)
         if np.any(index >= len(table)):
             raise ValueError(f"{name}: an N:M pattern index beyond the {len(table)} patterns")
-        bits = torch.from_numpy(((table[index][:, None] >> np.arange(m)) & 1).astype(np.uint8))
+        bits = torch.from_numpy(((table[index][:, None] >> np.arange(m, dtype=np.uint64)) & np.uint64(1)).astype(np.uint8))
         return from_groups(bits, shape)
     if coding == CHANNEL_BITS:
         view = (shape[0], *([1] * (len(shape) - 1)))

@@ -169,6 +169,9 @@ def collect(paths: Iterable[Path]) -> Collection:
         found.problems += failed
         if path.is_dir() and not files and not failed:
             found.problems.append(f"{path}: no result.json (an unfinished run, or not a run directory)")
+        repeated = [file for file in files if file.resolve() in seen_files]
+        if files and len(repeated) == len(files):
+            found.problems.append(f"{path}: given already (its runs are counted once)")
         for file in files:
             resolved = file.resolve()
             if resolved in seen_files:

@@ -193,6 +193,15 @@ class RunDir:
             return state, path
         raise RunError("; ".join(errors) or f"{self.path}: no checkpoint")
 
+    def remove_temporaries(self) -> None:
+        """Delete the temporary files a killed writer left (``.<name>.*.tmp`` beside the file it was
+        replacing, here and in ``ticket/``). Only while this run's lock is held: then none is being written."""
+        for folder in (self.path, self.ticket_dir):
+            for leftover in folder.glob(".*.tmp") if folder.is_dir() else ():
+                if leftover.is_file() and not leftover.is_symlink():
+                    log.info("removing %s (left by a writer that was stopped)", leftover)
+                    leftover.unlink(missing_ok=True)
+
     def identity(self) -> Optional[str]:
         """The hash of this directory's ``config.json`` (an IMP level's names its level): what its
         checkpoints are of, recorded in each one. None without a readable config."""

@@ -181,6 +181,8 @@ def writing(run: RunDir, record: dict, lock: bool = True):
     if writer:
         run.prepare(record)
     with run.lock() if writer and lock else contextlib.nullcontext():
+        if writer:  # the lock is held (this run's, or its composite's): no one else writes here
+            run.remove_temporaries()
         with run.tracking_status() if writer else contextlib.nullcontext():
             distributed.barrier()
             yield

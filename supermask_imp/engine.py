@@ -302,9 +302,11 @@ def run_imp(config: IMPConfig, callbacks: Sequence[Callback] = ()) -> IMPResult:
 
 
 def _check_model(config: IMPConfig, spec: InputSpec) -> None:
-    """The architecture takes the data, and every ``--keep-unpruned`` name is one of its weights."""
+    """The architecture takes the data and the structure (a channel structure needs a chain), and
+    every ``--keep-unpruned`` name is one of its weights: checked before the run directory is made."""
     model = create_model(config.arch, spec, config.layer_types(masked_layer_types()), **config.model_kwargs())
     check_input_shape(model, spec, config.arch)
+    selection_for(model, config.scope, config.structure, (spec.in_channels, spec.image_size, spec.image_size))
     names = list(get_masks(model))
     unknown = sorted(set(config.keep_unpruned) - set(names))
     if unknown:

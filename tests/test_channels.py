@@ -355,3 +355,18 @@ def test_a_control_is_drawn_in_its_methods_colour_family():
     method = rows["edge-popup signed-constant (epochs=2)"]
     assert [c["control"] for c in method["controls"]] == ["edge-popup signed-constant random mask"]
     assert method["controls"][0]["delta"] == pytest.approx(0.8)
+
+@pytest.mark.parametrize("n,m", [(1, 64), (2, 64), (63, 64), (2, 63)])
+def test_nm_groups_of_64_code_their_last_weight(n, m):
+    """A group of 64 keeps its 64th weight in bit 63 of its pattern: coded and decoded exactly (a
+    signed 64-bit pattern overflowed there)."""
+    from supermask.mask_codes import MAX_PATTERNS, decode, encode
+    from supermask.nn.nm import nm_mask
+
+    scores = torch.rand(4, 2 * m, generator=torch.Generator().manual_seed(n))
+    scores[:, m - 1::m] = 2.0  # every group's last weight is among its n largest
+    mask = nm_mask(scores, n, m)
+    assert bool(mask[:, m - 1::m].all())
+    coding, tensors = encode("w", mask, f"nm:{n}:{m}")
+    assert coding == ("nm-index" if math.comb(m, n) <= MAX_PATTERNS else "bitmap")
+    assert torch.equal(decode("w", coding, tensors, [4, 2 * m], f"nm:{n}:{m}"), mask.to(torch.uint8))

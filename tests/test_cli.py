@@ -72,6 +72,7 @@ def run_cli(args, capsys):
     # an option the plan does not read is refused (it would change the hash and nothing else)
     (["imp", "--structure", "nm:2:4", "--levels", "3"], "--levels 3 does nothing here: --structure nm:2:4 prunes once"),
     (["imp", "--target-density", "0.2", "--levels", "3"], "--target-density sets the number of levels"),
+    (["imp", "--structure", "channel", "--arch", "resnet20", "--iterations", "1"], "--structure channel needs a chain"),
 ])
 def test_user_errors_are_one_line_with_status_2(args, message, capsys, tmp_path):
     code, out, err = run_cli(args + ["--out", str(tmp_path)] if args[0] != "list" else args, capsys)
@@ -89,6 +90,15 @@ def test_endless_counts_in_a_config_file_are_refused(command, capsys, tmp_path):
     code, _, err = run_cli([command, "--config", str(options), "--out", str(tmp_path / "runs")], capsys)
     assert code == 2 and err.count("\n") == 1 and "is more than a run can finish" in err, err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("args", [["search", "--out", ""], ["compare", "runs", "--out", " "],
+                                  ["search", "--data-root", ""], ["export", ".", "--format", "mask", "--out", ""]])
+def test_an_empty_path_is_refused_not_taken_for_the_current_directory(args, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and err.count("\n") == 1 and "an empty path" in err, err
+    assert not list(tmp_path.iterdir())
 
 
 def test_missing_data_and_unwritable_output(capsys, tmp_path):

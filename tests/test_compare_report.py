@@ -148,8 +148,10 @@ def test_one_seed_shows_its_value_without_a_spread_or_a_test(tmp_path):
 
 def test_the_same_run_given_twice_counts_once(tree):
     run = tree / "search" / "s0"
-    points = collect([run, run, run / ".." / "s0", tree / "search"]).points
-    assert sorted(p.seed for p in points if "random mask" not in p.method) == [0, 1, 2]
+    found = collect([run, run, run / ".." / "s0", tree / "search"])
+    assert sorted(p.seed for p in found.points if "random mask" not in p.method) == [0, 1, 2]
+    assert sum("given already (its runs are counted once)" in p for p in found.problems) == 2  # run, run/../s0
+    assert not any(str(tree / "search") + ":" in p for p in found.problems)  # it adds runs not given before
 
 
 def test_the_same_seed_of_one_config_in_two_places_is_left_out_with_a_note(tree, tmp_path):

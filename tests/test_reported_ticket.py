@@ -191,6 +191,11 @@ def test_a_ticket_whose_weights_do_not_regenerate_is_refused_naming_the_versions
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("supermask: error:") and "Traceback" not in err
     assert "torch 1.13.0" in err and "regenerates other weights" in err
+    _with_recipe(tmp_path / "t.ticket", tmp_path / "edited.ticket", lambda r: r.update(seed=r["seed"] + 1))
+    assert main(["evaluate", str(tmp_path / "edited.ticket")]) == 2  # same versions: the file was edited
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not regenerate the weights it was made with, with the same versions" in err
+    assert "the file was changed after it was written" in err, err
     _with_recipe(tmp_path / "t.ticket", tmp_path / "old.ticket", lambda r: r.pop("weights_checksum"))
     with pytest.raises(Exception, match="records no checksum"):
         load_ticket(tmp_path / "old.ticket")

@@ -116,3 +116,23 @@ def test_a_checkpoint_is_in_place_at_every_instant_of_its_rotation(tmp_path, mon
     assert load_checkpoint(run.checkpoint_path)["step"] == 2
     assert load_checkpoint(run.previous_checkpoint_path)["step"] == 1
     assert sorted(p.name for p in run.path.iterdir()) == ["checkpoint.prev.pt", "checkpoint.pt"]  # no leftovers
+
+
+def test_temporaries_a_killed_writer_left_are_removed_when_the_run_goes_on(tmp_path):
+    from supermask import search
+
+    config = SearchConfig(arch="lenet_300_100", out=str(tmp_path), device="cpu",
+                          train=TrainConfig(iterations=2, batch_size=500))
+    run = resolve(config)
+    from supermask.configs import identified, load_data
+
+    path = identified(run, load_data(run)[0]).run_dir().path
+    (path / "ticket").mkdir(parents=True)
+    left = [path / ".checkpoint.pt.k1ll3d.tmp", path / "ticket" / ".mask.safetensors.k1ll3d.tmp"]
+    for file in left:
+        file.write_bytes(b"half a checkpoint")
+    kept = path / "notes.tmp"  # not a temporary of ours: kept
+    kept.write_text("mine")
+    result = search(config)
+    assert result.run_dir == path and (path / "result.json").exists()
+    assert not any(file.exists() for file in left) and kept.read_text() == "mine"
