@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable, Optional
 
-from torch import nn
+from torch import Tensor, nn
 
 from ..catalog import TORCHVISION_PREFIX, torchvision_name
 from ..errors import SupermaskError
@@ -34,6 +34,10 @@ class Layers:
     norm: Optional[Callable[..., nn.Module]] = nn.BatchNorm2d
     layer_norm: Callable[..., nn.Module] = nn.LayerNorm
     adapt: Callable[[nn.Module], nn.Module] = field(default=lambda model: model)
+    # Tensors a builder draws itself (a ViT's class token and position embeddings, token
+    # embeddings): trained in dense and IMP networks, frozen with the random weights in a search.
+    parameter: Callable[[Tensor], nn.Parameter] = nn.Parameter
+    embedding: Callable[..., nn.Module] = nn.Embedding
     # Dropout before the fully connected layers of the builders that have them (LeNet, Conv-N,
     # VGG's classifier), as Frankle & Carbin 2019 Sec. 4; None: no dropout (and no extra modules).
     dropout: Optional[Callable[[], nn.Module]] = None
@@ -64,11 +68,20 @@ def supermask_layer_types(density: float, learned_bn: bool = False, structure: O
         linear=partial(linear, density=density, structure=structure),
         norm=nn.BatchNorm2d if learned_bn else partial(nn.BatchNorm2d, affine=False),
         layer_norm=nn.LayerNorm if learned_bn else partial(nn.LayerNorm, elementwise_affine=False),
+        parameter=partial(nn.Parameter, requires_grad=False),
+        embedding=_frozen_embedding,
         # init=None: the builder's caller draws the weights (init_model) after adapting.
         adapt=(_no_channel_adapt if structure == "channel" else
                partial(convert, density=density, init=None, bn="learned" if learned_bn else "non-affine",
                        structure=structure, inplace=True, layer_types=(conv, linear))),
     )
+
+
+def _frozen_embedding(*args, **kwargs) -> nn.Embedding:
+    """``nn.Embedding`` whose table is a frozen random weight (a search trains scores only)."""
+    embedding = nn.Embedding(*args, **kwargs)
+    embedding.weight.requires_grad_(False)
+    return embedding
 
 
 def _no_channel_adapt(model: nn.Module) -> nn.Module:

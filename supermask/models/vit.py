@@ -43,8 +43,8 @@ class VisionTransformer(nn.Module):
             raise ValueError(f"image size {spec.image_size} is not a multiple of the patch size {patch}")
         tokens = (spec.image_size // patch) ** 2
         self.patch_embed = layers.conv(spec.in_channels, dim, patch, stride=patch)
-        self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
-        self.pos_embed = nn.Parameter(torch.randn(1, tokens + 1, dim) * 0.02)
+        self.cls_token = layers.parameter(torch.randn(1, 1, dim) * 0.02)  # frozen in a search
+        self.pos_embed = layers.parameter(torch.randn(1, tokens + 1, dim) * 0.02)
         self.blocks = nn.Sequential(*[Block(dim, heads, mlp_ratio, layers) for _ in range(depth)])
         self.norm = layers.layer_norm(dim)
         self.head = layers.linear(dim, spec.num_classes)
