@@ -6,6 +6,7 @@
    reference does on every forward pass, at every Conv6 layer (CIFAR shapes) and global over all;
 2. edge-popup training step vs the dense step: Conv6, batch 128, 3x32x32, SGD;
 3. IMP masked training step (density 0.2, masks re-applied after the step) vs the dense step;
+   both also for the GPT (``--only gpt``: gpt_tiny, 32 windows of 128 characters, 65-character vocabulary);
 4. data: batches per second of the resident ``TensorLoader`` (crop + flip + normalise on whole
    batches) vs torchvision's ``CIFAR10`` with PIL transforms in a ``DataLoader`` with workers, on
    CIFAR-format files this script writes (no download);
@@ -61,7 +62,7 @@ from supermask.resolved import resolve
 
 CONV6 = InputSpec(3, 32, 10)
 TARGETS = {"selection_layerwise": (">=", 5.0), "selection_global": (">=", 5.0), "edge_popup_step": ("<=", 1.10),
-           "imp_step": ("<=", 1.05), "resident_data": (">=", 5.0), "cached_eval": ("<=", 1.02),
+           "imp_step": ("<=", 1.05), "gpt_edge_popup_step": ("<=", 1.10), "gpt_imp_step": ("<=", 1.05), "resident_data": (">=", 5.0), "cached_eval": ("<=", 1.02),
            "cli_help": ("a <=", 1000.0)}  # "a <=": a bound on side a's time (ms), not on the ratio
 
 
@@ -165,6 +166,40 @@ def bench_steps(rounds: int, device: torch.device, batch: int = 128) -> list[dic
     tb, ta = paired_rounds(dense_step, sgd_step(weak, x, y, mask_applier(weak)), rounds, device, calls=2)
     rows.append(ratio_row("imp_step", f"Conv6 training step, batch {batch}: IMP masked (density 0.2) / dense",
                           "IMP masked", ta, "dense", tb))
+    return rows
+
+
+def bench_gpt_steps(rounds: int, device: torch.device, batch: int = 32, context: int = 128) -> list[dict]:
+    """The GPT training step (gpt_tiny, 65 characters, ``batch`` windows of ``context``):
+    edge-popup / dense and IMP masked (density 0.2) / dense, as for Conv6."""
+    spec = InputSpec(0, 0, 65, task="language-model", context=context)
+    torch.manual_seed(0)
+    dense = init_model(create_model("gpt_tiny", spec, DENSE), "kaiming-normal", 0).to(device)
+    strong = init_model(create_model("gpt_tiny", spec, supermask_layer_types(0.5)), "signed-constant", 0).to(device)
+    weak = init_model(create_model("gpt_tiny", spec, masked_layer_types()), "kaiming-normal", 0).to(device)
+    weights = {n: weak.state_dict()[n] for n in get_masks(weak)}
+    set_masks(weak, magnitude_prune(weights, get_masks(weak), 0.8, scope="global"))
+    x = torch.randint(0, 65, (batch, context), device=device)
+    y = torch.randint(0, 65, (batch, context), device=device)
+
+    def lm_step(model, after_step=lambda: None):
+        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(model(x).reshape(-1, 65), y.reshape(-1)).backward()
+            opt.step()
+            after_step()
+
+        return step
+
+    dense_step = lm_step(dense)
+    tb, ta = paired_rounds(dense_step, lm_step(strong), rounds, device, calls=2)
+    rows = [ratio_row("gpt_edge_popup_step", f"gpt_tiny training step, {batch}x{context} characters: edge-popup / "
+                      f"dense", "edge-popup", ta, "dense", tb)]
+    tb, ta = paired_rounds(dense_step, lm_step(weak, mask_applier(weak)), rounds, device, calls=2)
+    rows.append(ratio_row("gpt_imp_step", f"gpt_tiny training step, {batch}x{context} characters: IMP masked "
+                          f"(density 0.2) / dense", "IMP masked", ta, "dense", tb))
     return rows
 
 
@@ -483,8 +518,8 @@ def main(argv=None) -> int:
     parser.add_argument("--step-rounds", type=int, default=15,
                         help="Rounds for the training-step comparisons (the noisiest: ~1 s steps).")
     parser.add_argument("--threads", type=int, default=None, help="torch threads [default: torch's].")
-    parser.add_argument("--only", default=None, help="Comma-separated subset: selection,steps,data,eval,epoch,cli,sparse,deploy "
-                        "[default: all but deploy].")
+    parser.add_argument("--only", default=None, help="Comma-separated subset: selection,steps,gpt,data,eval,epoch,cli,sparse,"
+                        "deploy [default: all but deploy].")
     parser.add_argument("--quick", action="store_true", help="2 rounds and a small data set (a smoke test).")
     parser.add_argument("--json", default=None, help="Also write the rows and the machine to this JSON file.")
     parser.add_argument("--markdown", default=None, help="Also write the table, machine and command as Markdown.")
@@ -497,13 +532,15 @@ def main(argv=None) -> int:
         print("bench: error: --device cuda but CUDA is not available", file=sys.stderr)
         return 2
     rounds = 2 if args.quick else args.rounds
-    parts = set((args.only or "selection,steps,data,eval,epoch,cli,sparse").split(","))
+    parts = set((args.only or "selection,steps,gpt,data,eval,epoch,cli,sparse").split(","))
     torch.manual_seed(0)
     rows: list[dict] = []
     if "selection" in parts:
         rows += bench_selection(rounds, device)
     if "steps" in parts:
         rows += bench_steps(2 if args.quick else args.step_rounds, device)
+    if "gpt" in parts:
+        rows += bench_gpt_steps(2 if args.quick else args.step_rounds, device)
     if "data" in parts:
         rows.append(bench_data(rounds, device, n_train=1000 if args.quick else 10000))
     if "eval" in parts:

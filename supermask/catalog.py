@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 TORCHVISION_PREFIX = "torchvision/"
 IMAGEFOLDER_PREFIX = "imagefolder:"
+TEXT_PREFIX = "text:"  # any UTF-8 text file, character-level (supermask.data.text)
 
 
 def torchvision_name(arch: str) -> "str | None":
@@ -25,9 +26,9 @@ def imagefolder_path(dataset: str) -> "str | None":
     """``imagefolder:<path>`` -> ``<path>``; None for a registered data set (the one reading of the prefix)."""
     return dataset[len(IMAGEFOLDER_PREFIX):] if dataset.startswith(IMAGEFOLDER_PREFIX) else None
 
-ARCHITECTURES = ("conv2", "conv4", "conv6", "conv8", "lenet_300_100", "resnet18", "resnet20", "resnet56",
+ARCHITECTURES = ("conv2", "conv4", "conv6", "conv8", "gpt_tiny", "lenet_300_100", "resnet18", "resnet20", "resnet56",
                  "vgg11", "vgg16", "vgg19", "vit_tiny")
-DATASETS = ("cifar10", "cifar100", "fashion-mnist", "kmnist", "mnist", "mnist-5k", "svhn")
+DATASETS = ("cifar10", "cifar100", "fashion-mnist", "kmnist", "mnist", "mnist-5k", "svhn", "tinyshakespeare")
 WEIGHT_INITS = ("kaiming-normal", "kaiming-uniform", "signed-constant", "signed-constant-glorot",
                 "unsigned-constant", "xavier-normal")
 SCORE_INITS = ("kaiming-normal", "kaiming-uniform", "uniform")

@@ -112,7 +112,11 @@ def model_options(f: Callable) -> Callable:
                      help="Convert the data's images to CxHxW first (1 channel repeated into 3, or 3 reduced to "
                           "luma; resized bilinearly), e.g. 3x32x32 for MNIST-like data on a CIFAR network. "
                           "[default: as the data set has them]"),
+        click.option("--context", default=None, type=int,
+                     help="Text data: the characters of a window (the language model's context). [default: 64]"),
         click.option("--width", default=1.0, show_default=True, type=float, help="Width multiplier of the architecture."),
+        click.option("--depth", default=None, type=int,
+                     help="Transformer blocks (gpt_tiny, vit_tiny). [default: the architecture's, 4]"),
         click.option("--dropout", default=0.0, show_default=True, type=float,
                      help="Dropout rate before the fully connected layers (LeNet, Conv-N, VGG's classifier); "
                           "0.5 in Zhou et al.'s replication of Frankle & Carbin's Conv-N."),
@@ -267,6 +271,13 @@ def cli() -> None:
 def _echo_result(result, label: str) -> None:
     r = result.result
     click.echo(f"{'already finished' if result.skipped else 'finished'}: {result.run_dir}")
+    if r.get("task") == "language-model":
+        click.echo(f"{label}: test loss {r['test_loss']:.4f} nats/char, perplexity {r['test_perplexity']:.2f}, "
+                   f"next-character accuracy {r['test_accuracy']:.4f} (epoch {r['selected_epoch']}, "
+                   f"{'lowest val loss' if r['selection'] == 'best-val' else r['selection']}, val loss "
+                   f"{r['val_loss']:.4f}); last epoch {r['last_test_loss']:.4f}; before training "
+                   f"{r['initial_test_loss']:.4f}; density {r['density']:.4f}")
+        return
     click.echo(f"{label}: test accuracy {r['test_accuracy']:.4f} (epoch {r['selected_epoch']}, {r['selection']}, "
                f"val {r['val_accuracy']:.4f}); last epoch {r['last_test_accuracy']:.4f}; before training "
                f"{r['initial_test_accuracy']:.4f}; density {r['density']:.4f}")
@@ -336,6 +347,10 @@ def _dense_default(field: str) -> str:
 @click.option("--init", "init", default=None,
               help="Weight init, or a list (see `supermask list inits`). [default: kaiming-normal; with --ticket, "
                    "the ticket's own]")
+@click.option("--init-from", default=None, type=PathOption(dir_okay=False),
+              help="Start from these weights: a state dict of the same architecture (safetensors, e.g. a state-dict "
+                   "export, or torch.save); IMP rewinds to them (θ0). Its checksum, not its path, enters the hash. "
+                   "[default: off: the random init]")
 @click.option("--ticket", default=None, type=PathOption(file_okay=False),
               help="Fine-tune this finished search run's ticket (its weights under its mask) instead. "
                    "[default: off: train the dense network from its init]")
@@ -350,7 +365,7 @@ def train_cmd(**kw) -> None:
     if kw["ticket"] is not None:  # the architecture and data are the ticket's: given others are refused
         found = ticket_source(kw["ticket"])
         ctx = click.get_current_context()
-        for name in ("arch", "dataset", "classes", "input_shape", "width", "dropout"):
+        for name in ("arch", "dataset", "classes", "input_shape", "context", "width", "depth", "dropout"):
             given = ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)
             if given and kw[name] != getattr(found, name):
                 raise SupermaskError(f"--{name} {kw[name]}: --ticket fine-tunes the ticket on what it was found with "
@@ -410,6 +425,10 @@ options given win): {_family_table()}.""")
               help="none, reinit or random-prune, or a list (controls run after the IMP run they use).")
 @click.option("--init", "init", default="kaiming-normal", show_default=True,
               help="Weight init of the dense network (see `supermask list inits`).")
+@click.option("--init-from", default=None, type=PathOption(dir_okay=False),
+              help="Start from these weights: a state dict of the same architecture (safetensors, e.g. a state-dict "
+                   "export, or torch.save); IMP rewinds to them (θ0). Its checksum, not its path, enters the hash. "
+                   "[default: off: the random init]")
 @click.option("--early-bird", default=None, type=click.Choice(["magnitude", "channel"]),
               help="Early-bird tickets (You et al. 2020): magnitude (IMP's weight mask settles, dense training "
                    "stops, IMP goes on) or channel (the paper's BatchNorm-γ channel ticket, VGG/ResNet; the "
@@ -577,6 +596,12 @@ def _echo_stability(result, label: str) -> None:
 def _echo_levels(result, label: str) -> None:
     click.echo(f"{'already finished' if result.skipped else 'finished'}: {result.run_dir}")
     click.echo(f"{label}:")
+    if result.levels and result.levels[0].get("task") == "language-model":
+        click.echo(f"{'level':>5} {'density':>8} {'test loss':>10} {'val loss':>9} {'next-char acc':>14}")
+        for row in result.levels:
+            click.echo(f"{row['level']:>5} {row['density']:>8.4f} {row['test_loss']:>10.4f} {row['val_loss']:>9.4f} "
+                       f"{row['test_accuracy']:>14.4f}")
+        return
     click.echo(f"{'level':>5} {'density':>8} {'test acc':>9} {'best val':>9} {'early-stop it':>14}")
     for row in result.levels:
         click.echo(f"{row['level']:>5} {row['density']:>8.4f} {row['test_accuracy']:>9.4f} "

@@ -41,7 +41,9 @@ class ExperimentConfig(Resolvable):
     # the images converted to this shape ("3x32x32": channels repeated or reduced to luma, resized), so
     # that data of another shape can meet a network (a transferred ticket); None: as the data set has them
     input_shape: Optional[str] = None
+    context: Optional[int] = None  # text data: the characters a window holds [64]; None for image data
     width: float = 1.0
+    depth: Optional[int] = None  # transformer blocks (gpt_tiny, vit_tiny); None: the architecture's [4]
     dropout: float = 0.0  # before the fully connected layers (LeNet, Conv-N, VGG's classifier); 0: none
     image_size: Optional[int] = None  # image folders only: the crop size [224]; ignored (None) for other data
     seed: int = 0
@@ -77,8 +79,9 @@ class ExperimentConfig(Resolvable):
 
     def _resolve_fields(self) -> None:
         from .classes import canonical_classes
-        from .models import MODELS
         from .data import DATASETS
+        from .data.text import is_text
+        from .models import MODELS
 
         self.classes = canonical_classes(self.classes)
         if self.input_shape is not None:
@@ -99,11 +102,18 @@ class ExperimentConfig(Resolvable):
                 self.image_size = DEFAULT_IMAGE_SIZE
             _positive_size(self.image_size)
             _check_batch_fits(self.image_size, self.train.batch_size)
+        elif is_text(self.dataset):
+            self._resolve_text()
         else:
             DATASETS.get(self.dataset)
+            if self.context is not None:
+                raise SupermaskError(f"--context applies to text data sets, not {self.dataset}")
             if self.image_size is not None:
                 log.warning("--image-size applies to image folders only; ignored for %s", self.dataset)
                 self.image_size = None
+        self._check_task()
+        if self.depth is not None:
+            self._check_depth()
         if not (self.width > 0 and math.isfinite(self.width)):
             raise SupermaskError(f"width must be positive, got {self.width!r}")
         if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
@@ -117,6 +127,45 @@ class ExperimentConfig(Resolvable):
             raise SupermaskError(f"checkpoint every must be a positive number of steps, got {self.checkpoint_every!r}")
         self.train = resolve(self.train)
         self._refuse_cuda_only_options()
+
+    def _check_task(self) -> None:
+        """The architecture models what the data holds: a classifier images, a language model text."""
+        from .data.text import is_text
+        from .models.registry import model_task
+
+        data_task = "language-model" if is_text(self.dataset) else "image-classification"
+        if model_task(self.arch) != data_task:
+            if data_task == "language-model":
+                raise SupermaskError(f"{self.arch} classifies images; {self.dataset} is text: give it a language "
+                                     f"model (gpt_tiny)")
+            raise SupermaskError(f"{self.arch} is a language model; {self.dataset} holds images: give it a text data "
+                                 f"set (tinyshakespeare, text:PATH)")
+
+    def _check_depth(self) -> None:
+        import inspect
+
+        from .models import MODELS
+
+        if not isinstance(self.depth, int) or isinstance(self.depth, bool) or not 1 <= self.depth <= 1000:
+            raise SupermaskError(f"depth must be a number of blocks in 1..1000, got {self.depth!r}")
+        builder = MODELS.get(self.arch) if torchvision_name(self.arch) is None else None
+        if builder is None or "depth" not in inspect.signature(builder).parameters:
+            takes = [name for name in MODELS.names() if "depth" in inspect.signature(MODELS.get(name)).parameters]
+            raise SupermaskError(f"--depth applies to {', '.join(takes)}, not {self.arch}")
+
+    def _resolve_text(self) -> None:
+        """A text data set: its window length (``--context``) resolved; options for images refused."""
+        from .data.text import DEFAULT_CONTEXT, check_context, text_path
+
+        if text_path(self.dataset) is None:
+            from .data import DATASETS
+
+            DATASETS.get(self.dataset)
+        for option, value in (("--classes", self.classes), ("--input-shape", self.input_shape),
+                              ("--image-size", self.image_size)):
+            if value is not None:
+                raise SupermaskError(f"{option} applies to image data sets, not the text {self.dataset}")
+        self.context = check_context(DEFAULT_CONTEXT if self.context is None else self.context)
 
     def _refuse_cuda_only_options(self) -> None:
         """``--precision bf16|16`` and ``--channels-last`` run on CUDA only: on another device they are
@@ -133,7 +182,8 @@ class ExperimentConfig(Resolvable):
             raise SupermaskError(f"--channels-last applies on CUDA only; on {where} leave it out")
 
     def model_kwargs(self) -> dict:
-        return {"width": self.width} if self.width != 1.0 else {}
+        return {**({"width": self.width} if self.width != 1.0 else {}),
+                **({"depth": self.depth} if self.depth is not None else {})}
 
     def layer_types(self, layers):
         """``layers`` (an engine's variant) with this config's dropout."""
@@ -158,11 +208,17 @@ class ExperimentConfig(Resolvable):
 def load_data(config: ExperimentConfig):
     """The config's data and the input it gives the model: ``(Dataset, InputSpec)``."""
     from .data import load_dataset
-    from .models import InputSpec
 
     data = load_dataset(config.dataset, config.data_root, config.download, config.image_size or DEFAULT_IMAGE_SIZE,
-                        classes=config.classes, input_shape=config.input_shape)
-    return data, InputSpec(data.info.in_channels, data.info.image_size, data.info.num_classes)
+                        classes=config.classes, input_shape=config.input_shape, context=config.context)
+    return data, spec_of(data.info)
+
+
+def spec_of(info):
+    """The :class:`~supermask.models.InputSpec` a data set's ``info`` gives the model."""
+    from .models import InputSpec
+
+    return InputSpec(info.in_channels, info.image_size, info.num_classes, task=info.task, context=info.context or 0)
 
 
 def identified(config: ExperimentConfig, data) -> ExperimentConfig:

@@ -32,6 +32,7 @@ from .nn.init import canonical
 from .resolved import resolve
 from .runs import RunDir
 from .stage import ExperimentResult, run_single
+from .starting_points import load_starting_point, resolve_starting_point
 from .ticket_files import rebuild_plain
 from .training import Callback, MaskAfterStep, TrainConfig
 
@@ -45,13 +46,17 @@ class DenseConfig(ExperimentConfig):
     train: TrainConfig = field(default_factory=lambda: TrainConfig(**DENSE_TRAIN_DEFAULTS))
     ticket: Optional[str] = None  # a finished search run whose ticket is fine-tuned (its path: not hashed)
     ticket_checksum: Optional[str] = None  # what identifies that ticket's network (its state checksum)
+    init_from: Optional[str] = None  # start from these weights (supermask.starting_points; the path: not hashed)
+    init_from_checksum: Optional[str] = None  # what identifies them: the SHA-256 of their tensors
 
     ENGINE = "train"
 
     def _resolve_fields(self) -> None:
         if self.ticket is not None:
             search = ticket_source(self.ticket)
-            for name in ("arch", "dataset", "classes", "input_shape", "width", "dropout"):  # the ticket's own: another is no fine-tuning
+            if self.init_from is not None:
+                raise SupermaskError("--init-from and --ticket: a fine-tuned ticket starts from its own weights")
+            for name in ("arch", "dataset", "classes", "input_shape", "context", "width", "depth", "dropout"):  # the ticket's own
                 if getattr(self, name) != getattr(search, name):
                     raise SupermaskError(f"--ticket {self.ticket} is a {name} {getattr(search, name)!r} run, "
                                          f"not {getattr(self, name)!r}: a ticket is fine-tuned on what it was "
@@ -71,6 +76,7 @@ class DenseConfig(ExperimentConfig):
             self.ticket_checksum = found
         self.init = canonical(self.init or DEFAULT_INIT)
         WEIGHT_INITS.get(self.init)
+        self.init_from_checksum = resolve_starting_point(self.init_from, self.init_from_checksum)
         super()._resolve_fields()
 
 
@@ -139,7 +145,10 @@ def _check_start(model, data, result: dict, config: DenseConfig) -> None:
 
 def build_dense(config: DenseConfig, spec: InputSpec):
     model = create_model(config.arch, spec, config.layer_types(DENSE), **config.model_kwargs())
-    return init_model(model, config.init, config.seed)
+    model = init_model(model, config.init, config.seed)
+    if config.init_from is not None:
+        load_starting_point(model, config.init_from, config.init_from_checksum)
+    return model
 
 
 def train_dense(config: DenseConfig, callbacks: Sequence[Callback] = ()) -> ExperimentResult:

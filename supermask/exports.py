@@ -286,7 +286,8 @@ def load_ticket(path: Path) -> torch.nn.Module:
     seed), the stored mask reproduced bit for bit (scores are set to the mask, so the top-k keeps
     exactly it)."""
     from .mask_codes import BITMAP, SUFFIXES, decode, encode
-    from .models import InputSpec, create_model, supermask_layer_types
+    from .models import create_model, supermask_layer_types
+    from .models.spec import model_kwargs_record, spec_from_record
     from .nn import attach_global_scope, init_model, model_masks
     from .nn.layers import channel_selections
 
@@ -299,8 +300,8 @@ def load_ticket(path: Path) -> torch.nn.Module:
         raise RunError(f"{path}: not a supermask ticket (no recipe in its metadata)")
     recipe = json_object(metadata["supermask_ticket"], path, "recipe")
     check_ticket_recipe(recipe, path)
-    spec = InputSpec(int(recipe["in_channels"]), int(recipe["image_size"]), int(recipe["num_classes"]))
-    kwargs = {"width": recipe["width"]} if recipe.get("width", 1.0) != 1.0 else {}
+    spec = spec_from_record(recipe)
+    kwargs = model_kwargs_record(recipe)
     layers = supermask_layer_types(recipe["density"], bool(recipe.get("learned_bn")), structure=recipe.get("structure")
                                    ).with_dropout(recipe.get("dropout", 0.0))
     structure = recipe.get("structure") or "unstructured"
@@ -446,7 +447,7 @@ def evaluate_export(path: Path, data_root: Optional[Path] = None, device: str = 
     check_data_description(provenance, path)
     size = provenance.get("input_shape", [None, 224, 224])[-1]
     data = load_dataset(provenance["dataset"], data_root, False, size, classes=provenance.get("classes"),
-                        input_shape=provenance.get("converted_to"))
+                        input_shape=provenance.get("converted_to"), context=provenance.get("context"))
     expected = provenance.get("data_fingerprint")
     if expected is not None and fingerprint(data) != expected:
         raise SupermaskError(f"{provenance['dataset']}: not the data the ticket was found on (fingerprint "

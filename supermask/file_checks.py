@@ -47,9 +47,16 @@ def check_model_description(desc: dict, path) -> None:
 
     if not isinstance(desc.get("arch"), str) or not desc["arch"]:
         bad("arch", "an architecture name")
-    shape = desc.get("input_shape")
-    if not (isinstance(shape, list) and len(shape) == 3 and all(_number(x, 1, MAX_SIDE, True) for x in shape)):
-        bad("input_shape", f"[channels, height, width] of integers in 1..{MAX_SIDE}")
+    if desc.get("task", "image-classification") == "language-model":
+        _check_text_input(desc, bad)
+    else:
+        if desc.get("task", "image-classification") != "image-classification":
+            bad("task", "image-classification or language-model")
+        shape = desc.get("input_shape")
+        if not (isinstance(shape, list) and len(shape) == 3 and all(_number(x, 1, MAX_SIDE, True) for x in shape)):
+            bad("input_shape", f"[channels, height, width] of integers in 1..{MAX_SIDE}")
+    if desc.get("depth") is not None and not _number(desc.get("depth"), 1, 1000, True):
+        bad("depth", "a number of blocks in 1..1000")
     if not _number(desc.get("num_classes"), 1, MAX_CLASSES, True):
         bad("num_classes", f"an integer in 1..{MAX_CLASSES}")
     if not _number(desc.get("width", 1.0), 1e-6, 1e12):
@@ -58,6 +65,14 @@ def check_model_description(desc: dict, path) -> None:
         bad("dropout", "a rate in [0, 1)")
     if not isinstance(desc.get("model_kwargs", {}), dict):
         bad("model_kwargs", "an object")
+
+
+def _check_text_input(desc: dict, bad) -> None:
+    """A language model's input: windows of ``context`` characters (no image shape)."""
+    if not _number(desc.get("context"), 1, MAX_SIDE, True):
+        bad("context", f"a window length in 1..{MAX_SIDE}")
+    if desc.get("input_shape", [0, 0, 0]) != [0, 0, 0]:
+        bad("input_shape", "[0, 0, 0] (a language model takes no images)")
 
 
 def check_ticket_recipe(recipe: dict, path) -> None:
@@ -96,7 +111,9 @@ def check_data_description(desc: dict, path) -> None:
     for field in ("classes", "data_fingerprint"):
         if not isinstance(desc.get(field), (str, type(None))):
             bad(field, "text")
-    for field in ("input_shape", "converted_to"):
+    if desc.get("task") == "language-model":
+        _check_text_input(desc, bad)
+    for field in ("input_shape", "converted_to") if desc.get("task") != "language-model" else ():
         shape = desc.get(field, [1, 224, 224] if field == "input_shape" else None)
         if (shape is not None or field == "input_shape") and not (isinstance(shape, list) and len(shape) == 3 and all(
                 _number(x, 1, MAX_SIDE, True) for x in shape)):

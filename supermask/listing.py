@@ -39,7 +39,7 @@ def _archs() -> list[str]:
 
 def _datasets() -> list[str]:
     [names] = _names("datasets", "supermask.data", ("DATASETS",), (catalog.DATASETS,))
-    return names + [catalog.IMAGEFOLDER_PREFIX + "PATH"]
+    return names + [catalog.IMAGEFOLDER_PREFIX + "PATH", catalog.TEXT_PREFIX + "PATH"]
 
 
 def _inits() -> list[str]:

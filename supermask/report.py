@@ -57,7 +57,7 @@ class Point:
     method: str  # the full label: family, then control
     density: float
     seed: int
-    test_accuracy: float
+    value: float  # the reported test metric: accuracy, or a language model's loss in nats per character
     early_stop_step: Optional[int] = None
     reached: Optional[float] = None  # the density the mask has (methods whose density is an outcome differ)
     config: str = ""  # canonical JSON of the run's result-changing config, seed and IMP level left out
@@ -65,6 +65,29 @@ class Point:
     source: str = ""
     family: str = ""  # the method without its control (``imp channel``); the method itself if it is none
     control: str = ""  # "", or the control this point is: "reinit", "random-prune", "random mask"
+    metric: str = "accuracy"  # what ``value`` is: "accuracy", or "loss" (language models)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """How a report shows one kind of result: image classifiers by test accuracy (percent), language
+    models by test loss (nats per character). A table and a figure hold one metric only."""
+
+    name: str
+    column: str  # the Markdown table's header of the value
+    csv_prefix: str  # the CSV's column names: <prefix>_mean, <prefix>_std
+    scale: float  # shown as value * scale
+    digits: int
+    axis: str  # the figure's y label
+    figure: str  # the figure's file name
+    csv: str  # the CSV's file name
+
+
+ACCURACY = Metric("accuracy", "test acc % (mean ± std)", "test_accuracy", 100.0, 1, "test accuracy (%)",
+                  "accuracy_vs_density.png", "comparison.csv")
+LOSS = Metric("loss", "test loss, nats/char (mean ± std)", "test_loss", 1.0, 3, "test loss (nats per character)",
+              "loss_vs_density.png", "comparison_text.csv")
+METRICS = {m.name: m for m in (ACCURACY, LOSS)}
 
 
 #: The controls a report sets beside their method, in the order it lists them.
@@ -147,11 +170,14 @@ def _points_of(result: dict, config: dict, source: str) -> list[Point]:
                   collapsed=tuple(result.get("collapsed_layers") or ()), source=source)
     engine = _engine(result)
     family, control = engine.result_parts(result)
-    points = [Point(method=_joined(family, control), test_accuracy=float(result["test_accuracy"]),
+    loss = result.get("task") == "language-model"
+    key = "test_loss" if loss else "test_accuracy"
+    common["metric"] = "loss" if loss else "accuracy"
+    points = [Point(method=_joined(family, control), value=float(result[key]),
                     early_stop_step=result.get("min_val_loss_step") if engine.early_stopping else None,
                     family=family, control=control, **common)]
-    if engine.initial_is_control and "initial_test_accuracy" in result:  # the random mask it started from
-        points.append(Point(method=_joined(family, "random mask"), test_accuracy=float(result["initial_test_accuracy"]),
+    if engine.initial_is_control and f"initial_{key}" in result:  # the random mask it started from
+        points.append(Point(method=_joined(family, "random mask"), value=float(result[f"initial_{key}"]),
                             family=family, control="random mask", **{**common, "collapsed": ()}))
     return points
 
@@ -279,7 +305,7 @@ def comparison_rows(points: list[Point], problems: Optional[list[str]] = None) -
     dense: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for p in points:
         if p.method == "dense":
-            dense[(p.arch, p.dataset)][p.config].append(p.test_accuracy)
+            dense[(p.arch, p.dataset)][p.config].append(p.value)
     baseline = {}
     for key, by_config in dense.items():
         if len(by_config) == 1:
@@ -296,7 +322,7 @@ def comparison_rows(points: list[Point], problems: Optional[list[str]] = None) -
     for key in order:
         arch, dataset, method, density, config = key
         items = groups[key]
-        accs = [p.test_accuracy for p in items]
+        accs = [p.value for p in items]
         mean, std = mean_std(accs)
         reached = [p.reached for p in items if p.reached is not None]
         collapsed = sorted({layer for p in items for layer in p.collapsed})
@@ -306,12 +332,12 @@ def comparison_rows(points: list[Point], problems: Optional[list[str]] = None) -
                "control": control, "density": density, "mean": mean, "std": std if len(items) > 1 else None,
                "seeds": len(items), "dense": baseline.get((arch, dataset), math.nan), "controls": [],
                "reached": statistics.fmean(reached) if reached else density, "collapsed": collapsed,
-               "config": config}
+               "config": config, "metric": items[0].metric}
         if not control:  # a method beside its controls: the runs of its config and family that are controls
             mine = [k for k in by_base[(arch, dataset, density, _base_key(config))]
                     if parts[(k[0], k[1], k[2], k[4])][0] == family and parts[(k[0], k[1], k[2], k[4])][1]]
             for k in sorted(mine, key=lambda k: CONTROL_ORDER.index(parts[(k[0], k[1], k[2], k[4])][1])):
-                theirs = [p.test_accuracy for p in groups[k]]
+                theirs = [p.value for p in groups[k]]
                 row["controls"].append({"control": k[2], "delta": mean - statistics.fmean(theirs),
                                         "p": welch_p(accs, theirs)})
         steps = [p.early_stop_step for p in items if p.early_stop_step is not None]
@@ -320,32 +346,35 @@ def comparison_rows(points: list[Point], problems: Optional[list[str]] = None) -
     return rows
 
 
-def _pct(x: float) -> str:
-    return "" if math.isnan(x) else f"{100 * x:.1f}"
+def _shown(x: float, metric: Metric = ACCURACY) -> str:
+    return "" if math.isnan(x) else f"{metric.scale * x:.{metric.digits}f}"
 
 
-def _accuracy_cell(row: dict) -> str:
-    return _pct(row["mean"]) if row["std"] is None else f"{_pct(row['mean'])} ± {_pct(row['std'])}"
+def _value_cell(row: dict, metric: Metric) -> str:
+    mean = _shown(row["mean"], metric)
+    return mean if row["std"] is None else f"{mean} ± {_shown(row['std'], metric)}"
 
 
-def _control_cell(control: dict) -> str:
+def _control_cell(control: dict, metric: Metric = ACCURACY) -> str:
     test = "" if math.isnan(control["p"]) else f" (p={control['p']:.3g})"
-    return f"{control['control']}: {100 * control['delta']:+.1f}{test}"
+    return f"{control['control']}: {metric.scale * control['delta']:+.{metric.digits}f}{test}"
 
 
 def markdown(rows: list[dict], problems: list[str], plots: Iterable[str] = ()) -> str:
     lines = []
     for key in sorted({(r["arch"], r["dataset"]) for r in rows}):
         part = [r for r in rows if (r["arch"], r["dataset"]) == key]
+        metric = METRICS[part[0]["metric"]]  # a panel is one data set: one task, one metric
+        unit = "points" if metric is ACCURACY else "nats/char"
         lines += [f"### {key[0]} on {key[1]}", "",
-                  "| method | density | reached | test acc % (mean ± std) | seeds | dense % "
-                  "| vs control: Δ points (Welch p) |",
+                  f"| method | density | reached | {metric.column} | seeds | dense "
+                  f"| vs control: Δ {unit} (Welch p) |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]
         for r in part:
-            vs = "; ".join(_control_cell(c) for c in r["controls"])
+            vs = "; ".join(_control_cell(c, metric) for c in r["controls"])
             warn = f" ⚠ collapsed: {', '.join(r['collapsed'])}" if r["collapsed"] else ""
-            lines.append(f"| {r['method']}{warn} | {r['density']:.4g} | {r['reached']:.4g} | {_accuracy_cell(r)} "
-                         f"| {r['seeds']} | {_pct(r['dense'])} | {vs} |")
+            lines.append(f"| {r['method']}{warn} | {r['density']:.4g} | {r['reached']:.4g} | {_value_cell(r, metric)} "
+                         f"| {r['seeds']} | {_shown(r['dense'], metric)} | {vs} |")
         lines.append("")
     if any(r["std"] is None for r in rows):
         lines += ["A value without ± is a single seed: no spread, no test.", ""]
@@ -359,11 +388,12 @@ def markdown(rows: list[dict], problems: list[str], plots: Iterable[str] = ()) -
     return "\n".join(lines)
 
 
-def csv_text(rows: list[dict]) -> str:
+def csv_text(rows: list[dict], metric: Metric = ACCURACY) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["arch", "dataset", "method", "density", "density_reached", "test_accuracy_mean",
-                     "test_accuracy_std", "seeds", "dense_accuracy", "collapsed_layers", "control",
+    dense = "dense_accuracy" if metric is ACCURACY else "dense_loss"
+    writer.writerow(["arch", "dataset", "method", "density", "density_reached", f"{metric.csv_prefix}_mean",
+                     f"{metric.csv_prefix}_std", "seeds", dense, "collapsed_layers", "control",
                      "delta_to_control", "welch_p"])
     for r in rows:
         base = [r["arch"], r["dataset"], r["method"], r["density"], f"{r['reached']:.6f}", f"{r['mean']:.6f}",
@@ -375,7 +405,7 @@ def csv_text(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def _panels(rows: list[dict], value: str, ylabel: str, path: Path, keep=lambda row: True) -> bool:
+def _panels(rows: list[dict], value: str, ylabel: str, path: Path, keep=lambda row: True, scale: float = 100.0) -> bool:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -394,12 +424,12 @@ def _panels(rows: list[dict], value: str, ylabel: str, path: Path, keep=lambda r
             series = sorted((r for r in part if r["method"] == method), key=lambda r: r["reached"])
             if series[0]["method_name"] == "dense":
                 if value == "mean":  # one line per dense baseline config
-                    ax.axhline(100 * statistics.fmean(r["mean"] for r in series), color="black", linestyle=":",
+                    ax.axhline(scale * statistics.fmean(r["mean"] for r in series), color="black", linestyle=":",
                                label=method.replace("dense", "dense (trained)", 1))
                 continue
             if value == "mean":
-                xs, ys = [r["reached"] for r in series], [100 * r["mean"] for r in series]
-                sd = [100 * (r["std"] or 0.0) for r in series]
+                xs, ys = [r["reached"] for r in series], [scale * r["mean"] for r in series]
+                sd = [scale * (r["std"] or 0.0) for r in series]
             else:
                 series = [r for r in series if r["early_stop"]]
                 xs, ys, sd = [r["reached"] for r in series], [r["early_stop"][0] for r in series], [r["early_stop"][1] for r in series]
@@ -447,16 +477,20 @@ def _write_report(found, out: Path) -> tuple[str, list[str], list[Path]]:
         return text, list(found.problems), files
     problems = list(found.problems)
     rows = comparison_rows(found.points, problems)
-    written = [out / "comparison.md", out / "comparison.csv"]
-    plots = []
-    if _panels(rows, "mean", "test accuracy (%)", out / "accuracy_vs_density.png"):
-        plots.append(out / "accuracy_vs_density.png")
+    written, plots = [out / "comparison.md"], []
+    for metric in METRICS.values():  # one CSV and one figure per metric: tasks never share a table
+        mine = [r for r in rows if r["metric"] == metric.name]
+        if not mine:
+            continue
+        written.append(out / metric.csv)
+        atomic_write_bytes(out / metric.csv, csv_text(mine, metric).encode())
+        if _panels(mine, "mean", metric.axis, out / metric.figure, scale=metric.scale):
+            plots.append(out / metric.figure)
     if _panels(rows, "early_stop", "iteration of minimum validation loss", out / "early_stop_vs_density.png",
                keep=lambda row: row["early_stop"] is not None):  # the engines that report it (IMP)
         plots.append(out / "early_stop_vs_density.png")
     table = markdown(rows, problems)
     atomic_write_bytes(written[0], markdown(rows, problems, [p.name for p in plots]).encode())
-    atomic_write_bytes(written[1], csv_text(rows).encode())
     if found.analyses:
         text, files = _analysis_reports(found.analyses, out)
         table, written = f"{table}\n{text}", written + files

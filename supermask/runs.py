@@ -46,6 +46,7 @@ RESULT_KEYS = ("test_accuracy", "val_accuracy", "selected_epoch", "selection", "
 NON_RESULT_FIELDS = frozenset({"out", "device", "data_root", "download", "quiet", "num_workers", "seed",
                                "checkpoint_every", "channels_last", "compile", "tensorboard",
                                "ticket",  # a fine-tuned ticket's path: its content is in ticket_checksum
+                               "init_from",  # a starting point's path: its content is in init_from_checksum
                                "imp_run",  # an analysed IMP run's path: its config is in imp_config_hash
                                "source"})  # a transferred ticket's run: its config and ticket are in source_*
 
@@ -62,7 +63,8 @@ HASH_OMITTED_AT = {"train.precision": "32", "rerandomize_every": None, "rerandom
                    "early_bird": None, "eb_l1": None, "eb_epsilon": 0.1, "eb_window": 5, "freeze_every": None,
                    "bernoulli_eval": None, "rescale_weights": None, "bn_init": "ones",
                    "dropout": 0.0, "structure": "unstructured", "stop_when_unmatched": None, "classes": None,
-                   "input_shape": None}
+                   "input_shape": None, "context": None, "depth": None,
+                   "init_from_checksum": None}
 
 
 def _omit_later_defaults(fields: dict, prefix: str = "") -> dict:

@@ -27,6 +27,7 @@ from .io import check_shapes, read_json
 from .layout import CONFIG, META_FILE, MODEL_FILE, TICKET
 from .methods import METHODS
 from .models import InputSpec
+from .models.spec import spec_from_record, spec_record
 from .resolved import resolve
 from .stage import ExperimentResult, run_single
 from .structure import CHANNEL, Structure
@@ -55,8 +56,8 @@ def ticket_meta(config: SearchConfig, spec: InputSpec) -> dict:
     """What rebuilds the frozen network a strong ticket's mask applies to."""
     return {
         "kind": "strong", "engine": config.ENGINE, "method": config.method, "arch": config.arch,
-        "width": config.width, "dropout": config.dropout, "in_channels": spec.in_channels, "image_size": spec.image_size,
-        "num_classes": spec.num_classes, "init": config.init, "scaled_fan": config.scaled_fan,
+        "width": config.width, "dropout": config.dropout, **spec_record(spec),
+        **({"depth": config.depth} if config.depth is not None else {}), "init": config.init, "scaled_fan": config.scaled_fan,
         "seed": config.seed, "density": config.density, "scope": config.scope, "learned_bn": config.learned_bn,
         "structure": config.structure,
     }
@@ -104,9 +105,9 @@ def load_search_model(run_dir: Path, meta: Optional[dict] = None, state: Optiona
     config = config_from_dict(read_json(run_dir / CONFIG))
     meta = read_json(run_dir / TICKET / META_FILE) if meta is None else meta
     shape = [meta.get(name) if isinstance(meta, dict) else None for name in ("in_channels", "image_size", "num_classes")]
-    if not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in shape):
+    if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in shape) or not shape[2]:
         raise SupermaskError(f"{run_dir / TICKET / META_FILE}: damaged (no input shape and classes): rerun the run")
-    spec = InputSpec(*shape)
+    spec = spec_from_record(meta)
     model = METHODS.get(config.method).build(config, spec)
     state = ticket_state(run_dir) if state is None else state
     check_shapes(state, model.state_dict(), run_dir / TICKET / MODEL_FILE, complete=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,6 +205,9 @@ def provenance(config: ExperimentConfig, info, summary, state: dict) -> dict:
         "width": config.width, "dropout": config.dropout, **data_fields(config),
         "data_fingerprint": config.data_fingerprint,
         "input_shape": [info.in_channels, info.image_size, info.image_size],
+        **({"depth": config.depth} if config.depth is not None else {}),
+        **({"init_from_checksum": config.init_from_checksum} if getattr(config, "init_from_checksum", None) else {}),
+        **({"task": info.task} if info.task != "image-classification" else {}),
         "num_classes": info.num_classes, "normalization": {"mean": list(info.mean), "std": list(info.std)},
         "selection": summary.selection, "selected_epoch": summary.selected_epoch,
         "selected_step": summary.selected_step, "eval_batch_size": eval_batch_size(config.train),
@@ -215,7 +219,8 @@ def data_fields(config: ExperimentConfig) -> dict:
     """What a result or ticket says of its data: the data set and, if a subset, its classes and, if
     converted, the shape its images were converted to."""
     return {"dataset": config.dataset, **({"classes": config.classes} if config.classes is not None else {}),
-            **({"converted_to": config.input_shape} if config.input_shape is not None else {})}
+            **({"converted_to": config.input_shape} if config.input_shape is not None else {}),
+            **({"context": config.context} if config.context is not None else {})}
 
 
 def ticket_record(config: ExperimentConfig, info, summary, model: nn.Module, masks: dict,
@@ -240,21 +245,31 @@ def check_input_shape(model: nn.Module, spec, arch: str) -> None:
     not divide it, a net that pools 8-pixel images to nothing, a classifier of the wrong size) is
     one line, not a traceback from the middle of training."""
     was_training = model.training
-    x = torch.zeros(1, spec.in_channels, spec.image_size, spec.image_size)
     try:
         with torch.random.fork_rng(devices=[]), torch.no_grad():
-            out = model.eval()(x)
+            out = model.eval()(spec.example())
     except (RuntimeError, AssertionError, ValueError, IndexError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SupermaskError(f"{arch} cannot take {spec.in_channels}x{spec.image_size}x{spec.image_size} inputs "
-                             f"with {spec.num_classes} classes: {first}") from None
+        raise SupermaskError(f"{arch} cannot take {spec.describe()}: {first}") from None
     finally:
         model.train(was_training)
     shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None
-    if shape != (1, spec.num_classes):
+    if shape != spec.output_shape():
         gives = f"outputs of shape {list(shape)}" if shape is not None else f"a {type(out).__name__}"
-        raise SupermaskError(f"{arch} gives {gives} for one input, not one score per class ({spec.num_classes} "
-                             f"classes): its last layer must have spec.num_classes outputs")
+        wanted = (f"{list(spec.output_shape())} (a score per character and vocabulary entry)" if spec.is_language_model
+                  else f"one score per class ({spec.num_classes} classes)")
+        raise SupermaskError(f"{arch} gives {gives} for one input, not {wanted}: its last layer must have "
+                             f"spec.num_classes outputs")
+
+
+def language_model_fields(summary) -> dict:
+    """What a language model's result reports besides its next-character accuracy: the selected
+    network's validation and test loss in nats per character (selection took the lowest validation
+    loss), its test perplexity, and the test loss before training and at the last evaluation."""
+    first, last = summary.history[0], summary.history[-1]
+    return {"task": "language-model", "val_loss": summary.val_loss, "test_loss": summary.test_loss,
+            "test_perplexity": math.exp(summary.test_loss), "last_test_loss": last["test_loss"],
+            "initial_test_loss": first["test_loss"]}
 
 
 def collapsed_layers(per_layer: dict[str, float]) -> list[str]:
@@ -282,7 +297,7 @@ def result_record(config: ExperimentConfig, summary, masks: dict, started: float
         "min_val_loss_step": summary.min_val_loss_step, "epochs": summary.epochs, "steps": summary.steps,
         "start_step": summary.start_step, "trained_steps": summary.steps - summary.start_step,
         "train_seconds": round(summary.seconds, 3), "wall_seconds": round(time.time() - started, 3),
-        "device": str(device),
+        "device": str(device), **(language_model_fields(summary) if summary.by_loss else {}),
     }
 
 

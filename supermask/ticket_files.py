@@ -161,15 +161,14 @@ def plain_state(plain: torch.nn.Module, state: dict[str, torch.Tensor], masks: d
 def plain_model(provenance: dict, path) -> torch.nn.Module:
     """The plain (dense) architecture a ticket's provenance describes, as built for its data."""
     from .file_checks import check_model_description
-    from .models import DENSE, InputSpec, create_model
+    from .models import DENSE, create_model
+    from .models.spec import model_kwargs_record, spec_from_record
 
     check_model_description(provenance, path)
     try:
-        channels, size, _ = provenance["input_shape"]
-        spec = InputSpec(channels, size, provenance["num_classes"])
-        width = provenance.get("width", 1.0)
+        spec = spec_from_record(provenance)
         layers = DENSE.with_dropout(provenance.get("dropout", 0.0))
-        kwargs = {**({"width": width} if width != 1.0 else {}), **provenance.get("model_kwargs", {})}
+        kwargs = {**model_kwargs_record(provenance), **provenance.get("model_kwargs", {})}
         return create_model(provenance["arch"], spec, layers, **kwargs)
     except (KeyError, TypeError, ValueError) as exc:
         raise RunError(f"{path}: its provenance does not describe a loadable model ({type(exc).__name__}: {exc})") from None

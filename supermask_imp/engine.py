@@ -46,6 +46,7 @@ from supermask.nn import WEIGHT_INITS, check_density
 from supermask.nn.init import canonical
 from supermask.nn.masked import get_masks, set_masks
 from supermask.runs import RESULT_KEYS, RunDir
+from supermask.starting_points import load_starting_point, resolve_starting_point
 from supermask.stage import (check_input_shape, composite, data_fields, describe_density, finished_rows, open_run, planned_steps,
                              run_stage, steps_per_epoch)
 from supermask.structure import Structure
@@ -98,6 +99,10 @@ class IMPConfig(ExperimentConfig):
     # Stop after the first level whose test accuracy falls more than this many points below level 0's
     # (the common stopping rule); the result then names the sparsest matching level. None: every level.
     stop_when_unmatched: Optional[float] = None
+    # A pretrained starting point (supermask.starting_points): level 0 starts from it and every level
+    # rewinds to it (θ0); its path is not hashed, the SHA-256 of its tensors is.
+    init_from: Optional[str] = None
+    init_from_checksum: Optional[str] = None
     train: TrainConfig = field(default_factory=lambda: default_train_config("conv6"))
 
     ENGINE = "imp"
@@ -164,6 +169,10 @@ class IMPConfig(ExperimentConfig):
         self.keep_unpruned = tuple(self.keep_unpruned)
         if self.bn_init not in BN_INITS:
             raise SupermaskError(f"bn init must be one of {', '.join(BN_INITS)}, got {self.bn_init!r}")
+        self.init_from_checksum = resolve_starting_point(self.init_from, self.init_from_checksum)
+        if self.init_from is not None and self.early_bird == "channel":
+            raise SupermaskError("--init-from with --early-bird channel is not built: the channel ticket trains its "
+                                 "own smaller network")
         super()._resolve_fields()
         self._check_rewind()
 
@@ -307,6 +316,8 @@ def _check_model(config: IMPConfig, spec: InputSpec) -> None:
     model = create_model(config.arch, spec, config.layer_types(masked_layer_types()), **config.model_kwargs())
     check_input_shape(model, spec, config.arch)
     selection_for(model, config.scope, config.structure, (spec.in_channels, spec.image_size, spec.image_size))
+    if config.init_from is not None:
+        load_starting_point(model, config.init_from, config.init_from_checksum)
     names = list(get_masks(model))
     unknown = sorted(set(config.keep_unpruned) - set(names))
     if unknown:
@@ -322,6 +333,8 @@ def run_levels(config, data, spec, device, root, main, rewind_point, rewind_step
     writer = distributed.is_main()
     torch.manual_seed(config.seed)
     model = build_masked(config, spec, config.seed)
+    if config.init_from is not None:  # θ0 is the given network (the reinit control still draws its own)
+        load_starting_point(model, config.init_from, config.init_from_checksum)
     context = Context(tuple(get_masks(model)), conv_names(model),
                       selection_for(model, config.scope, config.structure,
                                     (spec.in_channels, spec.image_size, spec.image_size)))

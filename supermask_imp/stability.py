@@ -192,7 +192,8 @@ def subject_config(config: StabilityConfig, point: str, resolved: bool = True):
     (the given ``imp_run``'s own config), or the strong-ticket search."""
     if config.imp_run is not None:
         return _read_imp_run(config.imp_run)[0]
-    shared = dict(dataset=config.dataset, classes=config.classes, input_shape=config.input_shape, width=config.width, dropout=config.dropout,
+    shared = dict(dataset=config.dataset, classes=config.classes, input_shape=config.input_shape, context=config.context,
+                  depth=config.depth, width=config.width, dropout=config.dropout,
                   image_size=config.image_size, seed=config.seed, out=config.out, device=config.device,
                   data_root=config.data_root, download=config.download, num_workers=config.num_workers,
                   checkpoint_every=config.checkpoint_every, channels_last=config.channels_last,

@@ -340,14 +340,14 @@ def test_a_control_is_drawn_in_its_methods_colour_family():
     a control shares the family, config suffix included, of the method it belongs to."""
     from supermask.report import Point, comparison_rows
 
-    common = dict(arch="conv4", dataset="mnist-5k", density=0.5, seed=0, test_accuracy=0.9)
+    common = dict(arch="conv4", dataset="mnist-5k", density=0.5, seed=0, value=0.9)
     points = []
     for epochs in (1, 2):
         config = f'{{"epochs":{epochs}}}'
         points += [Point(method="edge-popup signed-constant", family="edge-popup signed-constant", config=config,
                          **common),
                    Point(method="edge-popup signed-constant random mask", family="edge-popup signed-constant",
-                         control="random mask", config=config, **{**common, "test_accuracy": 0.1})]
+                         control="random mask", config=config, **{**common, "value": 0.1})]
     rows = {row["method"]: row for row in comparison_rows(points)}
     control = rows["edge-popup signed-constant random mask (epochs=2)"]
     assert control["family"] == "edge-popup signed-constant (epochs=2)" == rows["edge-popup signed-constant (epochs=2)"]["family"]

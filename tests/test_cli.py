@@ -178,7 +178,7 @@ def test_benchmark_script_measures_data_and_eval(tmp_path):
 @pytest.mark.slow
 def test_benchmark_script_measures_everything(tmp_path):
     assert _bench(tmp_path) == {"selection_layerwise", "selection_global", "edge_popup_step", "imp_step",
-                                "resident_data", "cached_eval", "epoch", "cli_help"} | {
+                                "gpt_edge_popup_step", "gpt_imp_step", "resident_data", "cached_eval", "epoch", "cli_help"} | {
         f"sparse_lenet_d{d}_b{b}" for d in ("0.5", "0.2", "0.05", "0.01") for b in (1, 256)}
 
 

@@ -95,6 +95,18 @@ def test_imp_killed_mid_level_and_between_levels_resumes_exactly(tmp_path):
     assert_same_runs(tmp_path / "ref", tmp_path / "killed")
 
 
+GPT = ["--arch", "gpt_tiny", "--dataset", "tinyshakespeare", "--width", "0.25", "--depth", "1", "--context", "32",
+       "--batch-size", "2048", "--epochs", "2", "--device", "cpu", "-q", "--checkpoint-every", "2"]  # 16 steps an epoch
+
+
+@pytest.mark.parametrize("command", ["train", pytest.param("search", marks=pytest.mark.slow)])
+def test_a_language_model_killed_mid_epoch_resumes_exactly(tmp_path, command):
+    args = [command, *GPT]
+    assert run_killable(args, tmp_path / "ref").returncode == 0
+    assert kill_then_resume(args, tmp_path / "killed", ["step:6", "metrics:2", "step:8"]) == 3
+    assert_same_runs(tmp_path / "ref", tmp_path / "killed")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("command", ["search", "imp"])
 def test_ten_random_kills_resume_exactly(tmp_path, command):

@@ -6,7 +6,10 @@ results: it belongs in its own commit that says so.
 Changed on purpose since: the IMP configs' config.json gained ``stop_when_unmatched`` (null), the
 option of the stability issue; their run directories (the hash omits it at null) did not move. Every
 config.json gained ``classes`` (null: every class) and ``input_shape`` (null: the data's own), of
-the transfer issue; no run directory moved (the hash omits both at null).
+the transfer issue; no run directory moved (the hash omits both at null). Every config.json gained
+``context`` (null: image data) and ``depth`` (null: the architecture's), of the language-model
+issue, and the IMP and dense configs ``init_from`` and ``init_from_checksum`` (null: the random init);
+no run directory moved (the hash omits them at null; a path is never hashed).
 
 Each case runs ``--dry-run`` (the resolver every run uses; nothing is written) and compares the
 run directory it names and a digest of the resolved config.json it prints.
@@ -22,49 +25,49 @@ from supermask.cli import main
 
 PINS = [
     ('--arch conv6',
-     'runs/search/conv6-mnist-5k/8228bd68f7fe/seed-0', '294b8666e8cc051f'),
+     'runs/search/conv6-mnist-5k/8228bd68f7fe/seed-0', '9dc9f6c33405af38'),
     ('--arch conv4 --structure nm:2:4',
-     'runs/search/conv4-mnist-5k/bb74cccdaee6/seed-0', '6c6b26b8d89e2810'),
+     'runs/search/conv4-mnist-5k/bb74cccdaee6/seed-0', '31cc83dd8dd9d853'),
     ('--arch lenet_300_100 --structure channel --density 0.5',
-     'runs/search/lenet_300_100-mnist-5k/8e336210b7ef/seed-0', 'b21465f6db64197f'),
+     'runs/search/lenet_300_100-mnist-5k/8e336210b7ef/seed-0', 'a06571c3815be872'),
     ('--arch lenet_300_100 --method bernoulli',
-     'runs/search/lenet_300_100-mnist-5k/9a7486ebb21b/seed-0', 'e5fda1451f22754d'),
+     'runs/search/lenet_300_100-mnist-5k/9a7486ebb21b/seed-0', '1aaf13b000153c96'),
     ('--arch lenet_300_100 --method biprop',
-     'runs/search/lenet_300_100-mnist-5k/f5308ef7c775/seed-0', 'ea371bb3989b3da2'),
+     'runs/search/lenet_300_100-mnist-5k/f5308ef7c775/seed-0', '4ecf66a4e939d41f'),
     ('--arch lenet_300_100 --method gem-miner',
-     'runs/search/lenet_300_100-mnist-5k/3e5830851bd2/seed-0', 'ed3a35ef18edfb61'),
+     'runs/search/lenet_300_100-mnist-5k/3e5830851bd2/seed-0', 'da872eb571d3b5c5'),
     ('--arch lenet_300_100 --method iterand',
-     'runs/search/lenet_300_100-mnist-5k/4eeb3af4c690/seed-0', '2f107851a4f9039a'),
+     'runs/search/lenet_300_100-mnist-5k/4eeb3af4c690/seed-0', '34175f5e971b7335'),
     ('--arch conv2 --scope global --density 0.1',
-     'runs/search/conv2-mnist-5k/07dc234e73d5/seed-0', '07b7b63289ccf43d'),
+     'runs/search/conv2-mnist-5k/07dc234e73d5/seed-0', 'a69214cbc7cc177a'),
     ('--arch conv6',
-     'runs/train/conv6-mnist-5k/62f3a0bc6702/seed-0', 'ff0739425c308fd7'),
+     'runs/train/conv6-mnist-5k/62f3a0bc6702/seed-0', 'db2913c5b68a3865'),
     ('--arch lenet_300_100 --levels 3',
-     'runs/imp/lenet_300_100-mnist-5k/97778ef33b95/seed-0', 'baff3d0b2986ffcd'),
+     'runs/imp/lenet_300_100-mnist-5k/97778ef33b95/seed-0', '75bdc01ec53b36e3'),
     ('--arch conv4 --rewind 100it --levels 2',
-     'runs/imp/conv4-mnist-5k/461264978c8b/seed-0', 'aea8ae5540c9d2e2'),
+     'runs/imp/conv4-mnist-5k/461264978c8b/seed-0', '5b8af6406db57b45'),
     ('--arch lenet_300_100 --levels 2 --control reinit',
-     'runs/imp/lenet_300_100-mnist-5k/0b4c6641607a/seed-0', '8f5e05675e5d28a4'),
+     'runs/imp/lenet_300_100-mnist-5k/0b4c6641607a/seed-0', 'c3f7e22465438a62'),
     ('--arch lenet_300_100 --levels 2 --control random-prune',
-     'runs/imp/lenet_300_100-mnist-5k/cc39f8216390/seed-0', 'db0da429d82ee97d'),
+     'runs/imp/lenet_300_100-mnist-5k/cc39f8216390/seed-0', '77138af6f4bc923e'),
     ('--arch lenet_300_100 --levels 2 --early-bird magnitude',
-     'runs/imp/lenet_300_100-mnist-5k/9e4f9a17aee7/seed-0', 'd9185c503fe6ac77'),
+     'runs/imp/lenet_300_100-mnist-5k/9e4f9a17aee7/seed-0', 'a6965b16ff57cd53'),
     ('--arch vgg11 --early-bird channel',
-     'runs/imp/vgg11-mnist-5k/02d82fa8db0a/seed-0', 'd196d0a0ced7fb3e'),
+     'runs/imp/vgg11-mnist-5k/02d82fa8db0a/seed-0', 'c6b02b33f2b43f04'),
     ('--arch conv4 --structure channel --levels 2',
-     'runs/imp/conv4-mnist-5k/6920eeb890ae/seed-0', '02625453043ca719'),
+     'runs/imp/conv4-mnist-5k/6920eeb890ae/seed-0', '02cce6f242076531'),
     ('--arch lenet_300_100 --structure nm:2:4',
-     'runs/imp/lenet_300_100-mnist-5k/fe5c98ac75bf/seed-0', 'b225db376015a309'),
+     'runs/imp/lenet_300_100-mnist-5k/fe5c98ac75bf/seed-0', '9116cf4c3342e617'),
     ('--arch lenet_300_100 --method random',
-     'runs/prune/lenet_300_100-mnist-5k/3f8b9e647144/seed-0', 'c3c2b1cd80eed9a7'),
+     'runs/prune/lenet_300_100-mnist-5k/3f8b9e647144/seed-0', '231da2315dac9761'),
     ('--arch lenet_300_100 --method magnitude',
-     'runs/prune/lenet_300_100-mnist-5k/5d771f7af88b/seed-0', '01c2e666b98d1907'),
+     'runs/prune/lenet_300_100-mnist-5k/5d771f7af88b/seed-0', 'd296a1fb2e0efb0e'),
     ('--arch lenet_300_100 --method snip',
-     'runs/prune/lenet_300_100-mnist-5k/f72e9a59cb53/seed-0', '3bbfc45c9dcd59b6'),
+     'runs/prune/lenet_300_100-mnist-5k/f72e9a59cb53/seed-0', 'da0de9b5bbfa5bc1'),
     ('--arch conv2 --method grasp',
-     'runs/prune/conv2-mnist-5k/ba2e40e48e09/seed-0', 'ffc7853300dbbe65'),
+     'runs/prune/conv2-mnist-5k/ba2e40e48e09/seed-0', 'f7dbb486a982300f'),
     ('--arch lenet_300_100 --method synflow --density 0.05',
-     'runs/prune/lenet_300_100-mnist-5k/b41ffff974ba/seed-0', '10ccff96597b8637'),
+     'runs/prune/lenet_300_100-mnist-5k/b41ffff974ba/seed-0', '4e96a92efda8947c'),
 ]
 COMMANDS = {"search", "train", "imp", "prune"}
 

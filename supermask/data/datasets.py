@@ -5,6 +5,8 @@
 - ``mnist``, ``fashion-mnist``, ``kmnist``, ``cifar10``, ``cifar100``, ``svhn``: read from
   ``--data-root`` in torchvision's on-disk layout; with ``download`` set, torchvision fetches them there.
 - ``imagefolder:PATH``: ImageNet-style ``PATH/train/<class>/*`` and ``PATH/val/<class>/*``.
+- ``tinyshakespeare`` (bundled) and ``text:PATH``: character-level text for language models
+  (:mod:`supermask.data.text`).
 
 Any of them restricted to some of its classes (``load_dataset(..., classes="0-4")``, the
 command line's ``--classes``): the kept classes relabelled ``0..n-1`` (:func:`restrict_classes`).
@@ -24,10 +26,9 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Union
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -37,6 +38,7 @@ from ..catalog import IMAGEFOLDER_PREFIX, imagefolder_path
 from ..errors import DataError, SupermaskError
 from ..registry import Registry
 from . import formats
+from .splits import Dataset, DatasetInfo, Split, TensorSplit  # noqa: F401  (the data set's parts, re-exported)
 
 #: torchvision's ImageNet normalisation (mean, std), used for image folders.
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -44,48 +46,6 @@ IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 log = logging.getLogger(__name__)
 
 VAL_SPLIT_SEED = 0
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    name: str
-    in_channels: int
-    image_size: int
-    num_classes: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    augment: bool  # random crop (4-pixel padding) + horizontal flip on the training split
-    classes: Optional[str] = None  # a class subset of the data set (supermask.classes): its canonical text
-
-
-@dataclass
-class TensorSplit(TorchDataset):
-    """A split held in memory: uint8 images (N, C, H, W) and int64 labels (N,).
-
-    It is also a ``torch.utils.data.Dataset``: item ``i`` is ``(image, label)`` with the image as
-    float32 in [0, 1] (torchvision's ``ToTensor``; normalising and augmenting are the loader's,
-    ``supermask.data.make_loader``, the fast path that batches on the device without per-item
-    calls)."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.images[index].float().div(255.0), self.labels[index]
-
-
-Split = Union[TensorSplit, TorchDataset]
-
-
-@dataclass
-class Dataset:
-    info: DatasetInfo
-    train: Split
-    val: Split
-    test: Split
 
 
 Loader = Callable[[Path, bool], Dataset]
@@ -406,13 +366,20 @@ def fingerprint(data: Dataset) -> str:
     """16 hex digits identifying a data set's content, wherever it lies: SHA-256 over every split's
     images and labels (in-memory splits), or over the listing of an image folder (each file's path
     relative to the folder, its size and its class index), with the shape the model sees."""
+    from .text import TokenSplit, fingerprint_lines
+
     digest = hashlib.sha256(f"{data.info.in_channels}|{data.info.num_classes}|".encode())
+    if data.info.vocabulary is not None:
+        digest.update(f"text|{data.info.vocabulary}|".encode())
     if data.info.classes is not None:  # the labels say which classes were kept, not which they were
         digest.update(f"classes {data.info.classes}|".encode())
     for name in ("train", "val", "test"):
         split = getattr(data, name)
         digest.update(f"|{name}|{len(split)}|".encode())
-        if isinstance(split, TensorSplit):
+        if isinstance(split, TokenSplit):
+            for part in fingerprint_lines(split):
+                digest.update(part)
+        elif isinstance(split, TensorSplit):
             for tensor in (split.images, split.labels):
                 t = tensor.contiguous()
                 digest.update(f"{t.dtype}{list(t.shape)}".encode())
@@ -439,13 +406,32 @@ def _listing(split) -> Iterator[str]:
         yield f"{Path(file).relative_to(root).as_posix()}|{os.path.getsize(file)}|{target}\n"
 
 
+def _load_text(name: str, root, download: bool, context: Optional[int], classes, input_shape) -> Dataset:
+    from . import text
+
+    for option, value in (("--classes", classes), ("--input-shape", input_shape)):
+        if value is not None:
+            raise SupermaskError(f"{option} applies to image data sets, not the text {name}")
+    path = text.text_path(name)
+    if path is not None:
+        return text.load_text_file(path, context or text.DEFAULT_CONTEXT)
+    data = DATASETS.get(name)(root, download)
+    return data if context is None else text.with_context(data, context)
+
+
 def load_dataset(name: str, root: Optional[Path] = None, download: bool = False, image_size: int = 224,
-                 classes=None, input_shape: Optional[str] = None) -> Dataset:
+                 classes=None, input_shape: Optional[str] = None, context: Optional[int] = None) -> Dataset:
     """Load data set ``name`` (a registry name or ``imagefolder:PATH``); with ``classes`` (text such
     as ``"0-4"``, or indices) only those classes, relabelled ``0..n-1`` (:func:`restrict_classes`);
     with ``input_shape`` (``"3x32x32"``) its images converted to that shape (:func:`reshape_inputs`)."""
     from ..classes import parse_classes
 
+    from . import text
+
+    if text.is_text(name):
+        return _load_text(name, root, download, context, classes, input_shape)
+    if context is not None:
+        raise SupermaskError(f"--context applies to text data sets, not {name}")
     subset = None if classes is None else parse_classes(classes)
     if imagefolder_path(name) is not None:
         data = load_imagefolder(Path(imagefolder_path(name)).expanduser(), image_size)
@@ -463,4 +449,15 @@ def load_dataset(name: str, root: Optional[Path] = None, download: bool = False,
 
 
 def list_datasets() -> list[str]:
-    return DATASETS.names() + [IMAGEFOLDER_PREFIX + "PATH"]
+    from .text import TEXT_PREFIX
+
+    return DATASETS.names() + [IMAGEFOLDER_PREFIX + "PATH", TEXT_PREFIX + "PATH"]
+
+
+def _register_text() -> None:
+    from .text import BUNDLED_TEXT, load_bundled_text
+
+    DATASETS.add(BUNDLED_TEXT, load_bundled_text)
+
+
+_register_text()

@@ -119,6 +119,44 @@ class TensorLoader:
             yield (images.float() - self.mean) / self.std, labels
 
 
+class TokenLoader:
+    """Batches of a resident text split (:class:`~supermask.data.text.TokenSplit`): ``(inputs,
+    targets)``, each ``(batch, context)`` int64 on ``device``; the windows shuffled by (seed, epoch)
+    when training, in order otherwise; the same sharding and resume contract as
+    :class:`TensorLoader`."""
+
+    def __init__(self, split, batch_size: int, *, train: bool, seed: int = 0, device: torch.device | str = "cpu",
+                 rank: int = 0, world_size: int = 1):
+        from .text import TokenSplit
+
+        self.device = torch.device(device)
+        self.split = TokenSplit(split.tokens.to(self.device), split.context)
+        self.batch_size, self.train, self.seed = batch_size, train, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = self.start_batch = 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def __len__(self) -> int:
+        return -(-len(self.split) // self.batch_size)
+
+    def global_batch_size(self, index: int) -> int:
+        return min(self.batch_size, len(self.split) - index * self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        from .text import windows
+
+        n = len(self.split)
+        order = (torch.randperm(n, generator=_epoch_generator(self.seed, self.epoch)) if self.train
+                 else torch.arange(n))
+        for index, start in enumerate(range(0, n, self.batch_size)):
+            if index < self.start_batch:
+                continue
+            idx = order[start:start + self.batch_size]
+            yield windows(self.split, idx[shard(len(idx), self.rank, self.world_size)])
+
+
 class _ShardedBatches:
     """Global batches of a (seeded) permutation, each cut to this rank's shard: a batch sampler."""
 
@@ -218,6 +256,10 @@ class FolderLoader:
 def make_loader(split: Split, info: DatasetInfo, batch_size: int, *, train: bool, seed: int = 0,
                 device="cpu", num_workers: Optional[int] = None, rank: int = 0, world_size: int = 1):
     """Batches of ``split``; with ``world_size > 1``, this rank's shard of every global batch."""
+    from .text import TokenSplit
+
+    if isinstance(split, TokenSplit):
+        return TokenLoader(split, batch_size, train=train, seed=seed, device=device, rank=rank, world_size=world_size)
     if isinstance(split, TensorSplit):
         return TensorLoader(split, info, batch_size, train=train, seed=seed, device=device, rank=rank,
                             world_size=world_size)

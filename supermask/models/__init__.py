@@ -1,6 +1,6 @@
 """One model zoo for every engine: builders take the layer types (dense, supermask, masked)."""
 
-from . import convnets, lenet, resnet, vgg, vit  # noqa: F401  (registers the builders)
+from . import convnets, gpt, lenet, resnet, vgg, vit  # noqa: F401  (registers the builders)
 from .registry import (
     DENSE,
     MODELS,

@@ -16,7 +16,25 @@ from ..registry import Registry
 from .spec import InputSpec
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("architecture")
-register_model = MODELS.register
+
+
+def register_model(name: str, task: str = "image-classification") -> Callable:
+    """Register a builder ``(spec, layers, width=1.0, ...) -> nn.Module`` under ``name``; ``task``
+    says what data it models: "image-classification" (images in, a score per class out) or
+    "language-model" (windows of characters in, next-character scores at each position out)."""
+
+    def decorate(builder: Callable) -> Callable:
+        builder.supermask_task = task
+        return MODELS.add(name, builder)
+
+    return decorate
+
+
+def model_task(arch: str) -> str:
+    """The task architecture ``arch`` models (a torchvision model classifies images)."""
+    if torchvision_name(arch) is not None:
+        return "image-classification"
+    return getattr(MODELS.get(arch), "supermask_task", "image-classification")
 
 
 
@@ -145,8 +163,9 @@ def create_model(
         model = _user_build(builder, name, spec, layers, kwargs) if _is_user_code(builder) else builder(
             spec, layers, **kwargs)
         return model
-    except TypeError as exc:
-        raise SupermaskError(f"architecture {name!r}: {exc}") from None
+    except TypeError as exc:  # torch's argument errors may carry a C++ trace: the first line says it
+        raise SupermaskError(f"architecture {name!r}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}"
+                             ) from None
     except (OverflowError, RuntimeError) as exc:
         if isinstance(exc, RuntimeError) and "overflow" not in str(exc).lower():
             raise

@@ -80,14 +80,17 @@ def final_density_evaluations(history: list[dict]) -> list[dict]:
     return trailing[::-1] or history[-1:]
 
 
-def best_evaluation(history: list[dict]) -> dict:
-    """The best validation accuracy among :func:`final_density_evaluations` (ties: the earliest)."""
+def best_evaluation(history: list[dict], by_loss: bool = False) -> dict:
+    """The best validation accuracy among :func:`final_density_evaluations` (ties: the earliest);
+    ``by_loss`` (language models): the lowest validation loss."""
+    if by_loss:
+        return min(final_density_evaluations(history), key=lambda h: (h["val_loss"], h["epoch"]))
     return max(final_density_evaluations(history), key=lambda h: (h["val_accuracy"], -h["epoch"]))
 
 
-def selected_evaluation(history: list[dict], selection: str) -> dict:
+def selected_evaluation(history: list[dict], selection: str, by_loss: bool = False) -> dict:
     """The evaluation whose network a run reports and keeps (see the module docstring)."""
-    return history[-1] if selection == "last" else best_evaluation(history)
+    return history[-1] if selection == "last" else best_evaluation(history, by_loss)
 
 
 @dataclass
@@ -110,11 +113,15 @@ class TrainSummary:
     seconds: float
     history: list[dict]
     start_step: int = 0  # the step training started from (late rewinding: the rewind step)
+    val_loss: float = float("nan")  # of the selected network (per character for a language model)
+    test_loss: float = float("nan")
+    by_loss: bool = False  # "best" meant the lowest validation loss (language models)
 
     @classmethod
-    def from_history(cls, history: list[dict], elapsed: float, selection: str = "best-val") -> "TrainSummary":
-        best = best_evaluation(history)
-        chosen = selected_evaluation(history, selection)
+    def from_history(cls, history: list[dict], elapsed: float, selection: str = "best-val",
+                     by_loss: bool = False) -> "TrainSummary":
+        best = best_evaluation(history, by_loss)
+        chosen = selected_evaluation(history, selection, by_loss)
         min_loss = min(final_density_evaluations(history), key=lambda h: (h["val_loss"], h["epoch"]))
         first, last = history[0], history[-1]
         return cls(
@@ -124,6 +131,7 @@ class TrainSummary:
             last_val_accuracy=last["val_accuracy"], last_test_accuracy=last["test_accuracy"],
             initial_val_accuracy=first["val_accuracy"], initial_test_accuracy=first["test_accuracy"],
             min_val_loss_step=min_loss["step"], seconds=elapsed, history=history, start_step=first["step"],
+            val_loss=chosen["val_loss"], test_loss=chosen["test_loss"], by_loss=by_loss,
         )
 
 
@@ -131,15 +139,15 @@ class _SelectedNetwork:
     """The state of the evaluation :func:`selected_evaluation` picks, kept as training goes (in
     memory, and in the run directory for resume)."""
 
-    def __init__(self, model: nn.Module, selection: str, run: Optional[RunDir], writer: bool):
-        self.model, self.selection, self.run, self.writer = model, selection, run, writer
+    def __init__(self, model: nn.Module, selection: str, run: Optional[RunDir], writer: bool, by_loss: bool = False):
+        self.model, self.selection, self.run, self.writer, self.by_loss = model, selection, run, writer, by_loss
         self.step: Optional[int] = None
         self.state: Optional[dict] = None
 
     def after_eval(self, history: list[dict]) -> None:
         if self.selection == "last":
             return
-        chosen = selected_evaluation(history, self.selection)
+        chosen = selected_evaluation(history, self.selection, self.by_loss)
         if chosen["step"] == self.step:
             return
         if chosen is not history[-1]:
@@ -152,7 +160,7 @@ class _SelectedNetwork:
     def resumed(self, history: list[dict]) -> None:
         if self.selection == "last":
             return
-        chosen = selected_evaluation(history, self.selection)
+        chosen = selected_evaluation(history, self.selection, self.by_loss)
         if not is_initial(chosen) and self.run is not None:
             self.state, self.step = self.run.load_selected(chosen["step"]), chosen["step"]
         self.discard_others()
@@ -175,14 +183,22 @@ def eval_batch_size(cfg: TrainConfig) -> int:
     return max(cfg.batch_size, 256)
 
 
+def flat(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(predictions, targets) as cross-entropy takes them: one row per prediction. A classifier's
+    ``(batch, classes)`` stays; a language model's ``(batch, context, vocabulary)`` becomes one
+    row per character, so its loss is in nats per character and its accuracy is next-character."""
+    return logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` over ``loader`` (eval mode)."""
+    """Mean cross-entropy and accuracy of ``model`` over ``loader`` (eval mode): per example, or per
+    character for a language model."""
     was_training = model.training
     model.eval()
     total_loss, correct, count = 0.0, 0, 0
     for images, labels in loader:
-        logits = model(images)
+        logits, labels = flat(model(images), labels)
         total_loss += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
         correct += (logits.argmax(1) == labels).sum().item()
         count += labels.numel()
@@ -285,15 +301,18 @@ def train(
     if not 0 <= start_step < total_steps:
         raise RunError(f"start step {start_step} is outside the training length ({total_steps} steps)")
     state = TrainState(model, optimizer, steps_per_epoch, total_steps)
-    selected = _SelectedNetwork(model, cfg.selection, run, writer)
+    by_loss = getattr(data.info, "task", None) == "language-model"  # "best" is the lowest validation loss
+    selected = _SelectedNetwork(model, cfg.selection, run, writer, by_loss)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
     def loss_of(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        per_example = labels[0].numel() if labels.dim() > 1 else 1  # a language model: characters a window
+        logits, labels = flat(logits, labels)
         if world == 1:
             return criterion(logits, labels)
         # DDP averages gradients over ranks: scale each shard's sum so the average is the global batch's mean.
         total = nn.functional.cross_entropy(logits, labels, reduction="sum", label_smoothing=cfg.label_smoothing)
-        return total * (world / train_loader.global_batch_size(state.batch_in_epoch))
+        return total * (world / (train_loader.global_batch_size(state.batch_in_epoch) * per_example))
 
     trained = [p for group in optimizer.param_groups for p in group["params"]]
 
@@ -400,7 +419,8 @@ def train(
             state.step += 1
             state.batch_in_epoch += 1
             if callbacks:
-                correct = (logits.argmax(1) == labels).sum().item()
+                predicted, targets = flat(logits.detach(), labels)
+                correct = (predicted.argmax(1) == targets).sum().item()
                 for cb in callbacks:
                     cb.after_step(state, loss_value, correct, labels.numel())
             if state.step >= total_steps or state.batch_in_epoch == steps_per_epoch:
@@ -418,7 +438,7 @@ def train(
     for cb in callbacks:
         cb.on_train_end(state)
     selected.restore(state.history)
-    return TrainSummary.from_history(state.history, state.elapsed, cfg.selection)
+    return TrainSummary.from_history(state.history, state.elapsed, cfg.selection, by_loss)
 
 
 def _callback_key(cb: Callback) -> str:
