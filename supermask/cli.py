@@ -717,6 +717,10 @@ def evaluate_cmd(path: str, data_root: Optional[str], device: str) -> None:
     reported = r["reported_test_accuracy"]
     same = "" if reported is None else f"; the run reported {reported:.4f}" + (
         " (the same)" if reported == r["test_accuracy"] else " (DIFFERENT)")
+    if r.get("context"):  # a language model: per character
+        click.echo(f"test loss {r['test_loss']:.4f} nats/char, next-character accuracy {r['test_accuracy']:.4f} on "
+                   f"{r['dataset']} ({r['examples']} windows of {r['context']} characters){same}")
+        return
     click.echo(f"test accuracy {r['test_accuracy']:.4f} on {r['dataset']} ({r['examples']} examples){same}")
 
 

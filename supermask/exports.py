@@ -456,7 +456,7 @@ def evaluate_export(path: Path, data_root: Optional[Path] = None, device: str = 
                          device=device)
     loss, accuracy = evaluate(model.to(device), loader)
     dataset = provenance["dataset"] + (f" classes {provenance['classes']}" if provenance.get("classes") else "")
-    return {"dataset": dataset, "examples": len(data.test), "test_loss": loss,
+    return {"dataset": dataset, "examples": len(data.test), "test_loss": loss, "context": data.info.context,
             "test_accuracy": accuracy, "reported_test_accuracy": provenance.get("test_accuracy")}
 
 

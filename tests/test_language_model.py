@@ -183,3 +183,17 @@ def test_compare_reports_language_models_by_loss_and_never_mixes_tasks(tmp_path,
     assert text_csv[0].startswith("arch,dataset,method,density,density_reached,test_loss_mean")
     assert all("gpt_tiny" in line for line in text_csv[1:]) and all("lenet" in line for line in image_csv[1:])
     assert (report / "loss_vs_density.png").exists() and (report / "accuracy_vs_density.png").exists()
+
+
+def test_a_gpt_tickets_exports_load_back_and_evaluate_to_the_reported_network(tmp_path, capsys):
+    assert main(["search", *SMALL, "--out", str(tmp_path / "runs")]) == 0
+    run = next((tmp_path / "runs").rglob("result.json")).parent
+    reported = json.loads((run / "result.json").read_text())["test_accuracy"]
+    for fmt in ("ticket", "state-dict", "sparse", "torch-prune"):
+        out = tmp_path / f"gpt.{fmt}"
+        assert main(["export", str(run), "--format", fmt, "--out", str(out)]) == 0
+        capsys.readouterr()
+        assert main(["evaluate", str(out)]) == 0
+        line = capsys.readouterr().out
+        assert "nats/char" in line and "windows of 64 characters" in line and "(the same)" in line, line
+        assert f"next-character accuracy {reported:.4f}" in line
