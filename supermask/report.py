@@ -367,7 +367,7 @@ def markdown(rows: list[dict], problems: list[str], plots: Iterable[str] = ()) -
         metric = METRICS[part[0]["metric"]]  # a panel is one data set: one task, one metric
         unit = "points" if metric is ACCURACY else "nats/char"
         lines += [f"### {key[0]} on {key[1]}", "",
-                  f"| method | density | reached | {metric.column} | seeds | dense "
+                  f"| method | density | reached | {metric.column} | seeds | {'dense %' if metric is ACCURACY else 'dense'} "
                   f"| vs control: Δ {unit} (Welch p) |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]
         for r in part:
