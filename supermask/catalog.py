@@ -113,6 +113,13 @@ SEARCH_METHODS = {
 #: The dense baseline's training defaults beside TrainConfig's (``supermask train``): SGD lr 0.01,
 #: the edge-popup reference's dense baselines for Conv-2/4/6/8.
 DENSE_TRAIN_DEFAULTS = {"lr": 0.01}
+#: How a language model trains, dense or under IMP: nanoGPT's ``config/train_shakespeare_char.py``
+#: optimiser (AdamW, lr 1e-3, weight decay 0.1, batch 64, cosine decay; its 100 warm-up iterations
+#: and beta2 0.99 are not taken: torch's AdamW betas).
+LANGUAGE_MODEL_TRAIN_DEFAULTS = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.1, "batch_size": 64,
+                                 "momentum": 0.0, "schedule": "cosine"}
+#: The built-in language models (the registry knows a user's: ``register_model(..., task=...)``).
+LANGUAGE_MODELS = ("gpt_tiny",)
 
 #: Pruning at initialisation (``supermask prune``): weak tickets, trained.
 PRUNERS = {

@@ -337,9 +337,11 @@ def search(**kw) -> None:
 
 
 def _dense_default(field: str) -> str:
-    from .catalog import DENSE_TRAIN_DEFAULTS
+    from .catalog import DENSE_TRAIN_DEFAULTS, LANGUAGE_MODEL_TRAIN_DEFAULTS, LANGUAGE_MODELS
 
-    return plain_default(field, DENSE_TRAIN_DEFAULTS)
+    image = plain_default(field, DENSE_TRAIN_DEFAULTS)
+    text = plain_default(field, LANGUAGE_MODEL_TRAIN_DEFAULTS)
+    return image if text == image else f"{image}; {', '.join(LANGUAGE_MODELS)}: {text}"
 
 
 @cli.command(name="train")
@@ -372,7 +374,7 @@ def train_cmd(**kw) -> None:
                                      f"({name} {getattr(found, name)}); transfer to other data is not built yet")
             kw[name] = getattr(found, name)
     seeds, inits = _seeds(kw), parse_list(kw.pop("init"), str, "--init")
-    train_cfg = with_train_overrides(DenseConfig().train, kw)
+    train_cfg = with_train_overrides(DenseConfig(arch=kw["arch"]).train, kw)  # the defaults of its task
     configs = expand_grid(DenseConfig(train=train_cfg, **kw), init=inits, seed=seeds)
     _run_points(configs, invocation)
 

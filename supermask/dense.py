@@ -14,13 +14,13 @@ search run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
 
-from .catalog import DENSE_TRAIN_DEFAULTS
+from .catalog import DENSE_TRAIN_DEFAULTS, LANGUAGE_MODEL_TRAIN_DEFAULTS
 from .configs import ExperimentConfig
 from .engines import ENGINES, Engine, engine_of_run
 from .errors import SupermaskError
@@ -43,13 +43,19 @@ DEFAULT_INIT = "kaiming-normal"  # the edge-popup reference's dense baselines
 @dataclass
 class DenseConfig(ExperimentConfig):
     init: Optional[str] = None  # None: kaiming-normal; with a ticket, the init that drew the ticket's weights
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(**DENSE_TRAIN_DEFAULTS))
+    # None: the dense baseline's defaults for the architecture's task (dense_train_defaults)
+    train: Optional[TrainConfig] = None
     ticket: Optional[str] = None  # a finished search run whose ticket is fine-tuned (its path: not hashed)
     ticket_checksum: Optional[str] = None  # what identifies that ticket's network (its state checksum)
     init_from: Optional[str] = None  # start from these weights (supermask.starting_points; the path: not hashed)
     init_from_checksum: Optional[str] = None  # what identifies them: the SHA-256 of their tensors
 
     ENGINE = "train"
+
+    def __post_init__(self) -> None:
+        if self.train is None:
+            self.train = TrainConfig(**dense_train_defaults(self.arch))
+        super().__post_init__()
 
     def _resolve_fields(self) -> None:
         if self.ticket is not None:
@@ -78,6 +84,18 @@ class DenseConfig(ExperimentConfig):
         WEIGHT_INITS.get(self.init)
         self.init_from_checksum = resolve_starting_point(self.init_from, self.init_from_checksum)
         super()._resolve_fields()
+
+
+def dense_train_defaults(arch: str) -> dict:
+    """The training fields a dense baseline of ``arch`` defaults to: SGD lr 0.01 for the image
+    classifiers (the edge-popup reference's dense baselines), nanoGPT's AdamW for a language model."""
+    from .models.registry import model_task
+
+    try:
+        language_model = model_task(arch) == "language-model"
+    except SupermaskError:  # an unknown architecture: refused when the config resolves
+        language_model = False
+    return dict(LANGUAGE_MODEL_TRAIN_DEFAULTS if language_model else DENSE_TRAIN_DEFAULTS)
 
 
 def ticket_source(run_dir: str):

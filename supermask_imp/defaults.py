@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from supermask.catalog import LANGUAGE_MODEL_TRAIN_DEFAULTS
 from supermask.training import TrainConfig
 
 
@@ -54,11 +55,10 @@ CIFAR_DEEP = dict(optimizer="sgd", lr=0.1, batch_size=128, scope="global", conv_
 FAMILIES.update({name: FamilyDefaults(**CIFAR_DEEP) for name in ("resnet18", "resnet20", "resnet56")})
 FAMILIES.update({name: FamilyDefaults(**CIFAR_DEEP, keep_unpruned=("classifier.weight",))
                  for name in ("vgg11", "vgg16", "vgg19")})
-#: Character-level GPTs: nanoGPT's ``config/train_shakespeare_char.py`` optimiser (AdamW, lr 1e-3,
-#: weight decay 0.1, batch 64, cosine decay; its 100 warm-up iterations and beta2 0.99 are not
-#: taken: torch's AdamW betas), global magnitude pruning 0.2 a level as for the deep nets.
-FAMILIES["gpt_tiny"] = FamilyDefaults(optimizer="adamw", lr=1e-3, batch_size=64, scope="global", conv_fraction=0.2,
-                                      fc_fraction=0.2, output_fraction=0.2, weight_decay=0.1, schedule="cosine")
+#: Character-level GPTs: nanoGPT's optimiser (supermask.catalog.LANGUAGE_MODEL_TRAIN_DEFAULTS, the
+#: dense baseline's too), global magnitude pruning 0.2 a level as for the deep nets.
+FAMILIES["gpt_tiny"] = FamilyDefaults(**LANGUAGE_MODEL_TRAIN_DEFAULTS, scope="global", conv_fraction=0.2,
+                                      fc_fraction=0.2, output_fraction=0.2)
 DEEP = FamilyDefaults(**{**CIFAR_DEEP, "warmup_epochs": 5.0})  # torchvision models: open_lth's ImageNet ResNet
 
 DEFAULT_EPOCHS = 20

@@ -197,3 +197,18 @@ def test_a_gpt_tickets_exports_load_back_and_evaluate_to_the_reported_network(tm
         line = capsys.readouterr().out
         assert "nats/char" in line and "windows of 64 characters" in line and "(the same)" in line, line
         assert f"next-character accuracy {reported:.4f}" in line
+
+
+def test_the_dense_baseline_and_imp_of_a_language_model_train_as_nanogpt(tmp_path):
+    """Both weak-ticket engines train a GPT with nanoGPT's optimiser, from the library (not the CLI)."""
+    from supermask import resolve
+    from supermask.dense import DenseConfig
+    from supermask_imp import IMPConfig
+
+    for config in (DenseConfig(arch="gpt_tiny", dataset="tinyshakespeare"),
+                   IMPConfig.for_arch("gpt_tiny", dataset="tinyshakespeare")):
+        train = resolve(config).train
+        assert (train.optimizer, train.lr, train.weight_decay, train.batch_size, train.schedule) == (
+            "adamw", 1e-3, 0.1, 64, "cosine")
+    image = resolve(DenseConfig(arch="conv6")).train  # the image baselines keep theirs
+    assert (image.optimizer, image.lr, image.batch_size) == ("sgd", 0.01, 128)
