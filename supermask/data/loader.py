@@ -74,7 +74,26 @@ def random_flip(images: Tensor, flip: Tensor) -> Tensor:
     return torch.where(flip[:, None, None, None], images.flip(3), images)
 
 
-class TensorLoader:
+class _ResidentBatches:
+    """What the resident loaders share: ``count`` examples in batches of ``batch_size``, an epoch
+    yielded from ``start_batch`` on (a resume mid-epoch)."""
+
+    count: int
+    batch_size: int
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Yield epoch ``epoch``'s batches from batch ``start_batch`` on (a resume mid-epoch)."""
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def __len__(self) -> int:
+        return -(-self.count // self.batch_size)
+
+    def global_batch_size(self, index: int) -> int:
+        """Examples in global batch ``index`` over all ranks (the last one may be short)."""
+        return min(self.batch_size, self.count - index * self.batch_size)
+
+
+class TensorLoader(_ResidentBatches):
     """Batches of a resident split: ``(float images normalised, int64 labels)`` on ``device``."""
 
     def __init__(self, split: TensorSplit, info: DatasetInfo, batch_size: int, *, train: bool, seed: int = 0,
@@ -83,6 +102,7 @@ class TensorLoader:
         self.rank, self.world_size = rank, world_size
         self.images = split.images.to(self.device)
         self.labels = split.labels.to(self.device)
+        self.count = len(self.labels)
         self.batch_size = batch_size
         self.train = train
         self.augment = train and info.augment
@@ -91,16 +111,6 @@ class TensorLoader:
         self.mean = torch.tensor(info.mean, device=self.device).view(1, -1, 1, 1) * 255
         self.std = torch.tensor(info.std, device=self.device).view(1, -1, 1, 1) * 255
 
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        """Yield epoch ``epoch``'s batches from batch ``start_batch`` on (a resume mid-epoch)."""
-        self.epoch, self.start_batch = epoch, start_batch
-
-    def __len__(self) -> int:
-        return -(-len(self.labels) // self.batch_size)
-
-    def global_batch_size(self, index: int) -> int:
-        """Examples in global batch ``index`` over all ranks (the last one may be short)."""
-        return min(self.batch_size, len(self.labels) - index * self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         n = len(self.labels)
@@ -119,7 +129,7 @@ class TensorLoader:
             yield (images.float() - self.mean) / self.std, labels
 
 
-class TokenLoader:
+class TokenLoader(_ResidentBatches):
     """Batches of a resident text split (:class:`~supermask.data.text.TokenSplit`): ``(inputs,
     targets)``, each ``(batch, context)`` int64 on ``device``; the windows shuffled by (seed, epoch)
     when training, in order otherwise; the same sharding and resume contract as
@@ -131,18 +141,11 @@ class TokenLoader:
 
         self.device = torch.device(device)
         self.split = TokenSplit(split.tokens.to(self.device), split.context)
+        self.count = len(self.split)
         self.batch_size, self.train, self.seed = batch_size, train, seed
         self.rank, self.world_size = rank, world_size
         self.epoch = self.start_batch = 0
 
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self.epoch, self.start_batch = epoch, start_batch
-
-    def __len__(self) -> int:
-        return -(-len(self.split) // self.batch_size)
-
-    def global_batch_size(self, index: int) -> int:
-        return min(self.batch_size, len(self.split) - index * self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         from .text import windows
