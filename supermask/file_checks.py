@@ -55,6 +55,9 @@ def check_model_description(desc: dict, path) -> None:
         shape = desc.get("input_shape")
         if not (isinstance(shape, list) and len(shape) == 3 and all(_number(x, 1, MAX_SIDE, True) for x in shape)):
             bad("input_shape", f"[channels, height, width] of integers in 1..{MAX_SIDE}")
+        for field, value in (("in_channels", shape[0]), ("image_size", shape[1])):  # what the model is built from
+            if field in desc and desc[field] != value:
+                bad(field, f"{value} (its input_shape's)")
     if desc.get("depth") is not None and not _number(desc.get("depth"), 1, 1000, True):
         bad("depth", "a number of blocks in 1..1000")
     if not _number(desc.get("num_classes"), 1, MAX_CLASSES, True):
