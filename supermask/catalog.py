@@ -26,7 +26,7 @@ def imagefolder_path(dataset: str) -> "str | None":
     """``imagefolder:<path>`` -> ``<path>``; None for a registered data set (the one reading of the prefix)."""
     return dataset[len(IMAGEFOLDER_PREFIX):] if dataset.startswith(IMAGEFOLDER_PREFIX) else None
 
-ARCHITECTURES = ("conv2", "conv4", "conv6", "conv8", "gpt_tiny", "lenet_300_100", "resnet18", "resnet20", "resnet56",
+ARCHITECTURES = ("conv2", "conv4", "conv6", "conv8", "gpt_tiny", "gpt_tiny_untied", "lenet_300_100", "resnet18", "resnet20", "resnet56",
                  "vgg11", "vgg16", "vgg19", "vit_tiny")
 DATASETS = ("cifar10", "cifar100", "fashion-mnist", "kmnist", "mnist", "mnist-5k", "svhn", "tinyshakespeare")
 WEIGHT_INITS = ("kaiming-normal", "kaiming-uniform", "signed-constant", "signed-constant-glorot",
@@ -70,7 +70,7 @@ SEARCH_METHODS = {
         "Ramanujan et al. 2020: learned scores, top-k mask, straight-through gradient",
         reference="Ramanujan et al. 2020, 'What's Hidden in a Randomly Weighted Neural Network?'; "
                   "allenai/hidden-networks (configs for Conv-2/4/6/8: signed constant, SGD lr 0.1, wd 1e-4, cosine)",
-        structures=("unstructured", "nm", "channel"),
+        structures=("unstructured", "nm", "channel", "head"),
     ),
     "bernoulli": MethodCard(
         "Zhou et al. 2019: Bernoulli(sigmoid(scores)) masks sampled each step and at evaluation; the density is "
@@ -119,7 +119,7 @@ DENSE_TRAIN_DEFAULTS = {"lr": 0.01}
 LANGUAGE_MODEL_TRAIN_DEFAULTS = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.1, "batch_size": 64,
                                  "momentum": 0.0, "schedule": "cosine"}
 #: The built-in language models (the registry knows a user's: ``register_model(..., task=...)``).
-LANGUAGE_MODELS = ("gpt_tiny",)
+LANGUAGE_MODELS = ("gpt_tiny", "gpt_tiny_untied")
 
 #: Pruning at initialisation (``supermask prune``): weak tickets, trained.
 PRUNERS = {

@@ -271,16 +271,17 @@ def cli() -> None:
 def _echo_result(result, label: str) -> None:
     r = result.result
     click.echo(f"{'already finished' if result.skipped else 'finished'}: {result.run_dir}")
+    heads = f" ({r['heads_kept']} of {r['heads_total']} heads)" if "heads_kept" in r else ""
     if r.get("task") == "language-model":
         click.echo(f"{label}: test loss {r['test_loss']:.4f} nats/char, perplexity {r['test_perplexity']:.2f}, "
                    f"next-character accuracy {r['test_accuracy']:.4f} (epoch {r['selected_epoch']}, "
                    f"{'lowest val loss' if r['selection'] == 'best-val' else r['selection']}, val loss "
                    f"{r['val_loss']:.4f}); last epoch {r['last_test_loss']:.4f}; before training "
-                   f"{r['initial_test_loss']:.4f}; density {r['density']:.4f}")
+                   f"{r['initial_test_loss']:.4f}; density {r['density']:.4f}{heads}")
         return
     click.echo(f"{label}: test accuracy {r['test_accuracy']:.4f} (epoch {r['selected_epoch']}, {r['selection']}, "
                f"val {r['val_accuracy']:.4f}); last epoch {r['last_test_accuracy']:.4f}; before training "
-               f"{r['initial_test_accuracy']:.4f}; density {r['density']:.4f}")
+               f"{r['initial_test_accuracy']:.4f}; density {r['density']:.4f}{heads}")
 
 
 def _method_option_help(text: str, field: str) -> str:
@@ -291,8 +292,10 @@ def _method_option_help(text: str, field: str) -> str:
 @model_options
 @click.option("--method", default="edge-popup", show_default=True, help="Ticket finder (see `supermask list methods`).")
 @density_options("0.5", "Mask structure: unstructured (top-k over the layer), nm:N:M (N kept in every group of M "
-                        "consecutive weights along the input dimension; density N/M; e.g. nm:2:4) or channel (a score "
-                        "per output channel, --density of each layer's channels kept; edge-popup, chain networks).")
+                        "consecutive weights along the input dimension; density N/M; e.g. nm:2:4), channel (a score "
+                        "per output channel, --density of each layer's channels kept; edge-popup, chain networks) "
+                        "or head (a score per attention head, --density of each block's heads kept, every other "
+                        "layer kept whole; edge-popup).")
 @click.option("--scope", default=None, type=click.Choice(["layerwise", "global"]),
               help=_method_option_help("One top-k threshold per layer, or one over all layers.", "scope"))
 @click.option("--init", "init", default=None,
@@ -420,8 +423,9 @@ options given win): {_family_table()}.""")
               help=_family_help("BatchNorm γ at initialisation (uniform: U(0, 1), as open_lth).", "bn_init"))
 @click.option("--structure", default="unstructured", show_default=True,
               help="Mask structure: unstructured, nm:N:M (one level: the N largest |w| of every group of M "
-                   "inputs) or channel (each level removes the filters of smallest L1 norm, the next layer's "
-                   "inputs with them; layerwise fractions).")
+                   "inputs), channel (each level removes the filters of smallest L1 norm, the next layer's "
+                   "inputs with them; layerwise fractions) or head (each level removes --prune-fraction of every "
+                   "block's heads, at least one, those of smallest L1 norm; every other layer kept whole).")
 @click.option("--rewind", default="0", show_default=True, help="Rewind to step 0, <N>it or <N>ep (late rewinding).")
 @click.option("--control", default="none", show_default=True,
               help="none, reinit or random-prune, or a list (controls run after the IMP run they use).")
@@ -598,15 +602,18 @@ def _echo_stability(result, label: str) -> None:
 def _echo_levels(result, label: str) -> None:
     click.echo(f"{'already finished' if result.skipped else 'finished'}: {result.run_dir}")
     click.echo(f"{label}:")
+    heads = bool(result.levels) and "heads_kept" in result.levels[0]
+    head_title = f" {'heads':>7}" if heads else ""
+    head_cell = lambda row: f" {row['heads_kept']:>3}/{row['heads_total']:<3}" if heads else ""  # noqa: E731
     if result.levels and result.levels[0].get("task") == "language-model":
-        click.echo(f"{'level':>5} {'density':>8} {'test loss':>10} {'val loss':>9} {'next-char acc':>14}")
+        click.echo(f"{'level':>5} {'density':>8}{head_title} {'test loss':>10} {'val loss':>9} {'next-char acc':>14}")
         for row in result.levels:
-            click.echo(f"{row['level']:>5} {row['density']:>8.4f} {row['test_loss']:>10.4f} {row['val_loss']:>9.4f} "
-                       f"{row['test_accuracy']:>14.4f}")
+            click.echo(f"{row['level']:>5} {row['density']:>8.4f}{head_cell(row)} {row['test_loss']:>10.4f} "
+                       f"{row['val_loss']:>9.4f} {row['test_accuracy']:>14.4f}")
         return
-    click.echo(f"{'level':>5} {'density':>8} {'test acc':>9} {'best val':>9} {'early-stop it':>14}")
+    click.echo(f"{'level':>5} {'density':>8}{head_title} {'test acc':>9} {'best val':>9} {'early-stop it':>14}")
     for row in result.levels:
-        click.echo(f"{row['level']:>5} {row['density']:>8.4f} {row['test_accuracy']:>9.4f} "
+        click.echo(f"{row['level']:>5} {row['density']:>8.4f}{head_cell(row)} {row['test_accuracy']:>9.4f} "
                    f"{row['best_val_accuracy']:>9.4f} {row['min_val_loss_step']:>14}")
 
 
@@ -634,7 +641,8 @@ def _prune_default(field: str) -> str:
 @click.option("--method", default="snip", show_default=True,
               help="random, magnitude, snip, grasp or synflow, or a list.")
 @density_options("0.1", "Mask structure: unstructured, nm:N:M (the N of largest score in every group of M inputs) "
-                        "or channel (output channels by summed score, the next layer's inputs with them).")
+                        "channel (output channels by summed score, the next layer's inputs with them) or head (a block's heads "
+                        "by summed score over their q/k/v rows and output columns).")
 @click.option("--scope", default=None, type=click.Choice(["global", "layerwise"]),
               help="One score threshold over all layers, or one per layer. [default: global; layerwise with "
                    "--structure]")
@@ -724,6 +732,28 @@ def evaluate_cmd(path: str, data_root: Optional[str], device: str) -> None:
                    f"{r['dataset']} ({r['examples']} windows of {r['context']} characters){same}")
         return
     click.echo(f"test accuracy {r['test_accuracy']:.4f} on {r['dataset']} ({r['examples']} examples){same}")
+
+
+@cli.command(name="generate")
+@click.argument("path", type=PathOption(exists=True, dir_okay=False))
+@click.option("--prompt", default="\n", show_default="a newline", help="The text to continue.")
+@click.option("--chars", default=300, show_default=True, type=int, help="Characters to write.")
+@click.option("--temperature", default=0.8, show_default=True, type=float,
+              help="Sampling temperature; 0: always the most likely character.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the sampling.")
+@click.option("--data-root", default=None, type=PathOption(file_okay=False),
+              help="Folder of downloaded data sets [default: $SUPERMASK_DATA or ~/.cache/supermask/data].")
+@click.option("--device", default="cpu", show_default=True, help="auto, cpu or cuda[:N].")
+@plugin_option
+def generate_cmd(path: str, prompt: str, chars: int, temperature: float, seed: int, data_root: Optional[str],
+                 device: str) -> None:
+    """Write text with a language model's export (ticket, state-dict, torch-prune or sparse)."""
+    from pathlib import Path
+
+    from .generation import generate_from_export
+
+    r = generate_from_export(Path(path), prompt, chars, temperature, seed, data_root, device)
+    click.echo(r["text"])
 
 
 @cli.command(name="list")

@@ -98,12 +98,13 @@ def load_torch_prune(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> 
 
 def compact_ticket(state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], meta: dict,
                    metadata: Optional[dict[str, str]] = None,
-                   channels: Optional[dict[str, torch.Tensor]] = None) -> bytes:
+                   selections: Optional[dict[str, torch.Tensor]] = None) -> bytes:
     """A strong ticket in one small safetensors file: masks coded by their structure
     (:mod:`supermask.mask_codes`: one bit per weight, an N:M pattern index per group, one bit per
     channel), the state that the seed does not regenerate (BatchNorm statistics, learned BN), the
-    rebuild recipe and the checksum of the weights the recipe must regenerate. A channel ticket
-    stores ``channels``, the channels each layer keeps (:func:`supermask.nn.layers.channel_selections`)."""
+    rebuild recipe and the checksum of the weights the recipe must regenerate. A channel or head
+    ticket stores ``selections``, the channels each layer keeps or the heads each block keeps
+    (:func:`structure_selections`)."""
     from .mask_codes import encode, stored_bits
 
     structure = meta.get("structure") or "unstructured"
@@ -111,20 +112,36 @@ def compact_ticket(state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor
     extra = {k: v.contiguous() for k, v in state.items() if k not in regenerated and not k.endswith(".scores")}
     codings, coded = {}, {}
     for name, mask in masks.items():
-        codings[name], tensors = encode(name, mask, structure, (channels or {}).get(name))
+        codings[name], tensors = encode(name, mask, structure, (selections or {}).get(name))
         coded.update(tensors)
-    bits = sum(stored_bits(codings[n], list(m.shape), structure) for n, m in masks.items())
+    bits = sum(stored_bits(codings[n], list(m.shape), structure, len((selections or {}).get(n, ())))
+               for n, m in masks.items())
     recipe = dict(meta, shapes={name: list(m.shape) for name, m in masks.items()}, mask_codings=codings,
                   mask_bits_per_weight=bits / max(1, sum(m.numel() for m in masks.values())),
                   weights_checksum=weights_checksum({k: state[k] for k in regenerated}))
     return st_save({**coded, **extra}, metadata={**(metadata or {}), "supermask_ticket": json.dumps(recipe)})
 
 
+def structure_selections(model: torch.nn.Module, structure: Optional[str]) -> dict[str, torch.Tensor]:
+    """What a structured supermask network's compact ticket stores besides its weight masks: the
+    channels each layer keeps (channel), the heads each block keeps (head); else nothing."""
+    if structure == "channel":
+        from .nn.layers import channel_selections
+
+        return channel_selections(model)
+    if structure == "head":
+        from .nn.layers import head_selections
+
+        return head_selections(model)
+    return {}
+
+
 def export_provenance(meta: dict, result: dict, fmt: str) -> dict:
     """What an export says about itself: the ticket's provenance, the format and what it scored."""
     fields = {k: v for k, v in meta.items() if k != "shapes"}
     fields.update(format=fmt, test_accuracy=result.get("test_accuracy"), density=result.get("density"),
-                  selected_epoch=result.get("selected_epoch"))
+                  selected_epoch=result.get("selected_epoch"),
+                  **({"test_loss": result["test_loss"]} if "test_loss" in result else {}))
     return fields
 
 
@@ -289,7 +306,6 @@ def load_ticket(path: Path) -> torch.nn.Module:
     from .models import create_model, supermask_layer_types
     from .models.spec import model_kwargs_record, spec_from_record
     from .nn import attach_global_scope, init_model, model_masks
-    from .nn.layers import channel_selections
 
     path = Path(path)
     try:
@@ -312,10 +328,15 @@ def load_ticket(path: Path) -> torch.nn.Module:
         planned = create_model(recipe["arch"], spec, layers, **kwargs)
     _check_ticket_tensors(path, recipe, planned, codings, tensors, extra)
     model = create_model(recipe["arch"], spec, layers, **kwargs)
+    if structure == "head":  # before the draw, as the search built it: one score per head
+        from .nn.layers import link_heads
+
+        link_heads(model)
     init_model(model, recipe["init"], recipe["seed"], scaled_fan=bool(recipe.get("scaled_fan")))
     _check_regenerated(path, recipe, model.state_dict())
+    heads = _head_counts(planned, structure)
     try:
-        selections = {name: decode(name, codings[name], tensors, shape, structure)
+        selections = {name: decode(name, codings[name], tensors, shape, structure, heads.get(name))
                       for name, shape in recipe["shapes"].items()}
     except (KeyError, ValueError, RuntimeError) as exc:
         raise RunError(f"{path}: a damaged mask ({type(exc).__name__}: {exc})") from None
@@ -329,7 +350,7 @@ def load_ticket(path: Path) -> torch.nn.Module:
     model.load_state_dict(extra, strict=False)
     if recipe["scope"] == "global":
         attach_global_scope(model, recipe["density"])
-    rebuilt, kept = model_masks(model), channel_selections(model)
+    rebuilt, kept = model_masks(model), structure_selections(model, structure)
     for name in recipe["shapes"]:  # the rebuilt network selects exactly what the ticket stores
         _, again = encode(name, rebuilt[name], structure, kept.get(name))
         if any(not torch.equal(again[k], tensors.get(k, torch.empty(0))) for k in again):
@@ -341,20 +362,23 @@ def _check_ticket_tensors(path: Path, recipe: dict, planned: torch.nn.Module, co
                           tensors: dict, extra: dict) -> None:
     """The ticket's weight shapes are the architecture's, each coded mask has exactly the bytes its
     coding takes, and every other tensor is one of the network's, in its shape and dtype."""
-    from .mask_codes import SUFFIXES, stored_bits
+    from .mask_codes import CODINGS, FOLLOWS, SUFFIXES, stored_bits
     from .nn.layers import supermask_layers
 
     structure = recipe.get("structure") or "unstructured"
+    heads = _head_counts(planned, structure)
     shapes = {f"{name}.weight": list(layer.weight.shape) for name, layer in supermask_layers(planned)}
     if shapes != recipe["shapes"]:
         raise RunError(f"{path}: its recorded weight shapes are not those of {recipe['arch']} at its width "
                        f"(damaged, or another architecture)")
     for name, shape in shapes.items():
         coding = codings.get(name)
-        if coding not in SUFFIXES:
+        if coding not in CODINGS or (coding == FOLLOWS) != (structure == "head" and name not in heads):
             raise RunError(f"{path}: {name}: unknown mask coding {coding!r}")
+        if coding == FOLLOWS:  # nothing stored: the structure decides this layer's mask
+            continue
         tensor = tensors.get(name + SUFFIXES[coding])
-        want = -(-stored_bits(coding, shape, structure) // 8)
+        want = -(-stored_bits(coding, shape, structure, heads.get(name)) // 8)
         if tensor is None or tensor.dtype != torch.uint8 or tensor.dim() != 1 or tensor.numel() != want:
             raise RunError(f"{path}: {name}: its coded mask is not {want} bytes of uint8 (damaged?)")
     own = planned.state_dict()
@@ -362,6 +386,15 @@ def _check_ticket_tensors(path: Path, recipe: dict, planned: torch.nn.Module, co
     for name, tensor in extra.items():
         if tensor.dtype != own[name].dtype:
             raise RunError(f"{path}: {name} is {tensor.dtype}, the network's is {own[name].dtype} (damaged?)")
+
+
+def _head_counts(model: torch.nn.Module, structure: str) -> dict[str, int]:
+    """The head count of every block, keyed by its query projection's weight (head structure only)."""
+    if structure != "head":
+        return {}
+    from .nn.heads import attention_heads
+
+    return {block.weight("q_proj"): block.heads for block in attention_heads(model)}
 
 
 def _check_regenerated(path: Path, recipe: dict, state: dict[str, torch.Tensor]) -> None:
@@ -540,12 +573,10 @@ def _write_ticket(src: ExportSource) -> bytes:
     if meta.get("method", "edge-popup") != "edge-popup":
         raise SupermaskError(f"the compact ticket rebuilds edge-popup networks (seeded weights x a top-k mask); "
                              f"a {meta['method']} ticket computes with other weights: export it as state-dict")
-    channels = None
-    if meta.get("structure") == "channel":  # the channels kept, which a layer with dead inputs hides
-        from .nn.layers import channel_selections
-
-        channels = channel_selections(engine_of_run(src.run_dir).rebuild(src.run_dir))
-    return compact_ticket(src.raw_state, src.masks, meta, src.metadata, channels)
+    selections = {}
+    if meta.get("structure") in ("channel", "head"):  # the channels kept (a layer with dead inputs hides them)
+        selections = structure_selections(engine_of_run(src.run_dir).rebuild(src.run_dir), meta["structure"])
+    return compact_ticket(src.raw_state, src.masks, meta, src.metadata, selections)
 
 
 def _load_state_dict(path, provenance):

@@ -30,7 +30,7 @@ from .models import InputSpec
 from .models.spec import spec_from_record, spec_record
 from .resolved import resolve
 from .stage import ExperimentResult, run_single
-from .structure import CHANNEL, Structure
+from .structure import CHANNEL, HEAD, Structure
 from .ticket_files import ticket_state
 from .training import Callback
 
@@ -79,8 +79,11 @@ def search(config: SearchConfig, callbacks: Sequence[Callback] = ()) -> SearchRe
 def requested_density(structure: str, density: float) -> dict:
     """The result's record of the density asked for: ``requested_density`` (what a report groups
     by), or with a channel structure ``channel_density`` (the fraction of channels kept; the
-    weights' density, the result's ``density``, follows from the chain, and reports group by it)."""
-    return {"channel_density": density} if structure == CHANNEL else {"requested_density": density}
+    weights' density, the result's ``density``, follows from the chain, and reports group by it),
+    with a head structure ``head_density`` (the fraction of each block's heads kept; likewise)."""
+    if structure == CHANNEL:
+        return {"channel_density": density}
+    return {"head_density": density} if structure == HEAD else {"requested_density": density}
 
 
 #: What a search run's ``config.json`` must hold to rebuild its network.

@@ -102,6 +102,8 @@ def run_stage(config: ExperimentConfig, data, stage: Stage, device=None,
                         describe=describe_density, start_step=stage.start_step, **config.execution())
         masks = stage.masks(model)  # the selected network's (train() leaves it in the model)
         row = result_record(config, summary, masks, started, device, stage.result_fields)
+        if getattr(config, "structure", None) == "head":
+            row.update(heads_record(model, masks))
         if stage.finish is not None:
             stage.finish(row, summary)
         if writer:
@@ -270,6 +272,15 @@ def language_model_fields(summary) -> dict:
     return {"task": "language-model", "val_loss": summary.val_loss, "test_loss": summary.test_loss,
             "test_perplexity": math.exp(summary.test_loss), "last_test_loss": last["test_loss"],
             "initial_test_loss": first["test_loss"]}
+
+
+def heads_record(model: nn.Module, masks: dict) -> dict:
+    """A head-structured result's heads: kept and in all, and kept per block."""
+    from .nn.heads import attention_heads, kept_heads
+
+    kept = kept_heads(attention_heads(model), masks)
+    return {"heads_kept": int(sum(k.sum() for k in kept.values())), "heads_total": sum(k.numel() for k in kept.values()),
+            "heads_per_block": {name: [int(x) for x in k.tolist()] for name, k in kept.items()}}
 
 
 def collapsed_layers(per_layer: dict[str, float]) -> list[str]:

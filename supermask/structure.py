@@ -1,4 +1,5 @@
-"""The structure of a mask, as one value parsed once: unstructured, N:M or whole channels.
+"""The structure of a mask, as one value parsed once: unstructured, N:M, whole channels or whole
+attention heads.
 
 ``Structure.parse("nm:2:4")`` is the only reading of a ``--structure`` string; the rules a
 structure imposes on a config live here and hold for every engine (strong tickets, IMP and
@@ -11,10 +12,14 @@ pruning at initialisation):
   layers, so it may choose them under one global threshold; the weak-ticket engines score a
   channel by the L1 norm of its weights (other fan-ins, other scales), so they choose layer by
   layer and refuse ``--scope global``;
+- heads are chosen as channels are: by learned head scores in a search (global allowed), by the L1
+  norm of each head's weights in the weak-ticket engines (layer by layer); every layer that is no
+  attention projection is kept whole;
 - a structured selection's scope is layerwise unless given (:meth:`Structure.scope`).
 
 Torch-free: configs resolve with it before anything is built. How a structure selects (the N:M
-groups, the channel chains) is in :mod:`supermask.nn.nm` and :mod:`supermask.nn.channels`.
+groups, the channel chains, the heads) is in :mod:`supermask.nn.nm`, :mod:`supermask.nn.channels`
+and :mod:`supermask.nn.heads`.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from .errors import SupermaskError
 
 UNSTRUCTURED = "unstructured"
 CHANNEL = "channel"
+HEAD = "head"
 NM_KIND = "nm"
 _NM = re.compile(r"^nm:(\d+):(\d+)$")
 
@@ -46,18 +52,18 @@ class NM:
 
 @dataclass(frozen=True)
 class Structure:
-    kind: str = UNSTRUCTURED  # "unstructured", "nm" or "channel"
+    kind: str = UNSTRUCTURED  # "unstructured", "nm", "channel" or "head"
     nm: Optional[NM] = None  # N and M of an N:M structure
 
     @classmethod
     def parse(cls, text: Optional[str]) -> "Structure":
         if text is None or text == UNSTRUCTURED:
             return cls()
-        if text == CHANNEL:
-            return cls(CHANNEL)
+        if text in (CHANNEL, HEAD):
+            return cls(text)
         match = _NM.match(str(text))
         if match is None:
-            raise SupermaskError(f"structure must be unstructured, nm:N:M (e.g. nm:2:4) or channel, got {text!r}")
+            raise SupermaskError(f"structure must be unstructured, nm:N:M (e.g. nm:2:4), channel or head, got {text!r}")
         n, m = int(match.group(1)), int(match.group(2))
         if not 0 < n < m <= 64:
             raise SupermaskError(f"structure nm:{n}:{m}: need 0 < N < M <= 64")
@@ -74,6 +80,10 @@ class Structure:
     def channel(self) -> bool:
         return self.kind == CHANNEL
 
+    @property
+    def head(self) -> bool:
+        return self.kind == HEAD
+
     def density(self, density: Optional[float], default: Optional[float], option: str = "--density") -> Optional[float]:
         """The density a config with this structure runs at: N/M for N:M (``density``, if given, must
         be it), else ``density``, or ``default`` when it is None."""
@@ -87,7 +97,7 @@ class Structure:
     def scope(self, scope: Optional[str], default: Optional[str] = None, comparable_scores: bool = False) -> Optional[str]:
         """The scope a config with this structure runs at: unstructured, ``scope`` or ``default``;
         structured, ``layerwise`` unless given. ``global`` is refused for N:M always, and for
-        channels unless the engine's channel scores are comparable across layers
+        channels and heads unless the engine's scores are comparable across layers
         (``comparable_scores``: learned scores)."""
         if not self.structured:
             return default if scope is None else scope
@@ -95,7 +105,8 @@ class Structure:
             if self.nm is not None:
                 raise SupermaskError(f"--structure {self.nm} is per group of {self.nm.m} weights: --scope global "
                                      f"does not apply")
-            raise SupermaskError(f"--structure {self} selects layer by layer (channel scores of other fan-ins): "
+            what = "channel scores of other fan-ins" if self.channel else "head norms of layers of other scales"
+            raise SupermaskError(f"--structure {self} selects layer by layer ({what}): "
                                  f"--scope global does not apply; use --scope layerwise (or leave --scope out)")
         return scope or "layerwise"
 
@@ -110,5 +121,5 @@ def parse_structure(text: Optional[str]) -> Optional[NM]:
 
 
 def check_structure(text: Optional[str]) -> str:
-    """The canonical name of a structure string: ``unstructured``, ``nm:N:M`` or ``channel``."""
+    """The canonical name of a structure string: ``unstructured``, ``nm:N:M``, ``channel`` or ``head``."""
     return str(Structure.parse(text))

@@ -9,7 +9,7 @@
 | conv8 | Adam 3e-4 | 60 | constant | layerwise: conv 0.15, fc 0.2, output 0.1 | (none) | extrapolated from Conv-6 (not in the paper) |
 | resnet18/20/56 | SGD 0.1, momentum 0.9, wd 1e-4 | 128 | ×0.1 at 50% and 75% (80/120 of 160 epochs), no warmup | global 0.2 | U(0, 1) | open_lth ``models/cifar_resnet.py`` default_hparams |
 | vgg11/16/19 | as ResNet | 128 | as ResNet | global 0.2, the classifier unpruned | U(0, 1) | open_lth ``models/cifar_vgg.py`` (``pruning_layers_to_ignore='fc.weight'``) |
-| gpt_tiny | AdamW 1e-3, wd 0.1 | 64 | cosine | global 0.2 | (LayerNorm: ones) | nanoGPT ``config/train_shakespeare_char.py`` (without its 100 warm-up iterations and beta2 0.99) |
+| gpt_tiny, gpt_tiny_untied | AdamW 1e-3, wd 0.1 | 64 | cosine | global 0.2 | (LayerNorm: ones) | nanoGPT ``config/train_shakespeare_char.py`` (without its 100 warm-up iterations and beta2 0.99) |
 | torchvision/* | SGD 0.1 (0.4 at batch 1024, scaled), momentum 0.9, wd 1e-4 | 128 | 5 warmup epochs, then ×0.1 at 50% and 75% | global 0.2 | U(0, 1) | open_lth ``models/imagenet_resnet.py`` |
 
 The papers train LeNet 50K iterations and Conv-2/4/6 20K/25K/30K iterations on the full data
@@ -57,8 +57,8 @@ FAMILIES.update({name: FamilyDefaults(**CIFAR_DEEP, keep_unpruned=("classifier.w
                  for name in ("vgg11", "vgg16", "vgg19")})
 #: Character-level GPTs: nanoGPT's optimiser (supermask.catalog.LANGUAGE_MODEL_TRAIN_DEFAULTS, the
 #: dense baseline's too), global magnitude pruning 0.2 a level as for the deep nets.
-FAMILIES["gpt_tiny"] = FamilyDefaults(**LANGUAGE_MODEL_TRAIN_DEFAULTS, scope="global", conv_fraction=0.2,
-                                      fc_fraction=0.2, output_fraction=0.2)
+FAMILIES.update({name: FamilyDefaults(**LANGUAGE_MODEL_TRAIN_DEFAULTS, scope="global", conv_fraction=0.2,
+                                      fc_fraction=0.2, output_fraction=0.2) for name in ("gpt_tiny", "gpt_tiny_untied")})
 DEEP = FamilyDefaults(**{**CIFAR_DEEP, "warmup_epochs": 5.0})  # torchvision models: open_lth's ImageNet ResNet
 
 DEFAULT_EPOCHS = 20

@@ -62,7 +62,7 @@ from .levels import BN_INITS, build_masked, conv_names, level_run, level_stage
 from .pruning import check_fraction, frankle_carbin_rates
 from .rewind import RewindPoint, SnapshotAt, rewind, snapshot
 from .strategies import Context, target_pruner
-from .structured import selection_for
+from .structured import head_levels, selection_for
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +217,10 @@ class IMPConfig(ExperimentConfig):
                                  f"--structure {self.structure}")
         if structure.nm is not None and self.target_density is not None:
             structure.density(self.target_density, None, "--target-density")
+        if structure.head and (self.target_density is not None or self.one_shot):
+            raise SupermaskError("--structure head prunes whole heads level by level (each level removes "
+                                 "--prune-fraction of every block's surviving heads, at least one): give --levels, "
+                                 "not --target-density or --one-shot")
 
     def _check_channel_early_bird(self) -> None:
         from .channel_early_bird import DEFAULT_L1, SUPPORTED
@@ -315,7 +319,10 @@ def _check_model(config: IMPConfig, spec: InputSpec) -> None:
     every ``--keep-unpruned`` name is one of its weights: checked before the run directory is made."""
     model = create_model(config.arch, spec, config.layer_types(masked_layer_types()), **config.model_kwargs())
     check_input_shape(model, spec, config.arch)
-    selection_for(model, config.scope, config.structure, (spec.in_channels, spec.image_size, spec.image_size))
+    selection = selection_for(model, config.scope, config.structure,
+                              (spec.in_channels, spec.image_size, spec.image_size))
+    if getattr(selection, "blocks", None) is not None:
+        _check_head_levels(config, selection.blocks)
     if config.init_from is not None:
         load_starting_point(model, config.init_from, config.init_from_checksum)
     names = list(get_masks(model))
@@ -323,6 +330,19 @@ def _check_model(config: IMPConfig, spec: InputSpec) -> None:
     if unknown:
         raise SupermaskError(f"--keep-unpruned names no prunable weight of {config.arch}: {', '.join(unknown)} "
                              f"(prunable: {', '.join(names[:6])}{', ...' if len(names) > 6 else ''})")
+
+
+def _check_head_levels(config: IMPConfig, blocks) -> None:
+    """A head plan whose levels would outlast the heads (every block down to one) is refused."""
+    fraction = config.level_fractions([block.weight("q_proj") for block in blocks], set())
+    fraction = fraction if isinstance(fraction, float) else min(fraction.values())
+    heads = min(block.heads for block in blocks)
+    possible = head_levels(heads, fraction)
+    if config.pruning_levels() > possible:
+        raise SupermaskError(f"--structure head: {config.arch}'s attention blocks have {heads} heads; at --prune-fraction "
+                             f"{fraction:g} (at least one head a level, never the last) every block is down to one "
+                             f"head after {possible} level{'s' if possible != 1 else ''}: give --levels {possible} "
+                             f"or fewer")
 
 
 def run_levels(config, data, spec, device, root, main, rewind_point, rewind_step, callbacks) -> list[dict]:

@@ -36,6 +36,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from supermask.data import make_loader
 from supermask.errors import SupermaskError
@@ -47,6 +48,7 @@ from supermask.stage import ExperimentResult, run_single
 from supermask.structure import Structure
 from supermask.ticket_files import rebuild_plain
 from supermask.models import InputSpec, create_model, masked_layer_types
+from supermask.models.registry import model_task
 from supermask.nn import WEIGHT_INITS, check_density, init_model
 from supermask.nn.init import canonical
 from supermask.seeding import derived_seed
@@ -54,11 +56,12 @@ from supermask.nn.masked import masked_layers, set_masks
 from supermask.nn.topk import global_topk_masks, kept_count, topk_mask
 from supermask.registry import Registry
 from supermask.training import TrainConfig
+from supermask.training.loop import flat
 
 from .defaults import default_train_config
 from supermask.training import MaskAfterStep
 from .rewind import snapshot
-from .structured import Selection, channel_keep, nm_keep, selection_for
+from .structured import Selection, channel_keep, head_keep, nm_keep, selection_for
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +105,9 @@ class PruneConfig(ExperimentConfig):
         self.init = canonical(self.init)
         WEIGHT_INITS.get(self.init)
         super()._resolve_fields()
+        if self.method == "synflow" and model_task(self.arch) == "language-model":
+            raise SupermaskError(f"synflow scores with an all-ones image, which a language model ({self.arch}) "
+                                 f"cannot take: use snip, grasp, magnitude or random")
 
 
 def keep_top(scores: Scores, density: float, scope) -> dict[str, Tensor]:
@@ -111,6 +117,8 @@ def keep_top(scores: Scores, density: float, scope) -> dict[str, Tensor]:
     if isinstance(scope, Selection):
         if scope.nm is not None:
             return nm_keep(scores, scope.nm)
+        if scope.blocks is not None:
+            return head_keep(scores, scope.blocks, density)
         return channel_keep(scores, scope.links, density)
     names = list(scores)
     if scope == "global":
@@ -132,7 +140,7 @@ def _loss_grads(model: nn.Module, batches: list, create_graph: bool = False, tem
     weights = list(_weights(model).values())
     total = None
     for images, labels in batches:
-        loss = nn.functional.cross_entropy(model(images) / temperature, labels)
+        loss = nn.functional.cross_entropy(*flat(model(images) / temperature, labels))
         grads = torch.autograd.grad(loss, weights, create_graph=create_graph)
         total = list(grads) if total is None else [t + g for t, g in zip(total, grads)]
     return [t / len(batches) for t in total]
@@ -165,8 +173,9 @@ def prune_grasp(model, batches, seed, density, scope, spec):
     g = [x.detach() for x in _loss_grads(model, batches, temperature=GRASP_TEMPERATURE)]
     hg = None
     for images, labels in batches:  # H g = d(g . stopgrad(g))/dw, accumulated batch by batch
-        loss = nn.functional.cross_entropy(model(images) / GRASP_TEMPERATURE, labels)
-        grads = torch.autograd.grad(loss, list(weights.values()), create_graph=True)
+        with sdpa_kernel(SDPBackend.MATH):  # attention's fused CPU kernels have no second derivative
+            loss = nn.functional.cross_entropy(*flat(model(images) / GRASP_TEMPERATURE, labels))
+            grads = torch.autograd.grad(loss, list(weights.values()), create_graph=True)
         z = sum((gi * gs).sum() for gi, gs in zip(grads, g))
         part = torch.autograd.grad(z, list(weights.values()))
         hg = list(part) if hg is None else [a + b for a, b in zip(hg, part)]

@@ -7,7 +7,9 @@ structure kind), so a new structure is one entry:
 - ``unstructured``: magnitude pruning (Frankle & Carbin 2019): the level's fraction of the
   surviving weights with the smallest |w|, globally or layer by layer;
 - ``nm``: the N largest |w| of every group of M (one level);
-- ``channel``: the surviving filters of smallest L1 norm, the next layer's inputs with them.
+- ``channel``: the surviving filters of smallest L1 norm, the next layer's inputs with them;
+- ``head``: the surviving attention heads of smallest L1 norm (rows and columns of all four
+  projections); every other layer keeps its weights.
 
 :func:`random_like` is the strategy of the random-prune control: a random mask with as many
 weights in every layer as a given one (structured: a random N:M mask, or as many random channels).
@@ -23,7 +25,7 @@ from torch import Tensor
 from supermask.registry import Registry
 
 from .pruning import magnitude_prune, random_masks_like
-from .structured import Selection, channel_prune, nm_keep, random_structured
+from .structured import Selection, channel_prune, head_prune, nm_keep, random_structured
 
 Masks = dict[str, Tensor]
 
@@ -66,11 +68,21 @@ def channel_l1(config, weights: Masks, current: Masks, context: Context) -> Mask
     return {n: new[n].to(current[n].dtype) for n in context.names}
 
 
+@STRATEGIES.register("head")
+def head_l1(config, weights: Masks, current: Masks, context: Context) -> Masks:
+    """The heads of smallest L1 norm (a block whose ``q_proj`` is in ``keep_unpruned`` keeps its heads)."""
+    keep = set(config.keep_unpruned)
+    fractions = {n: (0.0 if n in keep else rate)
+                 for n, rate in config.level_fractions(list(context.names), set(context.conv_names)).items()}
+    new = head_prune(weights, current, context.selection.blocks, fractions)
+    return {n: new.get(n, current[n]).to(current[n].dtype) for n in context.names}
+
+
 def strategy_for(selection) -> Strategy:
     """The strategy of a selection: by its structure's kind."""
     if not isinstance(selection, Selection):
         return STRATEGIES.get("unstructured")
-    return STRATEGIES.get("nm" if selection.nm is not None else "channel")
+    return STRATEGIES.get("nm" if selection.nm is not None else selection.structure)
 
 
 def random_like(masks: Masks, selection, seed: int) -> Masks:

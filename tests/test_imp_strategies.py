@@ -48,7 +48,7 @@ def test_the_nm_strategy_keeps_the_n_largest_surviving_weights_of_each_group():
 
 
 def test_one_strategy_per_structure_and_one_branch_per_control():
-    assert set(STRATEGIES.names()) == {"unstructured", "nm", "channel"}
+    assert set(STRATEGIES.names()) == {"unstructured", "nm", "channel", "head"}
     with pytest.raises(ValueError, match="already registered"):
         STRATEGIES.add("nm", STRATEGIES.get("nm"))
     assert (BRANCHES.get("none"), BRANCHES.get("reinit"), BRANCHES.get("random-prune")) == (Branch, Reinit, RandomPrune)

@@ -13,6 +13,8 @@ from supermask.data import fingerprint, load_dataset, make_loader
 from supermask.data.text import TokenSplit, corpus, split_by_position
 from supermask.errors import SupermaskError
 from supermask.models import DENSE, InputSpec, create_model, masked_layer_types
+from supermask.configs import SearchConfig
+from supermask.resolved import resolve
 
 SPEC = InputSpec(0, 0, 11, task="language-model", context=12)
 SMALL = ["--arch", "gpt_tiny", "--dataset", "tinyshakespeare", "--width", "0.25", "--depth", "1",
@@ -212,3 +214,53 @@ def test_the_dense_baseline_and_imp_of_a_language_model_train_as_nanogpt(tmp_pat
             "adamw", 1e-3, 0.1, 64, "cosine")
     image = resolve(DenseConfig(arch="conv6")).train  # the image baselines keep theirs
     assert (image.optimizer, image.lr, image.batch_size) == ("sgd", 0.01, 128)
+
+
+def test_the_untied_gpt_searches_its_own_output_layer():
+    from supermask.methods import METHODS
+    from supermask.nn import model_masks
+
+    config = resolve(SearchConfig(arch="gpt_tiny_untied", dataset="tinyshakespeare", width=0.25, depth=1,
+                                  density=0.3))
+    model = METHODS.get("edge-popup").build(config, SPEC).eval()
+    masks = model_masks(model)
+    assert "head.weight" in masks and masks["head.weight"].mean().item() == pytest.approx(0.3, abs=0.01)
+    assert model.get_submodule("head").scores.requires_grad
+    x = torch.randint(0, 11, (2, 12))
+    with torch.no_grad():
+        hidden = model.norm(model.blocks(model.token_embed(x) + model.pos_embed[:, :12]))
+        expected = hidden @ (model.head.weight * masks["head.weight"]).t()  # no bias, not the embedding
+        assert torch.allclose(model(x), expected, atol=1e-6)
+    tied = create_model("gpt_tiny", SPEC, DENSE, width=0.25, depth=1)
+    assert "head.weight" not in tied.state_dict()  # gpt_tiny keeps GPT-2's tied output
+
+
+def test_generate_writes_the_same_text_for_the_same_seed_and_refuses_what_it_cannot(tmp_path, capsys):
+    assert main(["search", *SMALL, "--out", str(tmp_path / "runs")]) == 0
+    run = next((tmp_path / "runs").rglob("result.json")).parent
+    out = tmp_path / "s.safetensors"
+    assert main(["export", str(run), "--format", "state-dict", "--out", str(out)]) == 0
+    capsys.readouterr()
+    texts = []
+    for seed in (1, 1, 2):
+        assert main(["generate", str(out), "--prompt", "ROMEO:", "--chars", "30", "--seed", str(seed)]) == 0
+        texts.append(capsys.readouterr().out)
+    assert texts[0] == texts[1] != texts[2] and all(t.startswith("ROMEO:") and len(t) == 37 for t in texts)
+    for args, message in ((["--prompt", "€"], "characters outside the vocabulary"),
+                          (["--chars", "0"], "--chars must be"), (["--temperature", "-1"], "--temperature must be")):
+        assert main(["generate", str(out), *args]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_greedy_generation_takes_the_most_likely_character_each_step():
+    from supermask.generation import sample_text
+
+    torch.manual_seed(2)
+    model = create_model("gpt_tiny", SPEC, DENSE, width=0.25, depth=1).eval()
+    vocabulary = "abcdefghijk"
+    text = sample_text(model, vocabulary, "abc", 5, context=4, temperature=0)
+    tokens = [vocabulary.index(c) for c in "abc"]
+    with torch.no_grad():
+        for _ in range(5):
+            tokens.append(int(model(torch.tensor([tokens[-4:]]))[0, -1].argmax()))
+    assert text == "".join(vocabulary[i] for i in tokens)

@@ -90,7 +90,7 @@ def test_rows_that_do_not_split_into_groups_fall_back_to_unstructured_at_n_over_
     ({"structure": "nm:2:4", "scope": "global"}, "--scope global does not apply"),
     ({"structure": "nm:2:4", "method": "gem-miner"}, "applies to biprop, edge-popup, iterand"),
     ({"structure": "nm:4:4"}, "need 0 < N < M"),
-    ({"structure": "channels"}, "structure must be unstructured, nm:N:M .* or channel"),
+    ({"structure": "channels"}, "structure must be unstructured, nm:N:M .*, channel or head"),
     ({"structure": "channel", "method": "biprop"}, "applies to edge-popup, not biprop"),
 ])
 def test_structure_config_rules(kwargs, message):

@@ -10,7 +10,8 @@ from torch import nn
 from ..models import InputSpec, create_model, supermask_layer_types
 from ..nn import attach_global_scope, init_model
 from ..nn.channels import CHANNEL
-from ..nn.layers import link_channels
+from ..nn.layers import link_channels, link_heads
+from ..structure import HEAD
 from .registry import METHODS, Method
 
 
@@ -24,6 +25,8 @@ def build_edge_popup(config: "SearchConfig", spec: InputSpec, conv: Optional[typ
     layers = config.layer_types(supermask_layer_types(config.density, learned_bn=config.learned_bn,
                                                       structure=config.structure, conv=conv, linear=linear))
     model = create_model(config.arch, spec, layers, **config.model_kwargs())
+    if config.structure == HEAD:  # before the draw: one score per head
+        link_heads(model)
     init_model(model, config.init, config.seed, scaled_fan=config.scaled_fan, score_init=config.score_init)
     if config.structure == CHANNEL:
         link_channels(model, (spec.in_channels, spec.image_size, spec.image_size))

@@ -28,8 +28,8 @@ from torch import nn
 from ..errors import SupermaskError
 from .attention import split_attention
 from .init import init_model
-from .layers import SupermaskConv2d, SupermaskLinear, SupermaskMixin, attach_global_scope, link_channels
-from .nm import CHANNEL
+from .layers import SupermaskConv2d, SupermaskLinear, SupermaskMixin, attach_global_scope, link_channels, link_heads
+from .nm import CHANNEL, HEAD
 from .topk import check_density
 
 SCOPES = ("layerwise", "global")
@@ -117,7 +117,8 @@ def convert(
     - ``structure``: ``"nm:N:M"`` for N:M masks (see :mod:`supermask.nn.nm`; the density is then N/M),
       or ``"channel"`` for channel masks (:mod:`supermask.nn.channels`: ``density`` of each layer's
       output channels, the next layer's inputs with them), which needs ``input_shape`` ``(C, H, W)``
-      to find and check the model's chain of layers.
+      to find and check the model's chain of layers, or ``"head"`` for attention-head masks
+      (:mod:`supermask.nn.heads`: ``density`` of each block's heads; every other layer kept whole).
     - ``bn``: ``"non-affine"``, ``"frozen"`` or ``"learned"`` (see the module docstring); by
       default ``"learned"`` with ``learned_bn``, else ``"frozen"`` with ``init=None``, else
       ``"non-affine"``.
@@ -150,6 +151,8 @@ def convert(
                                            (nn.modules.batchnorm._BatchNorm, nn.LayerNorm))
         )
         param.requires_grad_(trainable)
+    if structure == HEAD:  # before the draw: one score per head
+        link_heads(model)
     init_model(model, init, seed, scaled_fan=scaled_fan, score_init=score_init)
     if structure == CHANNEL:
         link_channels(model, tuple(input_shape))

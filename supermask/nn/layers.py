@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from ..errors import SupermaskError
 
 from .channels import CHANNEL, channel_chain, input_mask
+from .heads import PROJECTIONS, ROW_PROJECTIONS, attention_heads, expand_columns, expand_rows
 from .nm import nm_applies, nm_mask, parse_structure, straight_through_nm
 from .topk import (check_density, global_threshold, kept_count, straight_through_threshold,
                    straight_through_topk, threshold_mask, topk_mask)
@@ -52,6 +53,12 @@ class SupermaskMixin:
         object.__setattr__(self, "channel_input", None)
         self.keeps_outputs = False
         self._channel_cache: Optional[tuple] = None
+        # Set by link_heads: (the block's q_proj, which holds one score per head;
+        # whether this layer's rows (q, k, v) or columns (out) are the heads; the HeadBlock), and
+        # keeps_all for every other layer of a head-structured network (all its weights kept).
+        object.__setattr__(self, "head_source", None)
+        self.keeps_all = False
+        self._head_cache: Optional[tuple] = None
         # N:M (see supermask.nn.nm): the density is N/M; None: unstructured top-k.
         self.nm = parse_structure(structure)
         if self.nm is not None:
@@ -71,12 +78,37 @@ class SupermaskMixin:
 
     # -- masks -------------------------------------------------------------------------------
     def _use_cached_mask(self) -> bool:
-        return not self.training and not (torch.is_grad_enabled() and self.scores.requires_grad)
+        scores = self.head_source[0].scores if self.head_source is not None else self.scores
+        return not self.training and not (torch.is_grad_enabled() and scores.requires_grad)
 
     @torch.compiler.disable  # data-dependent selection: run eagerly, compile what surrounds it
     def forward_mask(self) -> Tensor:
         """The mask the forward pass applies (differentiable w.r.t. ``scores`` in training)."""
+        if self.head_source is not None:
+            return self._head_mask()
+        if self.keeps_all:
+            return torch.ones((1,) * self.weight.dim(), dtype=self.weight.dtype, device=self.weight.device)
         return self._channel_mask() if self.channel else self.selected_mask()
+
+    def _head_mask(self) -> Tensor:
+        """This projection's rows (query, key, value) or columns (output) of the heads its block's
+        ``q_proj`` selects over its head scores."""
+        owner, rows, block = self.head_source
+        heads = owner.selected_mask()
+        cached = self._use_cached_mask()
+        if cached and self._head_cache is not None and self._head_cache[0] is heads:
+            return self._head_cache[1]
+        mask = (expand_rows if rows else expand_columns)(heads, block, self.weight)
+        if cached:
+            self._head_cache = (heads, mask)
+        return mask
+
+    @property
+    def selects(self) -> bool:
+        """Whether this layer's own scores choose anything (not: the last layer of a channel chain,
+        a projection following its block's head scores, a layer a head structure keeps whole)."""
+        following = self.head_source is not None and self.head_source[0] is not self
+        return not (self.keeps_outputs or self.keeps_all or following)
 
     def selected_mask(self) -> Tensor:
         """The top-k (or N:M) selection over this layer's own scores: the weight's mask, or with a
@@ -119,6 +151,8 @@ class SupermaskMixin:
 
     def masked_weight(self) -> Tensor:
         """``weight * mask``; in eval mode computed once per change of the mask or the weight."""
+        if self.keeps_all:
+            return self.weight
         mask = self.forward_mask()
         if not self._use_cached_mask():
             return self.effective_weight(mask)
@@ -134,7 +168,9 @@ class SupermaskMixin:
 
     def extra_repr(self) -> str:  # type: ignore[override]
         scope = "global" if self.global_scope is not None else "layerwise"
-        structure = f", structure={self.nm}" if self.nm is not None else (", structure=channel" if self.channel else "")
+        structure = (f", structure={self.nm}" if self.nm is not None else ", structure=channel" if self.channel
+                     else ", structure=head" if self.head_source is not None else ", kept whole" if self.keeps_all
+                     else "")
         return f"{super().extra_repr()}, density={self.density}, scope={scope}{structure}"  # type: ignore[misc]
 
 
@@ -242,8 +278,9 @@ class GlobalScope:
 
 def attach_global_scope(model: nn.Module, density: float) -> GlobalScope:
     """Make every supermask layer of ``model`` share one global top-k threshold at ``density`` (with
-    channel masks: over the output channels of every layer but the last, which keeps them all)."""
-    layers = [layer for _, layer in supermask_layers(model) if not layer.keeps_outputs]
+    channel masks: over the output channels of every layer but the last, which keeps them all; with
+    head masks: over the heads of every block)."""
+    layers = [layer for _, layer in supermask_layers(model) if layer.selects]
     scope = GlobalScope(layers, density)
     for layer in layers:
         object.__setattr__(layer, "global_scope", scope)
@@ -264,6 +301,55 @@ def link_channels(model: nn.Module, input_shape: tuple[int, ...]) -> None:
     last = links[-1].layer
     last.keeps_outputs = True
     last.scores.requires_grad_(False)  # no selection: its scores never reach the loss
+
+
+def _frozen_empty(like: Tensor) -> nn.Parameter:
+    return nn.Parameter(torch.empty(0, dtype=like.dtype, device=like.device), requires_grad=False)
+
+
+def link_heads(model: nn.Module) -> list[HeadBlock]:
+    """Give ``model``'s supermask network one learned score per head: each block's ``q_proj``
+    holds them (``scores`` of shape ``(heads, 1)``, drawn by :func:`supermask.nn.init.init_model`
+    afterwards) and selects the heads; its ``k_proj``, ``v_proj`` and ``out_proj`` follow that
+    selection; every other supermask layer keeps all its weights. Those layers' own ``scores``
+    become empty frozen tensors (they select nothing). Linking twice changes nothing."""
+    blocks = attention_heads(model)
+    projections = set()
+    for block in blocks:
+        attention = model.get_submodule(block.name) if block.name else model
+        layers = [getattr(attention, p) for p in PROJECTIONS]
+        plain = [p for p, layer in zip(PROJECTIONS, layers) if not isinstance(layer, SupermaskMixin)]
+        if plain:
+            raise SupermaskError(f"--structure head: {block.weight(plain[0])[:-len('.weight')]} is not a supermask "
+                                 f"layer (kept dense?): a head's four projections are selected together")
+        owner = layers[0]
+        projections.update(id(layer) for layer in layers)
+        if owner.head_source is not None:
+            continue
+        owner.scores = nn.Parameter(torch.empty(block.heads, 1, dtype=owner.weight.dtype, device=owner.weight.device))
+        for projection, layer in zip(PROJECTIONS, layers):
+            object.__setattr__(layer, "head_source", (owner, projection in ROW_PROJECTIONS, block))
+            if layer is not owner:
+                layer.scores = _frozen_empty(layer.weight)
+                layer.density = owner.density
+    for _, layer in supermask_layers(model):
+        if id(layer) not in projections and not layer.keeps_all:
+            layer.keeps_all = True
+            layer.density = 1.0
+            layer.scores = _frozen_empty(layer.weight)
+    return blocks
+
+
+@torch.no_grad()
+def head_selections(model: nn.Module) -> dict[str, Tensor]:
+    """The heads each head-structured block of a supermask ``model`` keeps, as {0, 1} uint8 tensors
+    of ``heads`` entries, keyed by the name of the block's ``q_proj`` weight (the layer holding
+    the head scores)."""
+    out = {}
+    for name, module in model.named_modules():
+        if isinstance(module, SupermaskMixin) and module.head_source is not None and module.head_source[0] is module:
+            out[f"{name}.weight"] = module.selected_mask().detach().reshape(-1).to("cpu", torch.uint8)
+    return out
 
 
 @torch.no_grad()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..structure import CHANNEL, NM, UNSTRUCTURED, check_structure, parse_structure  # noqa: F401  (re-exported)
+from ..structure import CHANNEL, HEAD, NM, UNSTRUCTURED, check_structure, parse_structure  # noqa: F401  (re-exported)
 
 
 def nm_applies(shape: torch.Size | tuple, m: int) -> bool:

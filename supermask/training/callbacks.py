@@ -51,7 +51,7 @@ def announce_stage(callbacks, stage: str) -> None:
 
 class ProgressBar(Callback):
     """Progress on stderr: on a terminal a tqdm bar over the steps (running loss and accuracy, the
-    last val accuracy); elsewhere (a log file, a pipe) one plain line per evaluation, with no
+    last val accuracy and loss: a language model is read by its loss); elsewhere (a log file, a pipe) one plain line per evaluation, with no
     carriage returns or cursor escapes. ``plain`` forces one or the other."""
 
     def __init__(self, description: str = "", every: int = 5, plain: Optional[bool] = None):
@@ -96,12 +96,13 @@ class ProgressBar(Callback):
             train = (f" loss {self._loss / self._count:.4f} acc {self._correct / self._count:.4f}"
                      if self._count else " before training")
             epochs = -(-state.total_steps // state.steps_per_epoch)
-            shown = f" val {val['accuracy']:.4f}" if val is not None else ""
+            shown = f" val acc {val['accuracy']:.4f} loss {val['loss']:.4f}" if val is not None else ""
             sys.stderr.write(f"{self._label()} epoch {state.epoch}/{epochs} step {state.step}/{state.total_steps}"
                              f"{train}{shown}\n")
             sys.stderr.flush()
         elif val is not None and self.bar is not None:
-            self.bar.set_description(f"{self._label()} ep {state.epoch} val {val['accuracy']:.3f}")
+            self.bar.set_description(f"{self._label()} ep {state.epoch} val acc {val['accuracy']:.3f} "
+                                     f"loss {val['loss']:.3f}")
         self._loss = self._correct = self._count = 0
 
     def on_train_end(self, state):
