@@ -91,3 +91,65 @@ def test_a_file_named_like_a_standard_module_does_not_replace_it(tmp_path, monke
     assert sys.modules["json"] is standard and json.dumps({"a": 1}) == '{"a": 1}'
     ran = [m for name, m in sys.modules.items() if name.startswith("_imported_") and name.endswith("_json")]
     assert ran and all(getattr(m, "RAN", False) for m in ran)
+
+
+ATTENTION_MODULE = textwrap.dedent("""
+    from torch import nn
+
+    import supermask
+    from supermask.nn import LinearAttention
+
+
+    class Net(nn.Module):
+        def __init__(self, spec, layers, attention):
+            super().__init__()
+            self.inp = layers.linear(spec.in_channels * spec.image_size, 16)
+            self.attn = attention(16, layers)
+            self.out = layers.linear(16, spec.num_classes)
+
+        def forward(self, x):  # each image row is a token
+            h = self.inp(x.permute(0, 2, 1, 3).flatten(2))
+            return self.out(self.attn(h, h, h)[0].mean(1))
+
+
+    @supermask.register_model("torch_attention_net")
+    def torch_attention_net(spec, layers, width=1.0):
+        return Net(spec, layers, lambda dim, layers: nn.MultiheadAttention(dim, 4, batch_first=True))
+
+
+    @supermask.register_model("linear_attention_net")
+    def linear_attention_net(spec, layers, width=1.0):
+        return Net(spec, layers, lambda dim, layers: LinearAttention(dim, 4, linear=layers.linear))
+""")
+
+
+@pytest.fixture
+def attention_models(tmp_path, monkeypatch):
+    path = tmp_path / "attention_models.py"
+    path.write_text(ATTENTION_MODULE)
+    monkeypatch.chdir(tmp_path)
+    yield path
+    for name in ("torch_attention_net", "linear_attention_net"):
+        MODELS._items.pop(name, None)
+
+
+def test_a_search_never_trains_a_users_plain_attention_and_heads_need_maskable_projections(attention_models,
+                                                                                            tmp_path, capsys):
+    from supermask import SearchConfig, resolve
+    from supermask.methods import METHODS
+    from supermask.models import InputSpec
+    from supermask.plugins import import_user_module
+
+    err = one_line(capsys, ["search", "--import", str(attention_models), "--arch", "torch_attention_net",
+                            "--structure", "head", *SMALL, "--out", str(tmp_path / "runs")])
+    assert "LinearAttention built with linear=layers.linear" in err
+    import_user_module(str(attention_models))  # after the CLI's logging setup, which binds this test's stderr
+    config = resolve(SearchConfig(arch="torch_attention_net"))
+    model = METHODS.get("edge-popup").build(config, InputSpec(1, 28, 10))
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable == ["inp.scores", "out.scores"]  # nn.MultiheadAttention: frozen, unmasked
+    assert "attn.in_proj_weight" in capsys.readouterr().err  # and said
+    assert main(["search", "--import", str(attention_models), "--arch", "linear_attention_net", "--structure", "head",
+                 *SMALL, "--out", str(tmp_path / "runs")]) == 0
+    result = json.loads(next((tmp_path / "runs").rglob("result.json")).read_text())
+    assert (result["heads_kept"], result["heads_total"]) == (2, 4)

@@ -3,6 +3,7 @@ top-k |scores| kept in every forward pass, gradients to the scores straight thro
 
 from __future__ import annotations
 
+import logging
 from typing import Optional
 
 from torch import nn
@@ -13,6 +14,8 @@ from ..nn.channels import CHANNEL
 from ..nn.layers import link_channels, link_heads
 from ..structure import HEAD
 from .registry import METHODS, Method
+
+log = logging.getLogger(__name__)
 
 
 def build_edge_popup(config: "SearchConfig", spec: InputSpec, conv: Optional[type] = None,
@@ -32,7 +35,27 @@ def build_edge_popup(config: "SearchConfig", spec: InputSpec, conv: Optional[typ
         link_channels(model, (spec.in_channels, spec.image_size, spec.image_size))
     if config.scope == "global" if global_scope is None else global_scope:
         attach_global_scope(model, config.density)
+    freeze_weights(model, config.learned_bn)
     return model
+
+
+def freeze_weights(model: nn.Module, learned_bn: bool) -> None:
+    """A search trains scores only (and, with ``learned_bn``, the normalisation layers' affine
+    parameters): whatever else a builder left trainable (a user's ``nn.MultiheadAttention`` or plain
+    ``nn.Linear`` beside the layer types it was given) stays frozen at its random values, unmasked,
+    as a ``--keep-dense`` layer does; said once in the log."""
+    norms = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
+    frozen = []
+    for module_name, module in model.named_modules():
+        for name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad or name == "scores" or (learned_bn and isinstance(module, norms)):
+                continue
+            param.requires_grad_(False)
+            if not isinstance(module, norms):
+                frozen.append(f"{module_name}.{name}" if module_name else name)
+    if frozen:
+        log.warning("%d tensors of the network are no layer this search masks (%s%s): they stay frozen at their "
+                    "random values, unmasked", len(frozen), ", ".join(frozen[:3]), ", ..." if len(frozen) > 3 else "")
 
 
 METHODS.add("edge-popup", Method.builtin("edge-popup", build_edge_popup))

@@ -77,8 +77,10 @@ def attention_heads(model: nn.Module, what: str = "the model") -> list[HeadBlock
                                  f"{out.in_features} inputs: they do not split into heads")
         blocks.append(HeadBlock(name, heads, width // heads))
     if not blocks:
-        raise SupermaskError(f"--structure head needs attention blocks (q_proj, k_proj, v_proj and out_proj with "
-                             f"num_heads: gpt_tiny, vit_tiny, or a model with nn.MultiheadAttention); {what} has none")
+        raise SupermaskError(f"--structure head needs attention blocks (q_proj, k_proj, v_proj and out_proj Linear "
+                             f"layers with num_heads: gpt_tiny, vit_tiny, supermask.nn.LinearAttention built with "
+                             f"linear=layers.linear, or nn.MultiheadAttention passed through supermask.convert); "
+                             f"{what} has none")
     return blocks
 
 
