@@ -703,12 +703,15 @@ def export(run_dir: str, fmt: str, out: Optional[str], force: bool, data_root: O
     from .exports import export_run
 
     info = export_run(Path(run_dir), fmt, out, force=force, data_root=data_root)
-    ratio = info["float32_state_dict_bytes"] / info["bytes"]
+    state_bytes = info["float32_state_dict_bytes"]
+    ratio = info["bytes"] / state_bytes if state_bytes else float("inf")
+    size = (f"{1 / ratio:.1f}x smaller than" if ratio < 1 else "as large as" if ratio == 1
+            else f"{ratio:.1f}x the size of")
     checked = info["round_trip_accuracy"]
     checked = ("; masks loaded back identical" if checked is None
                else f"; loaded back: test accuracy {checked:.4f}")
-    click.echo(f"wrote {info['path']}: {info['bytes']:,} bytes "
-               f"(float32 state dict {info['float32_state_dict_bytes']:,} bytes, {ratio:.1f}x){checked}")
+    click.echo(f"wrote {info['path']}: {info['bytes']:,} bytes, {size} the float32 state dict "
+               f"({state_bytes:,} bytes){checked}")
 
 
 @cli.command(name="evaluate")

@@ -207,3 +207,23 @@ def test_an_export_that_does_not_reproduce_the_run_is_never_written(awkward_runs
     with pytest.raises(SupermaskError, match="not the run's network"):
         export_run(awkward_runs["gem-miner"].run_dir, "state-dict", path)
     assert not list(tmp_path.iterdir())  # neither the file nor its temporary
+
+
+def test_the_export_summary_says_how_the_file_compares_with_the_state_dict(tmp_path, capsys):
+    import re
+
+    from supermask.cli import main
+
+    assert main(["search", "--arch", "lenet_300_100", "--density", "0.5", "--iterations", "2", "--batch-size", "500",
+                 "--out", str(tmp_path), "--quiet", "--device", "cpu"]) == 0
+    run = Path(capsys.readouterr().out.splitlines()[0].split(": ", 1)[1])
+    for fmt, relation in (("ticket", "smaller than"), ("torch-prune", "the size of")):
+        assert main(["export", str(run), "--format", fmt]) == 0
+        line = capsys.readouterr().out
+        found = re.search(r"wrote (\S+): ([\d,]+) bytes, ([\d.]+)x (smaller than|the size of) the float32 state dict "
+                          r"\(([\d,]+) bytes\)", line)
+        assert found and found.group(4) == relation, line
+        written, state = int(found.group(2).replace(",", "")), int(found.group(5).replace(",", ""))
+        assert written == Path(found.group(1)).stat().st_size
+        ratio = state / written if relation == "smaller than" else written / state
+        assert float(found.group(3)) == pytest.approx(ratio, abs=0.051)
