@@ -112,6 +112,10 @@ def model_options(f: Callable) -> Callable:
                      help="Convert the data's images to CxHxW first (1 channel repeated into 3, or 3 reduced to "
                           "luma; resized bilinearly), e.g. 3x32x32 for MNIST-like data on a CIFAR network. "
                           "[default: as the data set has them]"),
+        click.option("--train-subset", default=None,
+                     help="Train on part of the training split: a fraction in (0, 1) or a count of examples, "
+                          "stratified by class, the same subset for every seed (part of the data's identity and "
+                          "the hash; hidden-networks' --low-data, open_lth's subsample_fraction). [default: all]"),
         click.option("--context", default=None, type=int,
                      help="Text data: the characters of a window (the language model's context). [default: 64]"),
         click.option("--width", default=1.0, show_default=True, type=float, help="Width multiplier of the architecture."),

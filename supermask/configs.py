@@ -38,6 +38,8 @@ class ExperimentConfig(Resolvable):
     arch: str = "conv6"
     dataset: str = "mnist-5k"
     classes: Optional[str] = None  # a class subset ("0-4", "0,2,5-9"), relabelled 0..n-1 (supermask.classes); None: all
+    # a stratified part of the training split: a fraction in (0, 1) or a count (data.subsample_train); None: all
+    train_subset: Optional[float] = None
     # the images converted to this shape ("3x32x32": channels repeated or reduced to luma, resized), so
     # that data of another shape can meet a network (a transferred ticket); None: as the data set has them
     input_shape: Optional[str] = None
@@ -84,6 +86,7 @@ class ExperimentConfig(Resolvable):
         from .models import MODELS
 
         self.classes = canonical_classes(self.classes)
+        self.train_subset = check_train_subset(self.train_subset)
         if self.input_shape is not None:
             from .data.datasets import parse_input_shape
 
@@ -210,8 +213,25 @@ def load_data(config: ExperimentConfig):
     from .data import load_dataset
 
     data = load_dataset(config.dataset, config.data_root, config.download, config.image_size or DEFAULT_IMAGE_SIZE,
-                        classes=config.classes, input_shape=config.input_shape, context=config.context)
+                        classes=config.classes, input_shape=config.input_shape, context=config.context,
+                        train_subset=config.train_subset)
     return data, spec_of(data.info)
+
+
+def check_train_subset(value) -> Optional[float]:
+    """``--train-subset``: None, a fraction in (0, 1), or a whole count of at least 1 (an int)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise SupermaskError(f"--train-subset must be a fraction in (0, 1) or a count of examples, got "
+                                 f"{value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0 \
+            or (value >= 1 and not float(value).is_integer()):
+        raise SupermaskError(f"--train-subset must be a fraction in (0, 1) or a count of examples, got {value!r}")
+    return int(value) if value >= 1 else float(value)
 
 
 def spec_of(info):

@@ -480,7 +480,8 @@ def evaluate_export(path: Path, data_root: Optional[Path] = None, device: str = 
     check_data_description(provenance, path)
     size = provenance.get("input_shape", [None, 224, 224])[-1]
     data = load_dataset(provenance["dataset"], data_root, False, size, classes=provenance.get("classes"),
-                        input_shape=provenance.get("converted_to"), context=provenance.get("context"))
+                        input_shape=provenance.get("converted_to"), context=provenance.get("context"),
+                        train_subset=provenance.get("train_subset"))
     expected = provenance.get("data_fingerprint")
     if expected is not None and fingerprint(data) != expected:
         raise SupermaskError(f"{provenance['dataset']}: not the data the ticket was found on (fingerprint "

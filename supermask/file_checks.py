@@ -114,6 +114,9 @@ def check_data_description(desc: dict, path) -> None:
     for field in ("classes", "data_fingerprint"):
         if not isinstance(desc.get(field), (str, type(None))):
             bad(field, "text")
+    subset = desc.get("train_subset")
+    if subset is not None and not (_number(subset, 1e-12, 1 - 1e-12) or (_number(subset, 1, 1e12, True))):
+        bad("train_subset", "a fraction in (0, 1) or a count")
     if desc.get("task") == "language-model":
         _check_text_input(desc, bad)
     for field in ("input_shape", "converted_to") if desc.get("task") != "language-model" else ():

@@ -219,8 +219,9 @@ def provenance(config: ExperimentConfig, info, summary, state: dict) -> dict:
 
 def data_fields(config: ExperimentConfig) -> dict:
     """What a result or ticket says of its data: the data set and, if a subset, its classes and, if
-    converted, the shape its images were converted to."""
+    converted, the shape its images were converted to, and the part of its training split it used."""
     return {"dataset": config.dataset, **({"classes": config.classes} if config.classes is not None else {}),
+            **({"train_subset": config.train_subset} if config.train_subset is not None else {}),
             **({"converted_to": config.input_shape} if config.input_shape is not None else {}),
             **({"context": config.context} if config.context is not None else {})}
 

@@ -1,6 +1,7 @@
 """The real loaders, exercised on small data sets written in the real on-disk formats."""
 
 import gzip
+import json
 import pickle
 import struct
 
@@ -375,3 +376,47 @@ def test_images_converted_to_another_shape_match_a_plain_computation(tmp_path):
     for bad in ("2x28x28", "3x28x30", "axb"):
         with pytest.raises(DataError, match="input-shape"):
             parse_input_shape(bad)
+
+
+def test_a_train_subset_is_stratified_fixed_and_leaves_validation_and_test_alone():
+    from supermask.data import fingerprint, load_dataset
+    from supermask.data.datasets import subsample_train
+
+    full = load_dataset("mnist-5k")
+    part = subsample_train(full, 0.1)
+    again = load_dataset("mnist-5k", train_subset=0.1)
+    assert torch.equal(part.train.labels, again.train.labels) and torch.equal(part.train.images, again.train.images)
+    counts = torch.bincount(full.train.labels, minlength=10).tolist()
+    kept = torch.bincount(part.train.labels, minlength=10).tolist()
+    # largest remainder, by hand: each class's exact share of 400, floors, then the largest fractions get one more
+    exact = [c * 400 / sum(counts) for c in counts]
+    want = [int(e) for e in exact]
+    for c in sorted(range(10), key=lambda c: (-(exact[c] - int(exact[c])), c))[: 400 - sum(want)]:
+        want[c] += 1
+    assert kept == want and sum(kept) == 400
+    rows = {bytes(img.numpy().tobytes()) for img in full.train.images}
+    assert all(bytes(img.numpy().tobytes()) in rows for img in part.train.images)  # a subset, no copies
+    assert torch.equal(part.val.labels, full.val.labels) and torch.equal(part.test.images, full.test.images)
+    assert fingerprint(part) != fingerprint(full)
+    counted = load_dataset("mnist-5k", train_subset=400)
+    assert torch.equal(counted.train.labels, part.train.labels)  # 400 examples = a tenth
+
+
+def test_a_run_on_a_train_subset_trains_fewer_steps_and_its_export_evaluates(tmp_path, capsys):
+    from supermask.cli import main
+
+    args = ["search", "--arch", "lenet_300_100", "--train-subset", "0.25", "--epochs", "1", "--batch-size", "250",
+            "--device", "cpu", "-q", "--out", str(tmp_path)]
+    assert main(args) == 0
+    run = next(tmp_path.rglob("result.json")).parent
+    config, result = (json.loads((run / name).read_text()) for name in ("config.json", "result.json"))
+    assert config["train_subset"] == 0.25 and result["train_subset"] == 0.25
+    assert result["steps"] == 4  # 1,000 of 4,000 training images at batch 250
+    capsys.readouterr()
+    assert main(["export", str(run), "--format", "state-dict"]) == 0
+    assert main(["evaluate", str(run / "export" / "state-dict.safetensors")]) == 0
+    assert "(the same)" in capsys.readouterr().out
+    for value, message in (("1.5", "a fraction in (0, 1) or a count"), ("3", "need between 10 (one per class)"),
+                           ("half", "a fraction in (0, 1) or a count")):
+        assert main([*args[:3], "--train-subset", value, *args[5:]]) == 2
+        assert message in capsys.readouterr().err

@@ -9,7 +9,9 @@ config.json gained ``classes`` (null: every class) and ``input_shape`` (null: th
 the transfer issue; no run directory moved (the hash omits both at null). Every config.json gained
 ``context`` (null: image data) and ``depth`` (null: the architecture's), of the language-model
 issue, and the IMP and dense configs ``init_from`` and ``init_from_checksum`` (null: the random init);
-no run directory moved (the hash omits them at null; a path is never hashed).
+no run directory moved (the hash omits them at null; a path is never hashed). Every config.json
+gained ``train_subset`` (null: the whole training split), of the usability issue; no run directory
+moved (the hash omits it at null).
 
 Each case runs ``--dry-run`` (the resolver every run uses; nothing is written) and compares the
 run directory it names and a digest of the resolved config.json it prints.
@@ -25,49 +27,49 @@ from supermask.cli import main
 
 PINS = [
     ('--arch conv6',
-     'runs/search/conv6-mnist-5k/8228bd68f7fe/seed-0', '9dc9f6c33405af38'),
+     'runs/search/conv6-mnist-5k/8228bd68f7fe/seed-0', 'f4e0666467f3f2e7'),
     ('--arch conv4 --structure nm:2:4',
-     'runs/search/conv4-mnist-5k/bb74cccdaee6/seed-0', '31cc83dd8dd9d853'),
+     'runs/search/conv4-mnist-5k/bb74cccdaee6/seed-0', '7e0ce08e6e1410af'),
     ('--arch lenet_300_100 --structure channel --density 0.5',
-     'runs/search/lenet_300_100-mnist-5k/8e336210b7ef/seed-0', 'a06571c3815be872'),
+     'runs/search/lenet_300_100-mnist-5k/8e336210b7ef/seed-0', 'e8a21c7c5eadf1a6'),
     ('--arch lenet_300_100 --method bernoulli',
-     'runs/search/lenet_300_100-mnist-5k/9a7486ebb21b/seed-0', '1aaf13b000153c96'),
+     'runs/search/lenet_300_100-mnist-5k/9a7486ebb21b/seed-0', '59481696526fb882'),
     ('--arch lenet_300_100 --method biprop',
-     'runs/search/lenet_300_100-mnist-5k/f5308ef7c775/seed-0', '4ecf66a4e939d41f'),
+     'runs/search/lenet_300_100-mnist-5k/f5308ef7c775/seed-0', 'c6be0e89752a4cfd'),
     ('--arch lenet_300_100 --method gem-miner',
-     'runs/search/lenet_300_100-mnist-5k/3e5830851bd2/seed-0', 'da872eb571d3b5c5'),
+     'runs/search/lenet_300_100-mnist-5k/3e5830851bd2/seed-0', 'ece02dda9a1d4ba8'),
     ('--arch lenet_300_100 --method iterand',
-     'runs/search/lenet_300_100-mnist-5k/4eeb3af4c690/seed-0', '34175f5e971b7335'),
+     'runs/search/lenet_300_100-mnist-5k/4eeb3af4c690/seed-0', '2599c4c7a3ed57a8'),
     ('--arch conv2 --scope global --density 0.1',
-     'runs/search/conv2-mnist-5k/07dc234e73d5/seed-0', 'a69214cbc7cc177a'),
+     'runs/search/conv2-mnist-5k/07dc234e73d5/seed-0', '457685b2d3f2da4c'),
     ('--arch conv6',
-     'runs/train/conv6-mnist-5k/62f3a0bc6702/seed-0', 'db2913c5b68a3865'),
+     'runs/train/conv6-mnist-5k/62f3a0bc6702/seed-0', '6b6529a2b2929e64'),
     ('--arch lenet_300_100 --levels 3',
-     'runs/imp/lenet_300_100-mnist-5k/97778ef33b95/seed-0', '75bdc01ec53b36e3'),
+     'runs/imp/lenet_300_100-mnist-5k/97778ef33b95/seed-0', 'cd8e4f8bbd0da024'),
     ('--arch conv4 --rewind 100it --levels 2',
-     'runs/imp/conv4-mnist-5k/461264978c8b/seed-0', '5b8af6406db57b45'),
+     'runs/imp/conv4-mnist-5k/461264978c8b/seed-0', 'a0cfbb0a3d77430a'),
     ('--arch lenet_300_100 --levels 2 --control reinit',
-     'runs/imp/lenet_300_100-mnist-5k/0b4c6641607a/seed-0', 'c3f7e22465438a62'),
+     'runs/imp/lenet_300_100-mnist-5k/0b4c6641607a/seed-0', '85b251764924100a'),
     ('--arch lenet_300_100 --levels 2 --control random-prune',
-     'runs/imp/lenet_300_100-mnist-5k/cc39f8216390/seed-0', '77138af6f4bc923e'),
+     'runs/imp/lenet_300_100-mnist-5k/cc39f8216390/seed-0', 'ff2b0ebb6ddfdcd2'),
     ('--arch lenet_300_100 --levels 2 --early-bird magnitude',
-     'runs/imp/lenet_300_100-mnist-5k/9e4f9a17aee7/seed-0', 'a6965b16ff57cd53'),
+     'runs/imp/lenet_300_100-mnist-5k/9e4f9a17aee7/seed-0', 'b5afd474f921ebb3'),
     ('--arch vgg11 --early-bird channel',
-     'runs/imp/vgg11-mnist-5k/02d82fa8db0a/seed-0', 'c6b02b33f2b43f04'),
+     'runs/imp/vgg11-mnist-5k/02d82fa8db0a/seed-0', 'f056dbe1feb5082f'),
     ('--arch conv4 --structure channel --levels 2',
-     'runs/imp/conv4-mnist-5k/6920eeb890ae/seed-0', '02cce6f242076531'),
+     'runs/imp/conv4-mnist-5k/6920eeb890ae/seed-0', '23468d0756e3b863'),
     ('--arch lenet_300_100 --structure nm:2:4',
-     'runs/imp/lenet_300_100-mnist-5k/fe5c98ac75bf/seed-0', '9116cf4c3342e617'),
+     'runs/imp/lenet_300_100-mnist-5k/fe5c98ac75bf/seed-0', '917ef9f9e7e665e2'),
     ('--arch lenet_300_100 --method random',
-     'runs/prune/lenet_300_100-mnist-5k/3f8b9e647144/seed-0', '231da2315dac9761'),
+     'runs/prune/lenet_300_100-mnist-5k/3f8b9e647144/seed-0', '8acedfb71e00c67b'),
     ('--arch lenet_300_100 --method magnitude',
-     'runs/prune/lenet_300_100-mnist-5k/5d771f7af88b/seed-0', 'd296a1fb2e0efb0e'),
+     'runs/prune/lenet_300_100-mnist-5k/5d771f7af88b/seed-0', 'bbd93a05c989ccf8'),
     ('--arch lenet_300_100 --method snip',
-     'runs/prune/lenet_300_100-mnist-5k/f72e9a59cb53/seed-0', 'da0de9b5bbfa5bc1'),
+     'runs/prune/lenet_300_100-mnist-5k/f72e9a59cb53/seed-0', '2c1de5ea199fbad1'),
     ('--arch conv2 --method grasp',
-     'runs/prune/conv2-mnist-5k/ba2e40e48e09/seed-0', 'f7dbb486a982300f'),
+     'runs/prune/conv2-mnist-5k/ba2e40e48e09/seed-0', 'a25251c0e27f231a'),
     ('--arch lenet_300_100 --method synflow --density 0.05',
-     'runs/prune/lenet_300_100-mnist-5k/b41ffff974ba/seed-0', '4e96a92efda8947c'),
+     'runs/prune/lenet_300_100-mnist-5k/b41ffff974ba/seed-0', '6804025373c4ff81'),
 ]
 COMMANDS = {"search", "train", "imp", "prune"}
 

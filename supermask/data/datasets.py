@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import math
 import io
 import logging
 import os
@@ -276,6 +277,9 @@ class RelabelledSplit(TorchDataset):
 def _split_labels(split) -> torch.Tensor:
     if isinstance(split, TensorSplit):
         return split.labels
+    if isinstance(split, RelabelledSplit):
+        inner = _split_labels(split.split)
+        return torch.tensor([split.mapping[int(inner[i])] for i in split.indices], dtype=torch.int64)
     if isinstance(split, torch.utils.data.Subset):
         targets = split.dataset.targets
         return torch.tensor([targets[i] for i in split.indices], dtype=torch.int64)
@@ -310,6 +314,47 @@ def restrict_classes(data: Dataset, classes: tuple[int, ...]) -> Dataset:
             splits[part] = RelabelledSplit(split, torch.nonzero(keep).flatten().tolist(), mapping)
     info = dataclasses.replace(data.info, num_classes=len(classes), classes=classes_text(classes))
     return Dataset(info, splits["train"], splits["val"], splits["test"])
+
+
+def train_subset_size(subset: float, total: int) -> int:
+    """How many training examples ``--train-subset`` keeps of ``total``: a fraction in (0, 1)
+    (rounded half up), or a count."""
+    return int(math.floor(subset * total + 0.5)) if subset < 1 else int(subset)
+
+
+def subsample_train(data: Dataset, subset: float) -> Dataset:
+    """``data`` with its training split cut to ``subset`` (a fraction in (0, 1), or a count),
+    stratified: each class keeps its share (rounded by largest remainder, ties to the lower class),
+    its examples drawn by one seeded permutation per class, in their original order. The seed is
+    fixed (``derived_seed(0, "train-subset")``): every run seed trains on the same subset, so seeds
+    vary the training only. Validation and test splits are untouched."""
+    from ..seeding import derived_seed
+
+    labels = _split_labels(data.train)
+    total, size = len(labels), train_subset_size(subset, len(labels))
+    counts = torch.bincount(labels, minlength=data.info.num_classes)
+    present = int((counts > 0).sum())
+    if not present <= size <= total:
+        raise DataError(f"--train-subset {subset:g}: {size} of {data.info.name}'s {total} training examples; need "
+                        f"between {present} (one per class) and {total}")
+    exact = counts.double() * size / total
+    quota = exact.floor().long()
+    remainders = (exact - quota.double()).tolist()
+    for c in sorted(range(len(remainders)), key=lambda c: (-remainders[c], c))[: size - int(quota.sum())]:
+        quota[c] += 1
+    generator = torch.Generator().manual_seed(derived_seed(0, "train-subset"))
+    chosen = []
+    for c in range(len(counts)):
+        members = (labels == c).nonzero().flatten()
+        chosen.append(members[torch.randperm(len(members), generator=generator)[: int(quota[c])]])
+    keep = torch.cat(chosen).sort().values
+    train = data.train
+    if isinstance(train, TensorSplit):
+        train = TensorSplit(train.images[keep], train.labels[keep])
+    else:
+        identity = {c: c for c in range(data.info.num_classes)}
+        train = RelabelledSplit(train, keep.tolist(), identity)
+    return Dataset(data.info, train, data.val, data.test)
 
 
 def parse_input_shape(text) -> tuple[int, int]:
@@ -420,15 +465,21 @@ def _load_text(name: str, root, download: bool, context: Optional[int], classes,
 
 
 def load_dataset(name: str, root: Optional[Path] = None, download: bool = False, image_size: int = 224,
-                 classes=None, input_shape: Optional[str] = None, context: Optional[int] = None) -> Dataset:
+                 classes=None, input_shape: Optional[str] = None, context: Optional[int] = None,
+                 train_subset: Optional[float] = None) -> Dataset:
     """Load data set ``name`` (a registry name or ``imagefolder:PATH``); with ``classes`` (text such
     as ``"0-4"``, or indices) only those classes, relabelled ``0..n-1`` (:func:`restrict_classes`);
-    with ``input_shape`` (``"3x32x32"``) its images converted to that shape (:func:`reshape_inputs`)."""
+    with ``train_subset`` (a fraction, or a count) a stratified part of its training split
+    (:func:`subsample_train`); with ``input_shape`` (``"3x32x32"``) its images converted to that
+    shape (:func:`reshape_inputs`)."""
     from ..classes import parse_classes
 
     from . import text
 
     if text.is_text(name):
+        if train_subset is not None:
+            raise SupermaskError("--train-subset applies to image data sets (a text's windows: give a shorter "
+                                 "text:PATH)")
         return _load_text(name, root, download, context, classes, input_shape)
     if context is not None:
         raise SupermaskError(f"--context applies to text data sets, not {name}")
@@ -445,6 +496,7 @@ def load_dataset(name: str, root: Optional[Path] = None, download: bool = False,
                 raise SupermaskError(f"cannot create data root {root}: {exc.strerror}") from None
         data = loader(root, download)
     data = data if subset is None else restrict_classes(data, subset)
+    data = data if train_subset is None else subsample_train(data, train_subset)
     return data if input_shape is None else reshape_inputs(data, input_shape)
 
 
