@@ -86,6 +86,7 @@ def run_stage(config: ExperimentConfig, data, stage: Stage, device=None,
     if run.is_finished():
         run.check_config(stage.record)
         log.info("finished run found, skipping: %s", run.path)
+        backfill_tracking(config, run)
         return StageResult(run.path, run.read_result(RESULT_KEYS), skipped=True)
     device = resolve_device(config.device) if device is None else device
     writer = distributed.is_main()
@@ -134,6 +135,7 @@ def finished_rows(run: RunDir, config: ExperimentConfig, key: str) -> Optional[l
         return None
     run.check_config(config_dict(config))
     log.info("finished run found, skipping: %s", run.path)
+    backfill_tracking(config, run)
     return run.read_result((key,))[key]
 
 
@@ -198,6 +200,17 @@ def tracking(config: ExperimentConfig, run: RunDir) -> list[Callback]:
     from .training.tensorboard import TensorBoardLogger
 
     return [TensorBoardLogger(run.path)]
+
+
+def backfill_tracking(config: ExperimentConfig, run: RunDir) -> None:
+    """A finished run asked for tracking it did not have: its event files from ``metrics.jsonl``."""
+    if not (config.tensorboard and distributed.is_main()):
+        return
+    from .training.tensorboard import events_from_metrics
+
+    for folder in events_from_metrics(run.path):
+        log.warning("%s: written from metrics.jsonl (the run had finished without --tensorboard): its "
+                    "evaluations only, no per-step training loss", folder)
 
 
 def provenance(config: ExperimentConfig, info, summary, state: dict) -> dict:

@@ -246,3 +246,28 @@ def test_an_absurd_imp_plan_is_refused_with_the_number_it_implies():
 
     with pytest.raises(SupermaskError, match="this plan runs 3096 pruning levels"):
         resolve(IMPConfig.for_arch("lenet_300_100", target_density=1e-300, scope="global"))
+
+
+def test_tensorboard_on_a_finished_run_writes_its_evaluations_from_the_metrics(tmp_path, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from supermask.cli import main
+
+    args = ["imp", "--arch", "lenet_300_100", "--levels", "1", "--epochs", "1", "--batch-size", "500", "-q",
+            "--device", "cpu", "--out", str(tmp_path)]
+    assert main(args) == 0 and not list(tmp_path.rglob("tensorboard"))
+    assert main([*args, "--tensorboard"]) == 0
+    assert "already finished" in capsys.readouterr().out
+    folders = sorted(tmp_path.rglob("tensorboard"))
+    assert [f.parent.name for f in folders] == ["level-0", "level-1"]
+    for folder in folders:
+        events = EventAccumulator(str(folder))
+        events.Reload()
+        metrics = RunDir(folder.parent).read_metrics()
+        for split in ("val", "test"):
+            logged = [(e.step, e.value) for e in events.Scalars(f"{split}/accuracy")]
+            assert logged == [(m["step"], pytest.approx(m["accuracy"])) for m in metrics if m["split"] == split]
+        assert "train/loss" not in events.Tags()["scalars"]  # not in metrics.jsonl: not invented
+    before = [f.stat().st_mtime_ns for f in folders[0].iterdir()]
+    assert main([*args, "--tensorboard"]) == 0  # written once
+    assert [f.stat().st_mtime_ns for f in folders[0].iterdir()] == before

@@ -5,6 +5,11 @@ Written to ``<run>/tensorboard/``: ``train/loss`` and ``train/lr`` every step; p
 ``density/<layer>``, and ``mask/flipped``: the fraction of mask bits that changed since the
 previous evaluation (a strong ticket's mask moving, or IMP's pruning). A resumed run purges
 events past its checkpoint, so the curves never double back.
+
+A run that finished without ``--tensorboard`` gets its event file from ``metrics.jsonl`` when it
+is run again with it (:func:`events_from_metrics`): every evaluation's loss, accuracy and
+density (the per-step training loss, the learning rate and the mask flips are not in
+``metrics.jsonl``, so they are not there).
 """
 
 from __future__ import annotations
@@ -28,6 +33,34 @@ def _summary_writer():
         raise SupermaskError("--tensorboard needs the tensorboard package: pip install 'supermask[tensorboard]'") \
             from None
     return SummaryWriter
+
+
+def events_from_metrics(run_path: Path) -> list[Path]:
+    """Write ``<run>/tensorboard/`` from ``metrics.jsonl`` for ``run_path`` and every run inside it
+    (IMP's levels) that has metrics and no event file yet; the folders written."""
+    import json
+
+    written = []
+    for metrics in sorted(Path(run_path).rglob("metrics.jsonl")):
+        folder = metrics.parent / TENSORBOARD_DIR
+        if folder.exists():
+            continue
+        writer = _summary_writer()(str(folder))
+        for line in metrics.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a line cut by a crash: the loop's reader skips it too
+            if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+                continue
+            for key in ("loss", "accuracy"):
+                if isinstance(record.get(key), (int, float)) and isinstance(record.get("split"), str):
+                    writer.add_scalar(f"{record['split']}/{key}", record[key], record["step"])
+            if isinstance(record.get("density"), (int, float)):
+                writer.add_scalar("density/overall", record["density"], record["step"])
+        writer.close()
+        written.append(folder)
+    return written
 
 
 class TensorBoardLogger(Callback):
