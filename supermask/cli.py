@@ -224,14 +224,18 @@ class _SweepProgress:
 
 
 def _save_config(path: str, configs: list) -> None:
-    from .option_files import write_option_file
+    from .option_files import resolved_options, write_option_file
 
     ctx = click.get_current_context()
     params = {**ctx.params, "imports": ctx.meta.get("supermask.imports")}
-    write_option_file(path, ctx.command, params, header=[
-        f"supermask {ctx.command.name} options: `supermask {ctx.command.name} --config {os.path.basename(path)}` "
-        f"runs the same {len(configs)} config(s); options given on the command line win.",
-        "Options left out take the library's defaults (`--dry-run` prints them resolved)."])
+    filled, varying = resolved_options(ctx.command, params, configs)
+    header = [f"supermask {ctx.command.name} options: `supermask {ctx.command.name} --config "
+              f"{os.path.basename(path)}` runs the same {len(configs)} config(s); options given on the command "
+              f"line win.", "Every option is written as it resolved, defaults included, so a later release's "
+              "defaults do not change what this file runs."]
+    if varying:
+        header.append(f"Left to each config's own default (they differ across the grid): {', '.join(varying)}.")
+    write_option_file(path, ctx.command, filled, header=header)
     click.echo(f"wrote {path}", err=True)
 
 

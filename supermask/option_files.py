@@ -77,6 +77,34 @@ def _command_line_form(value: Any, option: click.Option, where: str) -> Any:
     return ",".join(str(item) for item in items)
 
 
+def resolved_options(command: click.Command, params: dict[str, Any], configs: list) -> tuple[dict, list[str]]:
+    """``params`` with each option left None (a default the library resolves) given the value the
+    resolved ``configs`` hold for it (a config field, or a training field, of the option's name),
+    where every config holds the same one; and the options whose resolved values differ across
+    the configs (a sweep over methods with their own defaults), left None."""
+    from .runs import config_dict
+
+    records = [config_dict(c) for c in configs]
+    filled, varying = dict(params), []
+    for key, option in _options(command).items():
+        if params.get(option.name) is not None or option.multiple:
+            continue
+        values = []
+        for record in records:
+            if option.name in record:
+                values.append(record[option.name])
+            elif option.name in record.get("train", {}):
+                values.append(record["train"][option.name])
+        if not values or len(values) != len(records) or all(v is None for v in values):
+            continue
+        if any(v != values[0] for v in values):
+            varying.append(key)
+            continue
+        value = values[0]
+        filled[option.name] = ",".join(str(v) for v in value) if isinstance(value, list) else value
+    return filled, varying
+
+
 def write_option_file(path: str, command: click.Command, params: dict[str, Any], header: Iterable[str] = (),
                       force: bool = False) -> None:
     """Write ``params`` (click's parsed values of ``command``) as a TOML option file; None (not

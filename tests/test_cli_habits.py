@@ -122,6 +122,10 @@ def test_config_files_round_trip_and_the_command_line_wins(capsys, tmp_path):
     out, header = _dry_run(capsys, *args, "--save-config", str(saved))
     text = saved.read_text()
     assert "density = [0.2, 0.1]" in text and "seed = [0, 1]" in text and 'method = "gem-miner"' in text
+    # the defaults the library resolved are written too, so a later release's defaults change nothing
+    for resolved in ("score-l2 = 0.0001", "freeze-every = 5", "epochs = 10", "batch-size = 128", 'scope = "global"',
+                     'init = "signed-constant"', "momentum = 0.9"):
+        assert f"\n{resolved}\n" in text, resolved
     again, header_again = _dry_run(capsys, "--config", str(saved))
     assert len(header) == 4 and header_again == header and again == out
     _, changed = _dry_run(capsys, "--config", str(saved), "--lr", "0.25", "--seed", "3")  # the command line wins
