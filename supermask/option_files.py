@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 import click
 
@@ -32,9 +32,46 @@ def _key(option: click.Option) -> str:
     return next(o for o in option.opts if o.startswith("--"))[2:]
 
 
+#: What a run's config.json holds that is no option: the identity it was resolved to.
+RUN_RECORD_ONLY = ("data_fingerprint", "init_from_checksum")
+
+
+def _run_config_options(path: str, command: click.Command) -> Optional[dict[str, Any]]:
+    """The options a run's ``config.json`` sets (its fields and training fields; nulls are left to
+    the defaults), or None if ``path`` is no JSON object with a ``train`` object."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("train"), dict):
+        return None
+    fields = {**{k: v for k, v in data.items() if k != "train"}, **data["train"]}
+    options = {option.name: option for option in _options(command).values()}
+    values = {}
+    for name, value in fields.items():
+        if value is None or name in RUN_RECORD_ONLY:
+            continue
+        option = options.get(name)
+        if option is None:
+            raise SupermaskError(f"--config {path}: a run's config with {name!r}, which is no option of "
+                                 f"`supermask {command.name}` (a config.json of another command's run?)")
+        if isinstance(value, list) and not option.multiple:
+            value = ",".join(str(v) for v in value) if value else ""
+            values[option.name] = value
+            continue
+        values[option.name] = _command_line_form(value, option, f"--config {path}: {name}")
+    return values
+
+
 def read_option_file(path: str, command: click.Command) -> dict[str, Any]:
     """The options ``path`` sets for ``command``, as click's ``default_map`` takes them (each value
-    in its command-line form, so that click converts and checks it as if it had been typed)."""
+    in its command-line form, so that click converts and checks it as if it had been typed). A
+    run's own ``config.json`` is read too ("rerun this run"): its fields are the options."""
+    from_run = _run_config_options(path, command)
+    if from_run is not None:
+        return from_run
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover

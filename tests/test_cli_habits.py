@@ -271,3 +271,19 @@ def test_a_train_dict_is_a_train_config_and_a_wrong_field_is_one_line():
     assert resolve(SearchConfig(arch="lenet_300_100", train={"epochs": 1, "lr": 0.5})).train.lr == 0.5
     with pytest.raises(SupermaskError, match="no training field 'epoch'"):
         SearchConfig(train={"epoch": 1})
+
+
+def test_a_runs_own_config_json_reruns_that_run(tmp_path, capsys):
+    from supermask.cli import main
+
+    small = ["--arch", "lenet_300_100", "--iterations", "2", "--batch-size", "500", "--device", "cpu", "-q",
+             "--out", str(tmp_path)]
+    assert main(["search", *small, "--density", "0.3", "--scope", "global"]) == 0
+    assert main(["imp", *small, "--levels", "1", "--control", "reinit"]) == 0
+    capsys.readouterr()
+    runs = {p.parent.parts[-4]: p.parent for p in tmp_path.rglob("config.json") if p.parent.name == "seed-0"}
+    for command in ("search", "imp"):
+        assert main([command, "--config", str(runs[command] / "config.json"), "--out", str(tmp_path)]) == 0
+        assert capsys.readouterr().out.splitlines()[0] == f"already finished: {runs[command]}"
+    assert main(["search", "--config", str(runs["imp"] / "config.json")]) == 2
+    assert "a config.json of another command's run?" in capsys.readouterr().err
