@@ -91,11 +91,13 @@ def run_options(f: Callable) -> Callable:
         click.option("--config", default=None, type=PathOption(dir_okay=False), is_eager=True, callback=_read_config,
                      help="A TOML file of options (keys: option names; lists sweep); the command line wins."),
         click.option("--save-config", default=None, type=PathOption(dir_okay=False),
-                     help="Write this command's options to a TOML file (for --config), then go on."),
+                     help="Write every option as it resolved to a TOML file (for --config), then go on."),
         click.option("--dry-run", is_flag=True,
-                     help="Print each run's resolved config, hash and run directory; write nothing, run nothing."),
+                     help="Check each run as it would be checked (data, plan, network) and print its run directory "
+                          "and hash, one line each (with --verbose its resolved config); write nothing, run nothing."),
         click.option("--quiet", "-q", is_flag=True, help="No progress, warnings only."),
-        click.option("--verbose", "-v", count=True, help="More log output (-vv for debug)."),
+        click.option("--verbose", "-v", count=True, help="More log output (-vv for debug); --dry-run: each resolved "
+                                                          "config."),
     ]):
         f = option(f)
     return f
@@ -172,7 +174,7 @@ def _run_points(configs: list, invocation: dict) -> None:
         _save_config(invocation["save_config"], configs)
     if invocation["dry_run"]:
         for index, config in enumerate(configs, 1):
-            _describe(config, index, len(configs))
+            _describe(engine, config, index, len(configs), verbose=bool(invocation["verbose"]))
         return
     from .training import ProgressBar, distributed, resolve_device
 
@@ -239,22 +241,30 @@ def _save_config(path: str, configs: list) -> None:
     click.echo(f"wrote {path}", err=True)
 
 
-def _describe(config, index: int, total: int) -> None:
-    """A dry run's account of one config: the resolved config, its hash and run directory."""
+def _describe(engine, config, index: int, total: int, verbose: bool = False) -> None:
+    """A dry run's account of one config: its run directory and hash, after every check the run
+    makes before it writes anything (the data, the plan's length, the network for the data and the
+    structure); with ``verbose`` the resolved config too."""
     from .configs import identified, load_data
     from .errors import DataError
     from .runs import config_dict, config_hash
+    from .stage import planned_steps
 
     try:
-        config = identified(config, load_data(config)[0])  # fingerprints the data (reads it; writes nothing)
+        data, spec = load_data(config)  # fingerprints the data (reads it; writes nothing)
     except DataError as exc:
         where = f"hash and run directory unknown until the data is present ({exc})"
     else:
+        config = identified(config, data)
+        planned_steps(config, data)
+        if engine.check is not None:
+            engine.check(config, spec)
         run = config.run_dir()
         state = ("finished" if run.is_finished() else "would resume") if run.path.exists() else "new"
         where = f"run directory {run.path} (hash {config_hash(config)}; {state})"
     click.echo(f"# {index}/{total}: {where}")
-    click.echo(json.dumps(config_dict(config), indent=2, sort_keys=True))
+    if verbose:
+        click.echo(json.dumps(config_dict(config), indent=2, sort_keys=True))
 
 
 class _Interrupted(Exception):

@@ -190,5 +190,14 @@ def result_parts(result: dict) -> tuple[str, str]:
     return result.get("method", "dense"), ""  # "dense", or "<method> fine-tuned" for a fine-tuned ticket
 
 
+def check_network(config: DenseConfig, spec: InputSpec) -> None:
+    """What a dense run refuses about its network before it writes anything (a dry run's check; a
+    ticket's fine-tuning is checked against the ticket when it runs)."""
+    from .stage import check_input_shape
+
+    if config.ticket is None:
+        check_input_shape(build_dense(config, spec), spec, config.arch)
+
+
 ENGINES.add("train", Engine("train", DenseConfig, train_dense, label, rebuild_plain, kind="weak",
-                            result_parts=result_parts))
+                            result_parts=result_parts, check=check_network))

@@ -60,6 +60,9 @@ class Engine:
     in_comparisons: bool = True  # False: an analysis, whose stages compare leaves out of its tables
     # An analysis's own report: report(finished run roots, out folder) -> (Markdown, files written)
     report: Optional[Callable[[list, Path], tuple[str, list]]] = None
+    # check(resolved config, InputSpec): what the run refuses about its network before it writes
+    # anything (the architecture takes the data and the structure), without training: a dry run's
+    check: Optional[Callable[[Any, Any], None]] = None
 
     def resolve(self, config):
         """The resolved, frozen config (:func:`supermask.resolve`); refuses another engine's config."""

@@ -149,5 +149,13 @@ def read_config(run_dir: Path) -> SearchConfig:
     return config_from_dict(read_json(Path(run_dir) / CONFIG))
 
 
+def check_network(config: SearchConfig, spec: InputSpec) -> None:
+    """What a search refuses about its network, before it writes anything (a dry run's check)."""
+    from .stage import check_input_shape
+
+    check_input_shape(METHODS.get(config.method).build(config, spec), spec, config.arch)
+
+
 ENGINES.add("search", Engine("search", SearchConfig, search, label, load_search_model, kind="strong",
-                             effective_state=effective_state, read_config=read_config, initial_is_control=True))
+                             effective_state=effective_state, read_config=read_config, initial_is_control=True,
+                             check=check_network))

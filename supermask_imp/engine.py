@@ -466,4 +466,4 @@ def result_parts(result: dict) -> tuple[str, str]:
 
 
 ENGINES.add("imp", Engine("imp", IMPConfig, run_imp, label, rebuild_plain, kind="weak", result_parts=result_parts,
-                          early_stopping=True))
+                          early_stopping=True, check=_check_model))

@@ -256,4 +256,15 @@ def label(config: PruneConfig) -> str:
     return f"{config.arch} {config.method}{Structure.parse(config.structure).label()} d={config.density:g} s={config.seed}"
 
 
-ENGINES.add("prune", Engine("prune", PruneConfig, prune_and_train, label, rebuild_plain, kind="weak"))
+def check_network(config: PruneConfig, spec: InputSpec) -> None:
+    """What pruning at initialisation refuses about its network before it writes anything (a dry
+    run's check): the architecture takes the data and the structure."""
+    from supermask.stage import check_input_shape
+
+    model = create_model(config.arch, spec, config.layer_types(masked_layer_types()), **config.model_kwargs())
+    check_input_shape(model, spec, config.arch)
+    selection_for(model, config.scope, config.structure, (spec.in_channels, spec.image_size, spec.image_size))
+
+
+ENGINES.add("prune", Engine("prune", PruneConfig, prune_and_train, label, rebuild_plain, kind="weak",
+                            check=check_network))

@@ -92,7 +92,7 @@ def test_usage_errors_are_one_line_with_the_help_hint(capsys):
 
 
 def _dry_run(capsys, *args):
-    code, out, err = run_cli(["search", "--dry-run", *args], capsys)
+    code, out, err = run_cli(["search", "--dry-run", "--verbose", *args], capsys)
     assert code == 0, err
     header = [line for line in out.splitlines() if line.startswith("# ")]
     return out, header
@@ -175,8 +175,8 @@ def test_example_configs_load_and_resolve(capsys, tmp_path):
     assert len(examples) >= 8
     for path in examples:
         command = path.name.split("-", 1)[0]
-        code, out, err = run_cli([command, "--config", str(path), "--dry-run", "--data-root", str(tmp_path),
-                                  "--out", str(tmp_path / "runs")], capsys)
+        code, out, err = run_cli([command, "--config", str(path), "--dry-run", "--verbose", "--data-root",
+                                  str(tmp_path), "--out", str(tmp_path / "runs")], capsys)
         assert code == 0, (path.name, err)
         assert json.loads(out.split("\n", 1)[1].split("\n# ")[0])["arch"], path.name
 
@@ -287,3 +287,25 @@ def test_a_runs_own_config_json_reruns_that_run(tmp_path, capsys):
         assert capsys.readouterr().out.splitlines()[0] == f"already finished: {runs[command]}"
     assert main(["search", "--config", str(runs["imp"] / "config.json")]) == 2
     assert "a config.json of another command's run?" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args,message", [
+    (["search", "--arch", "resnet20", "--structure", "channel"], "--structure channel needs a chain"),
+    (["imp", "--arch", "gpt_tiny", "--dataset", "tinyshakespeare", "--structure", "head"], "give --levels 3 or fewer"),
+    (["prune", "--arch", "lenet_300_100", "--structure", "head"], "--structure head needs attention blocks"),
+    (["train", "--arch", "vit_tiny", "--input-shape", "1x30x30"], "vit_tiny cannot take"),
+])
+def test_a_dry_run_refuses_what_the_run_would_refuse(args, message, tmp_path, capsys):
+    code, out, err = run_cli([*args, "--dry-run", "--out", str(tmp_path)], capsys)
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+def test_a_dry_run_prints_one_line_per_grid_point_and_the_configs_with_verbose(tmp_path, capsys):
+    args = ["search", "--arch", "lenet_300_100", "--density", "0.5,0.3", "--seed", "0,1", "--dry-run",
+            "--out", str(tmp_path)]
+    code, out, _ = run_cli(args, capsys)
+    assert code == 0 and len(out.splitlines()) == 4 and all(line.startswith("# ") for line in out.splitlines())
+    code, verbose, _ = run_cli([*args, "--verbose"], capsys)
+    headers = [line for line in verbose.splitlines() if line.startswith("# ")]
+    assert headers == out.splitlines() and verbose.count('"arch": "lenet_300_100"') == 4

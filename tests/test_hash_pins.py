@@ -77,7 +77,7 @@ COMMANDS = {"search", "train", "imp", "prune"}
 def dry_run(command: str, args: list[str]) -> tuple[str, str]:
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        code = main([command, *args, "--dry-run", "--out", "runs"])
+        code = main([command, *args, "--dry-run", "--verbose", "--out", "runs"])
     assert code == 0
     header, body = buf.getvalue().split("\n", 1)
     return header.split("run directory ", 1)[1].split(" (hash")[0], hashlib.sha256(body.encode()).hexdigest()[:16]

@@ -166,6 +166,11 @@ def create_model(
     except TypeError as exc:  # torch's argument errors may carry a C++ trace: the first line says it
         raise SupermaskError(f"architecture {name!r}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}"
                              ) from None
+    except SupermaskError:
+        raise
+    except ValueError as exc:  # a builder refusing the input or its options (a patch size, a head count)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SupermaskError(f"{name} cannot take {spec.describe()} at {_options_text(kwargs)}: {first}") from None
     except (OverflowError, RuntimeError) as exc:
         if isinstance(exc, RuntimeError) and "overflow" not in str(exc).lower():
             raise
