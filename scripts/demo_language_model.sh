@@ -8,7 +8,8 @@
 # gpt_tiny at --width 0.5 --depth 2 (dim 64, 2 blocks, 4 heads; 98K prunable weights), windows of
 # 64 characters, 2 epochs (490 steps at batch 64) a run or level, SEEDS (default 0,1,2):
 # - dense baseline (AdamW 1e-3, nanoGPT's, the library's default for gpt_tiny);
-# - IMP: 3 levels of global 20% magnitude pruning, rewinding to θ0, with the reinit control;
+# - IMP: 7 levels of global 20% magnitude pruning (to density 0.21), rewinding to θ0, with the reinit
+#   control;
 # - IMP head tickets: 3 levels, each removing one of every block's 4 heads (smallest L1 norm),
 #   with the random-prune control (as many random heads);
 # - edge-popup over the random GPT at densities 0.5 and 0.2 (signed-constant weights, the method's
@@ -25,7 +26,7 @@ common=(--dataset tinyshakespeare --width 0.5 --depth 2 --epochs 2 --seed "$seed
 
 lane_a() {
   supermask train --arch gpt_tiny "${common[@]}"
-  supermask imp --arch gpt_tiny "${common[@]}" --levels 3 --control none,reinit
+  supermask imp --arch gpt_tiny "${common[@]}" --levels 7 --control none,reinit
   supermask search --arch gpt_tiny_untied "${common[@]}" --structure head --density 0.5
 }
 

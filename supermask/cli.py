@@ -690,11 +690,39 @@ def prune_cmd(**kw) -> None:
 @click.argument("paths", nargs=-1, required=True, type=PathOption())
 @click.option("--out", default="report", show_default=True, type=PathOption(), help="Folder for the report files.")
 @click.option("--force", is_flag=True, help="Replace files in --out that compare did not write (or that were edited).")
-def compare(paths: tuple[str, ...], out: str, force: bool) -> None:
+@click.option("--select", "select", multiple=True, metavar="FIELD=VALUE",
+              help="Only the runs whose result.json has this value (repeatable; e.g. engine=imp, arch=conv4, "
+                   "structure=head, control=none, method=edge-popup).")
+@click.option("--figure-formats", default="png,pdf", show_default=True,
+              help="The figures' formats, a list of png, pdf and svg (PDF and SVG are vector, for a paper).")
+@click.option("--panel-size", default="9,5", show_default=True, metavar="W,H",
+              help="Each panel's width and height in inches (a paper column: about 3.3,2.5).")
+@click.option("--font-size", default=8.0, show_default=True, type=float, help="The figures' font size in points.")
+def compare(paths: tuple[str, ...], out: str, force: bool, select: tuple[str, ...], figure_formats: str,
+            panel_size: str, font_size: float) -> None:
     """Compare finished runs (run directories or whole run trees): tables and plots vs density."""
+    from .report import FIGURE_FORMATS, FigureStyle
     from .report import compare as run_compare
+    from .sweep import parse_list
 
-    table, problems, written = run_compare(paths, out, force=force)
+    chosen = {}
+    for item in select:
+        field, sep, value = item.partition("=")
+        if not sep or not field.strip():
+            raise SupermaskError(f"--select takes FIELD=VALUE (e.g. engine=imp), got {item!r}")
+        chosen[field.strip()] = value.strip()
+    formats = tuple(parse_list(figure_formats, str, "--figure-formats"))
+    unknown = [f for f in formats if f not in FIGURE_FORMATS]
+    if unknown or not formats:
+        raise SupermaskError(f"--figure-formats takes {', '.join(FIGURE_FORMATS)}, got {figure_formats!r}")
+    size = parse_list(panel_size, float, "--panel-size")
+    if len(size) != 2 or not all(0.5 <= x <= 100 for x in size):
+        raise SupermaskError(f"--panel-size takes a width and a height in inches (0.5-100), e.g. 3.3,2.5; got "
+                             f"{panel_size!r}")
+    if not 2 <= font_size <= 72:
+        raise SupermaskError(f"--font-size takes points in 2-72, got {font_size:g}")
+    style = FigureStyle(formats=formats, panel_size=(size[0], size[1]), font_size=font_size)
+    table, problems, written = run_compare(paths, out, force=force, select=chosen, style=style)
     for problem in problems:
         click.echo(f"supermask: warning: left out {problem}", err=True)
     click.echo(table)

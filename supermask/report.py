@@ -66,6 +66,7 @@ class Point:
     family: str = ""  # the method without its control (``imp channel``); the method itself if it is none
     control: str = ""  # "", or the control this point is: "reinit", "random-prune", "random mask"
     metric: str = "accuracy"  # what ``value`` is: "accuracy", or "loss" (language models)
+    result: dict = field(default_factory=dict, compare=False, repr=False)  # the run's result.json (compare --select)
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,7 @@ def _points_of(result: dict, config: dict, source: str) -> list[Point]:
     requested = result.get("requested_density", result["density"])
     common = dict(arch=result["arch"], dataset=result["dataset"], density=round(float(requested), 4),
                   seed=int(result["seed"]), reached=float(result["density"]), config=config_key(config),
-                  collapsed=tuple(result.get("collapsed_layers") or ()), source=source)
+                  collapsed=tuple(result.get("collapsed_layers") or ()), source=source, result=result)
     engine = _engine(result)
     family, control = engine.result_parts(result)
     loss = result.get("task") == "language-model"
@@ -247,11 +248,17 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+#: A p-value is computed only with at least this many seeds on each side; with fewer it is marked
+#: as not computed (two seeds a side give a t-test with about two degrees of freedom).
+MIN_SEEDS_FOR_TEST = 3
+
+
 def welch_p(a: list[float], b: list[float]) -> float:
-    """Two-sided Welch t-test p-value (NaN with fewer than two values a side or no variance)."""
+    """Two-sided Welch t-test p-value (NaN with fewer than :data:`MIN_SEEDS_FOR_TEST` values a side
+    or no variance)."""
     from scipy import stats
 
-    if len(a) < 2 or len(b) < 2:
+    if len(a) < MIN_SEEDS_FOR_TEST or len(b) < MIN_SEEDS_FOR_TEST:
         return math.nan
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -356,7 +363,7 @@ def _value_cell(row: dict, metric: Metric) -> str:
 
 
 def _control_cell(control: dict, metric: Metric = ACCURACY) -> str:
-    test = "" if math.isnan(control["p"]) else f" (p={control['p']:.3g})"
+    test = " (p not computed: n < 3)" if math.isnan(control["p"]) else f" (p={control['p']:.3g})"
     return f"{control['control']}: {metric.scale * control['delta']:+.{metric.digits}f}{test}"
 
 
@@ -378,6 +385,8 @@ def markdown(rows: list[dict], problems: list[str], plots: Iterable[str] = ()) -
         lines.append("")
     if any(r["std"] is None for r in rows):
         lines += ["A value without ± is a single seed: no spread, no test.", ""]
+    lines += [f"± is one standard deviation over seeds; Welch's p-value only with at least {MIN_SEEDS_FOR_TEST} seeds "
+              f"a side.", ""]
     if any(r["collapsed"] for r in rows):
         lines += ["⚠ collapsed: a layer of the ticket keeps no weight, so the network cannot pass a signal "
                   "through it (layer collapse, Tanaka et al. 2020).", ""]
@@ -405,73 +414,136 @@ def csv_text(rows: list[dict], metric: Metric = ACCURACY) -> str:
     return buffer.getvalue()
 
 
-def _panels(rows: list[dict], value: str, ylabel: str, path: Path, keep=lambda row: True, scale: float = 100.0) -> bool:
+#: A control's line style in the figures (the method itself: solid); every series of a family shares
+#: its colour pair (dark: the method, light: its controls) and its marker.
+CONTROL_STYLES = {"": "-", "random mask": "-.", "reinit": "--", "random-prune": ":"}
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+
+
+@dataclass(frozen=True)
+class FigureStyle:
+    """How compare draws its figures: the formats written, each panel's size in inches, the font size."""
+
+    formats: tuple[str, ...] = ("png", "pdf")
+    panel_size: tuple[float, float] = (9.0, 5.0)
+    font_size: float = 8.0
+
+
+FIGURE_FORMATS = ("png", "pdf", "svg")
+
+
+def series_styles(rows: list[dict]) -> dict[str, dict]:
+    """Each non-dense series' label, colour, marker and line style (keyed by its method label): a
+    family's colour pair and marker, a control's line style; no two series share all three."""
+    import matplotlib.pyplot as plt
+
+    palette = plt.get_cmap("tab20").colors
+    families = sorted({r["family"] for r in rows if r["method_name"] != "dense"})
+    styles = {}
+    for method in sorted({r["method"] for r in rows if r["method_name"] != "dense"}):
+        mine = [r for r in rows if r["method"] == method]
+        family, control = mine[0]["family"], mine[0]["control"]
+        index = families.index(family)
+        seeds = sorted({r["seeds"] for r in mine})
+        n = f"n={seeds[0]}" if len(seeds) == 1 else f"n={seeds[0]}-{seeds[-1]}"
+        styles[method] = {"label": f"{method} ({n})", "color": palette[(2 * index + bool(control)) % len(palette)],
+                          "marker": MARKERS[index % len(MARKERS)],
+                          "linestyle": CONTROL_STYLES.get(control, (0, (3, 1, 1, 1, 1, 1)))}
+    return styles
+
+
+def _panels(rows: list[dict], value: str, ylabel: str, path: Path, keep=lambda row: True, scale: float = 100.0,
+            style: FigureStyle = FigureStyle()) -> list[Path]:
+    """One panel per (architecture, data set) of ``rows``' ``value`` ("mean" or "early_stop") vs
+    density, written in ``style``'s formats (``path`` with each suffix); the files written."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
+    from .figures import save_figure
+
     keys = sorted({(r["arch"], r["dataset"]) for r in rows if keep(r)})
     if not keys:
-        return False
-    fig, axes = plt.subplots(1, len(keys), figsize=(9 * len(keys), 5), squeeze=False)
-    palette = plt.get_cmap("tab20").colors  # pairs: a method in the dark colour, its controls in the light one
-    bases = sorted({r["family"] for r in rows if keep(r)})  # one colour per
-    for ax, key in zip(axes[0], keys):  # method in every panel
-        part = [r for r in rows if (r["arch"], r["dataset"]) == key and keep(r)]
-        for method in sorted({r["method"] for r in part}):
-            series = sorted((r for r in part if r["method"] == method), key=lambda r: r["reached"])
-            if series[0]["method_name"] == "dense":
-                if value == "mean":  # one line per dense baseline config
-                    ax.axhline(scale * statistics.fmean(r["mean"] for r in series), color="black", linestyle=":",
-                               label=method.replace("dense", "dense (trained)", 1))
-                continue
-            if value == "mean":
-                xs, ys = [r["reached"] for r in series], [scale * r["mean"] for r in series]
-                sd = [scale * (r["std"] or 0.0) for r in series]
-            else:
-                series = [r for r in series if r["early_stop"]]
-                xs, ys, sd = [r["reached"] for r in series], [r["early_stop"][0] for r in series], [r["early_stop"][1] for r in series]
-            control = bool(series[0]["control"])
-            index = 2 * bases.index(series[0]["family"]) + control
-            line, = ax.plot(xs, ys, marker="o", label=method, linestyle="--" if control else "-",
-                            color=palette[index % len(palette)])
-            ax.fill_between(xs, [y - s for y, s in zip(ys, sd)], [y + s for y, s in zip(ys, sd)], alpha=0.15,
-                            color=line.get_color())
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-        ax.tick_params(axis="x", which="minor", labelsize=7)
-        ax.invert_xaxis()
-        ax.set_xlabel("density (fraction of weights kept, log scale)")
-        ax.set_ylabel(ylabel)
-        ax.set_title(f"{key[0]} on {key[1]}")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
-    return True
+        return []
+    width, height = style.panel_size
+    with plt.rc_context({"font.size": style.font_size}):
+        fig, axes = plt.subplots(1, len(keys), figsize=(width * len(keys), height), squeeze=False)
+        styles = series_styles([r for r in rows if keep(r)])
+        for ax, key in zip(axes[0], keys):
+            part = [r for r in rows if (r["arch"], r["dataset"]) == key and keep(r)]
+            for method in sorted({r["method"] for r in part}):
+                series = sorted((r for r in part if r["method"] == method), key=lambda r: r["reached"])
+                if series[0]["method_name"] == "dense":
+                    if value == "mean":  # one line per dense baseline config
+                        ax.axhline(scale * statistics.fmean(r["mean"] for r in series), color="black", linestyle=":",
+                                   label=f"{method.replace('dense', 'dense (trained)', 1)} (n={series[0]['seeds']})")
+                    continue
+                if value == "mean":
+                    xs, ys = [r["reached"] for r in series], [scale * r["mean"] for r in series]
+                    sd = [scale * (r["std"] or 0.0) for r in series]
+                    low = [y - s for y, s in zip(ys, sd)]
+                else:
+                    series = [r for r in series if r["early_stop"]]
+                    xs, ys = [r["reached"] for r in series], [r["early_stop"][0] for r in series]
+                    sd = [r["early_stop"][1] for r in series]
+                    low = [max(0.0, y - s) for y, s in zip(ys, sd)]  # an iteration is never negative
+                look = styles[method]
+                ax.plot(xs, ys, label=look["label"], color=look["color"], marker=look["marker"],
+                        linestyle=look["linestyle"], markersize=max(3.0, style.font_size * 0.6))
+                ax.fill_between(xs, low, [y + s for y, s in zip(ys, sd)], alpha=0.15, color=look["color"])
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(_minor_density_label))
+            ax.tick_params(axis="x", which="minor", labelsize=style.font_size * 0.8)
+            ax.invert_xaxis()
+            ax.set_xlabel("density (fraction of weights kept, log scale)")
+            ax.set_ylabel(ylabel)
+            ax.set_title(f"{key[0]} on {key[1]}")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=style.font_size * 0.85, loc="center left", bbox_to_anchor=(1.01, 0.5),
+                      title="band: ±1 std over seeds", title_fontsize=style.font_size * 0.85)
+        fig.tight_layout()
+        return save_figure(fig, path, style.formats)
 
 
-def compare(paths: Iterable[Path], out: Path, force: bool = False) -> tuple[str, list[str], list[Path]]:
+def _minor_density_label(x: float, _position) -> str:
+    """Minor ticks of the log density axis: labelled only at 2, 3 and 5 of a decade, so they never
+    crowd each other (0.2, 0.3, 0.5; 0.02, ...)."""
+    mantissa = x / 10 ** math.floor(math.log10(x) + 1e-9)
+    return f"{x:g}" if round(mantissa, 6) in (2.0, 3.0, 5.0) else ""
+
+
+def compare(paths: Iterable[Path], out: Path, force: bool = False, select: Optional[dict] = None,
+            style: FigureStyle = FigureStyle()) -> tuple[str, list[str], list[Path]]:
     """Write the report to ``out``; returns (Markdown table, problems, files written). The files are
     made aside and moved in only if none would replace a file compare did not write (without
     ``force``) or anything in a run directory (:func:`supermask.writing.publish`)."""
     from .writing import publish
 
     found = collect(paths)
+    if select:
+        found = selected(found, select)
     if not found.points and not found.analyses:
         detail = f" ({found.problems[0]})" if found.problems else ""
-        raise SupermaskError(f"no finished runs to compare{detail}")
-    (table, problems, _), written = publish(Path(out), lambda folder: _write_report(found, folder), force)
+        chosen = f" matching {', '.join(f'{k}={v}' for k, v in select.items())}" if select else ""
+        raise SupermaskError(f"no finished runs{chosen} to compare{detail}")
+    (table, problems, _), written = publish(Path(out), lambda folder: _write_report(found, folder, style), force)
     return table, problems, written
 
 
-def _write_report(found, out: Path) -> tuple[str, list[str], list[Path]]:
+def selected(found: "Collection", select: dict) -> "Collection":
+    """The runs of ``found`` whose result has every ``field: value`` of ``select`` (values compared
+    as text: ``engine=imp``, ``structure=head``, ``arch=conv4``, ``control=none``); analyses are
+    left out when anything is selected."""
+    def matches(point: Point) -> bool:
+        return all(str(point.result.get(k)) == str(v) for k, v in select.items())
+
+    return Collection([p for p in found.points if matches(p)], list(found.problems), {})
+
+
+def _write_report(found, out: Path, style: FigureStyle = FigureStyle()) -> tuple[str, list[str], list[Path]]:
     if not found.points:  # analyses only
         text, files = _analysis_reports(found.analyses, out)
         return text, list(found.problems), files
@@ -484,13 +556,13 @@ def _write_report(found, out: Path) -> tuple[str, list[str], list[Path]]:
             continue
         written.append(out / metric.csv)
         atomic_write_bytes(out / metric.csv, csv_text(mine, metric).encode())
-        if _panels(mine, "mean", metric.axis, out / metric.figure, scale=metric.scale):
-            plots.append(out / metric.figure)
-    if _panels(rows, "early_stop", "iteration of minimum validation loss", out / "early_stop_vs_density.png",
-               keep=lambda row: row["early_stop"] is not None):  # the engines that report it (IMP)
-        plots.append(out / "early_stop_vs_density.png")
+        plots += _panels(mine, "mean", metric.axis, out / metric.figure, scale=metric.scale, style=style)
+    plots += _panels(rows, "early_stop", "iteration of minimum validation loss", out / "early_stop_vs_density.png",
+                     keep=lambda row: row["early_stop"] is not None, style=style)  # the engines that report it (IMP)
     table = markdown(rows, problems)
-    atomic_write_bytes(written[0], markdown(rows, problems, [p.name for p in plots]).encode())
+    shown = [p.name for p in plots if p.suffix in (".png", ".svg")]  # what the Markdown report embeds
+    shown = [n for n in shown if not (n.endswith(".svg") and n[:-4] + ".png" in shown)]
+    atomic_write_bytes(written[0], markdown(rows, problems, shown).encode())
     if found.analyses:
         text, files = _analysis_reports(found.analyses, out)
         table, written = f"{table}\n{text}", written + files

@@ -82,7 +82,8 @@ def test_report_files_and_damaged_inputs(tree, tmp_path):
     assert any("alien" in p and "not a supermask result" in p for p in problems)
     assert any("unfinished" in p for p in problems) and any("missing" in p for p in problems)
     assert {p.name for p in written} == {"comparison.md", "comparison.csv", "accuracy_vs_density.png",
-                                          "early_stop_vs_density.png"}
+                                          "accuracy_vs_density.pdf", "early_stop_vs_density.png",
+                                          "early_stop_vs_density.pdf"}  # the PDFs: vector, for a paper
     for p in written:
         assert p.stat().st_size > 0
     assert (tmp_path / "report" / "accuracy_vs_density.png").read_bytes()[:4] == b"\x89PNG"
@@ -137,7 +138,7 @@ def test_one_seed_shows_its_value_without_a_spread_or_a_test(tmp_path):
     write_result(root / "reinit" / "level-1", engine="imp", control="reinit", level=1, density=0.2,
                  test_accuracy=0.90)
     table, _, written = compare([root], tmp_path / "report")
-    assert "| imp | 0.2 | 0.2 | 95.0 | 1 |" in table and "imp reinit: +5.0 |" in table
+    assert "| imp | 0.2 | 0.2 | 95.0 | 1 |" in table and "imp reinit: +5.0 (p not computed: n < 3) |" in table
     data_rows = [line for line in table.splitlines() if line.startswith("| imp")]
     assert len(data_rows) == 2 and not any("±" in line or "p=" in line or "nan" in line for line in data_rows)
     md = (tmp_path / "report" / "comparison.md").read_text()
@@ -191,3 +192,64 @@ def test_a_field_left_out_of_the_key_at_its_default_is_labelled_with_that_defaul
                  config={"dropout": 0.5})
     labels = sorted(r["method"] for r in comparison_rows(collect([root]).points))
     assert labels == ["imp (dropout=0)", "imp (dropout=0.5)"]
+
+
+def _with_random_prune(tree):
+    for seed, acc in enumerate((0.85, 0.86, 0.84)):
+        write_result(tree / "imp" / f"p{seed}" / "level-1", engine="imp", control="random-prune", level=1, seed=seed,
+                     density=0.2, test_accuracy=acc, min_val_loss_step=500)
+    return tree
+
+
+def test_every_series_has_its_own_style_and_the_legend_says_n_and_the_band(tree, tmp_path):
+    from supermask.report import FigureStyle, series_styles
+
+    rows = comparison_rows(collect([_with_random_prune(tree)]).points)
+    styles = series_styles(rows)
+    assert set(styles) == {"imp", "imp reinit", "imp random-prune", "edge-popup signed-constant",
+                           "edge-popup signed-constant random mask"}
+    looks = [(s["color"], s["marker"], s["linestyle"]) for s in styles.values()]
+    assert len(set(looks)) == len(looks)  # no two series alike
+    assert styles["imp reinit"]["linestyle"] != styles["imp random-prune"]["linestyle"]
+    assert styles["imp"]["color"] != styles["imp reinit"]["color"] and all(s["label"].endswith("(n=3)")
+                                                                           for s in styles.values())
+    out = tmp_path / "report"
+    _, _, written = compare([tree], out, style=FigureStyle(formats=("png", "pdf", "svg"), panel_size=(3.3, 2.5),
+                                                           font_size=6))
+    names = {p.name for p in written}
+    assert {"accuracy_vs_density.png", "accuracy_vs_density.pdf", "accuracy_vs_density.svg",
+            "early_stop_vs_density.svg"} <= names
+    svg = (out / "accuracy_vs_density.svg").read_text()
+    for text in ("band: ±1 std over seeds", "imp random-prune (n=3)", "dense (trained) (n=3)"):
+        assert text in svg, text
+    assert (out / "accuracy_vs_density.pdf").read_bytes().startswith(b"%PDF")
+    assert "accuracy_vs_density.png" in (out / "comparison.md").read_text()
+
+
+def test_p_values_need_three_seeds_a_side(tmp_path):
+    root = tmp_path / "runs"
+    for seed, (imp, reinit) in enumerate([(0.95, 0.90), (0.96, 0.91)]):
+        write_result(root / f"s{seed}" / "level-1", engine="imp", control="none", level=1, seed=seed, density=0.2,
+                     test_accuracy=imp)
+        write_result(root / f"r{seed}" / "level-1", engine="imp", control="reinit", level=1, seed=seed, density=0.2,
+                     test_accuracy=reinit)
+    rows = {r["method"]: r for r in comparison_rows(collect([root]).points)}
+    assert math.isnan(rows["imp"]["controls"][0]["p"])
+    table, _, _ = compare([root], tmp_path / "report")
+    assert "(p not computed: n < 3)" in table and "p=" not in table
+
+
+def test_select_keeps_the_runs_with_the_given_result_fields(tree, tmp_path, capsys):
+    from supermask.cli import main
+
+    assert main(["compare", str(tree), "--out", str(tmp_path / "a"), "--select", "engine=imp",
+                 "--select", "control=reinit"]) == 0
+    table = capsys.readouterr().out
+    assert "imp reinit" in table and "edge-popup" not in table and "| dense |" not in table
+    for args, message in ((["--select", "engine"], "--select takes FIELD=VALUE"),
+                          (["--select", "engine=nothing"], "no finished runs matching engine=nothing"),
+                          (["--figure-formats", "png,jpg"], "--figure-formats takes png, pdf, svg"),
+                          (["--panel-size", "3"], "--panel-size takes a width and a height"),
+                          (["--font-size", "100"], "--font-size takes points in 2-72")):
+        assert main(["compare", str(tree), "--out", str(tmp_path / "b"), *args]) == 2
+        assert message in capsys.readouterr().err

@@ -259,3 +259,12 @@ def test_the_compact_ticket_stores_one_bit_per_head_and_rebuilds_the_network(tmp
     capsys.readouterr()
     assert main(["evaluate", str(ticket)]) == 0
     assert "(the same)" in capsys.readouterr().out
+
+
+def test_the_zoo_vit_gets_whole_head_masks_in_a_search():
+    config = resolve(SearchConfig(arch="vit_tiny", structure="head", density=0.25, width=0.5, depth=2))
+    model = METHODS.get("edge-popup").build(config, InputSpec(1, 28, 10))
+    masks = model_masks(model)
+    for i in range(2):
+        assert int(heads_of(masks, f"blocks.{i}.attn", 4).sum()) == 1
+    assert bool(masks["head.weight"].all()) and bool(masks["patch_embed.weight"].all())  # kept whole
