@@ -64,6 +64,7 @@ class ExperimentConfig(Resolvable):
     channels_last: bool = False  # CUDA only
     compile: bool = False  # torch.compile the training forward
     tensorboard: bool = False  # also write TensorBoard scalars to <run>/tensorboard/
+    wandb_project: Optional[str] = None  # also log to this Weights & Biases project (<run>/wandb/)
 
     ENGINE = "experiment"
 

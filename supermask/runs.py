@@ -44,7 +44,7 @@ RESULT_KEYS = ("test_accuracy", "val_accuracy", "selected_epoch", "selection", "
 
 #: Fields that never change a result: where files go, how much is printed, how data is read.
 NON_RESULT_FIELDS = frozenset({"out", "device", "data_root", "download", "quiet", "num_workers", "seed",
-                               "checkpoint_every", "channels_last", "compile", "tensorboard",
+                               "checkpoint_every", "channels_last", "compile", "tensorboard", "wandb_project",
                                "ticket",  # a fine-tuned ticket's path: its content is in ticket_checksum
                                "init_from",  # a starting point's path: its content is in init_from_checksum
                                "imp_run",  # an analysed IMP run's path: its config is in imp_config_hash

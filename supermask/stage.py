@@ -195,11 +195,28 @@ def writing(run: RunDir, record: dict, lock: bool = True):
 
 def tracking(config: ExperimentConfig, run: RunDir) -> list[Callback]:
     """The experiment-tracking callbacks ``config`` asks for (written by rank 0 only)."""
-    if not (config.tensorboard and distributed.is_main()):
+    if not distributed.is_main():
         return []
-    from .training.tensorboard import TensorBoardLogger
+    callbacks: list[Callback] = []
+    if config.tensorboard:
+        from .training.tensorboard import TensorBoardLogger
 
-    return [TensorBoardLogger(run.path)]
+        callbacks.append(TensorBoardLogger(run.path))
+    if config.wandb_project:
+        from .training.wandb_logger import WandbLogger
+
+        name = _below(run.path, Path(config.out))
+        group = _below(run.path.parent, Path(config.out)) if run.path.name.startswith("level-") else None
+        callbacks.append(WandbLogger(run.path, config.wandb_project, name, group))
+    return callbacks
+
+
+def _below(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` where it lies below it (a run's name in a tracker), else as is."""
+    try:
+        return str(Path(path).resolve().relative_to(Path(root).resolve()))
+    except ValueError:
+        return str(path)
 
 
 def backfill_tracking(config: ExperimentConfig, run: RunDir) -> None:

@@ -10,8 +10,9 @@ the transfer issue; no run directory moved (the hash omits both at null). Every 
 ``context`` (null: image data) and ``depth`` (null: the architecture's), of the language-model
 issue, and the IMP and dense configs ``init_from`` and ``init_from_checksum`` (null: the random init);
 no run directory moved (the hash omits them at null; a path is never hashed). Every config.json
-gained ``train_subset`` (null: the whole training split), of the usability issue; no run directory
-moved (the hash omits it at null).
+gained ``train_subset`` (null: the whole training split) and ``wandb_project`` (null: no W&B
+logging), of the usability issue; no run directory moved (the hash omits the first at null and
+never covers the second).
 
 Each case runs ``--dry-run`` (the resolver every run uses; nothing is written) and compares the
 run directory it names and a digest of the resolved config.json it prints.
@@ -27,49 +28,49 @@ from supermask.cli import main
 
 PINS = [
     ('--arch conv6',
-     'runs/search/conv6-mnist-5k/8228bd68f7fe/seed-0', 'f4e0666467f3f2e7'),
+     'runs/search/conv6-mnist-5k/8228bd68f7fe/seed-0', '397144dea37d923b'),
     ('--arch conv4 --structure nm:2:4',
-     'runs/search/conv4-mnist-5k/bb74cccdaee6/seed-0', '7e0ce08e6e1410af'),
+     'runs/search/conv4-mnist-5k/bb74cccdaee6/seed-0', 'bd101f2b57380737'),
     ('--arch lenet_300_100 --structure channel --density 0.5',
-     'runs/search/lenet_300_100-mnist-5k/8e336210b7ef/seed-0', 'e8a21c7c5eadf1a6'),
+     'runs/search/lenet_300_100-mnist-5k/8e336210b7ef/seed-0', '9f2a84027cd7383b'),
     ('--arch lenet_300_100 --method bernoulli',
-     'runs/search/lenet_300_100-mnist-5k/9a7486ebb21b/seed-0', '59481696526fb882'),
+     'runs/search/lenet_300_100-mnist-5k/9a7486ebb21b/seed-0', '84007e6b474cb66b'),
     ('--arch lenet_300_100 --method biprop',
-     'runs/search/lenet_300_100-mnist-5k/f5308ef7c775/seed-0', 'c6be0e89752a4cfd'),
+     'runs/search/lenet_300_100-mnist-5k/f5308ef7c775/seed-0', 'f2a95cd311e52113'),
     ('--arch lenet_300_100 --method gem-miner',
-     'runs/search/lenet_300_100-mnist-5k/3e5830851bd2/seed-0', 'ece02dda9a1d4ba8'),
+     'runs/search/lenet_300_100-mnist-5k/3e5830851bd2/seed-0', '1f232ce0e259b68b'),
     ('--arch lenet_300_100 --method iterand',
-     'runs/search/lenet_300_100-mnist-5k/4eeb3af4c690/seed-0', '2599c4c7a3ed57a8'),
+     'runs/search/lenet_300_100-mnist-5k/4eeb3af4c690/seed-0', '486fdac77185446b'),
     ('--arch conv2 --scope global --density 0.1',
-     'runs/search/conv2-mnist-5k/07dc234e73d5/seed-0', '457685b2d3f2da4c'),
+     'runs/search/conv2-mnist-5k/07dc234e73d5/seed-0', 'df33a5af200b9fae'),
     ('--arch conv6',
-     'runs/train/conv6-mnist-5k/62f3a0bc6702/seed-0', '6b6529a2b2929e64'),
+     'runs/train/conv6-mnist-5k/62f3a0bc6702/seed-0', '6b63d0428f0fcb33'),
     ('--arch lenet_300_100 --levels 3',
-     'runs/imp/lenet_300_100-mnist-5k/97778ef33b95/seed-0', 'cd8e4f8bbd0da024'),
+     'runs/imp/lenet_300_100-mnist-5k/97778ef33b95/seed-0', '27b15adbaa4c6336'),
     ('--arch conv4 --rewind 100it --levels 2',
-     'runs/imp/conv4-mnist-5k/461264978c8b/seed-0', 'a0cfbb0a3d77430a'),
+     'runs/imp/conv4-mnist-5k/461264978c8b/seed-0', '11a981edd7742252'),
     ('--arch lenet_300_100 --levels 2 --control reinit',
-     'runs/imp/lenet_300_100-mnist-5k/0b4c6641607a/seed-0', '85b251764924100a'),
+     'runs/imp/lenet_300_100-mnist-5k/0b4c6641607a/seed-0', '7ac96200cdcfe8b3'),
     ('--arch lenet_300_100 --levels 2 --control random-prune',
-     'runs/imp/lenet_300_100-mnist-5k/cc39f8216390/seed-0', 'ff2b0ebb6ddfdcd2'),
+     'runs/imp/lenet_300_100-mnist-5k/cc39f8216390/seed-0', 'c1504f5c47b8cdbe'),
     ('--arch lenet_300_100 --levels 2 --early-bird magnitude',
-     'runs/imp/lenet_300_100-mnist-5k/9e4f9a17aee7/seed-0', 'b5afd474f921ebb3'),
+     'runs/imp/lenet_300_100-mnist-5k/9e4f9a17aee7/seed-0', '27259918141dc297'),
     ('--arch vgg11 --early-bird channel',
-     'runs/imp/vgg11-mnist-5k/02d82fa8db0a/seed-0', 'f056dbe1feb5082f'),
+     'runs/imp/vgg11-mnist-5k/02d82fa8db0a/seed-0', '0f778805bb748c0a'),
     ('--arch conv4 --structure channel --levels 2',
-     'runs/imp/conv4-mnist-5k/6920eeb890ae/seed-0', '23468d0756e3b863'),
+     'runs/imp/conv4-mnist-5k/6920eeb890ae/seed-0', '934037236e35c9bc'),
     ('--arch lenet_300_100 --structure nm:2:4',
-     'runs/imp/lenet_300_100-mnist-5k/fe5c98ac75bf/seed-0', '917ef9f9e7e665e2'),
+     'runs/imp/lenet_300_100-mnist-5k/fe5c98ac75bf/seed-0', '8ac779c616e37a8f'),
     ('--arch lenet_300_100 --method random',
-     'runs/prune/lenet_300_100-mnist-5k/3f8b9e647144/seed-0', '8acedfb71e00c67b'),
+     'runs/prune/lenet_300_100-mnist-5k/3f8b9e647144/seed-0', '0242621ace149e7d'),
     ('--arch lenet_300_100 --method magnitude',
-     'runs/prune/lenet_300_100-mnist-5k/5d771f7af88b/seed-0', 'bbd93a05c989ccf8'),
+     'runs/prune/lenet_300_100-mnist-5k/5d771f7af88b/seed-0', '94effa7ca9b0314b'),
     ('--arch lenet_300_100 --method snip',
-     'runs/prune/lenet_300_100-mnist-5k/f72e9a59cb53/seed-0', '2c1de5ea199fbad1'),
+     'runs/prune/lenet_300_100-mnist-5k/f72e9a59cb53/seed-0', '6ee8748681118d3b'),
     ('--arch conv2 --method grasp',
-     'runs/prune/conv2-mnist-5k/ba2e40e48e09/seed-0', 'a25251c0e27f231a'),
+     'runs/prune/conv2-mnist-5k/ba2e40e48e09/seed-0', '05fb609ccbe846c0'),
     ('--arch lenet_300_100 --method synflow --density 0.05',
-     'runs/prune/lenet_300_100-mnist-5k/b41ffff974ba/seed-0', '6804025373c4ff81'),
+     'runs/prune/lenet_300_100-mnist-5k/b41ffff974ba/seed-0', '00ead32ccd179aeb'),
 ]
 COMMANDS = {"search", "train", "imp", "prune"}
 

@@ -271,3 +271,57 @@ def test_tensorboard_on_a_finished_run_writes_its_evaluations_from_the_metrics(t
     before = [f.stat().st_mtime_ns for f in folders[0].iterdir()]
     assert main([*args, "--tensorboard"]) == 0  # written once
     assert [f.stat().st_mtime_ns for f in folders[0].iterdir()] == before
+
+
+class _FakeWandb:
+    """What the logger asks of ``wandb``, recorded (the real package's offline files are checked below)."""
+
+    def __init__(self):
+        self.runs = []
+
+    def init(self, **kwargs):
+        run = type("Run", (), {})()
+        run.kwargs, run.logged, run.finished = kwargs, [], False
+        run.log = lambda values, step: run.logged.append((step, dict(values)))
+        run.finish = lambda: setattr(run, "finished", True)
+        self.runs.append(run)
+        return run
+
+
+def test_the_wandb_logger_logs_every_step_and_evaluation_under_the_runs_name(tmp_path, monkeypatch, capsys):
+    import json
+    import sys
+
+    from supermask.cli import main
+
+    fake = _FakeWandb()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    args = ["imp", "--arch", "lenet_300_100", "--levels", "1", "--epochs", "1", "--batch-size", "500", "-q",
+            "--device", "cpu", "--out", str(tmp_path), "--wandb", "tickets"]
+    assert main(args) == 0
+    assert len(fake.runs) == 2 and all(r.finished for r in fake.runs)  # one W&B run per level
+    for run in fake.runs:
+        kwargs = run.kwargs
+        level_dir = tmp_path / kwargs["name"]
+        assert kwargs["project"] == "tickets" and level_dir.name.startswith("level-")
+        assert kwargs["group"] == str(level_dir.parent.relative_to(tmp_path))
+        assert kwargs["config"] == json.loads((level_dir / "config.json").read_text())
+        steps = [step for step, values in run.logged if "train/loss" in values]
+        assert steps == list(range(1, 9))  # 4,000 images at batch 500: 8 steps
+        metrics = RunDir(level_dir).read_metrics()
+        logged_val = [(step, v["val/accuracy"]) for step, v in run.logged if "val/accuracy" in v]
+        assert logged_val == [(m["step"], m["accuracy"]) for m in metrics if m["split"] == "val"]
+
+
+def test_wandb_offline_writes_the_run_beside_its_metrics(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")  # the dev extra installs it
+    from supermask.cli import main
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    assert main(["search", "--arch", "lenet_300_100", "--iterations", "3", "--batch-size", "500", "-q", "--device",
+                 "cpu", "--out", str(tmp_path), "--wandb", "tickets"]) == 0
+    (log,) = tmp_path.rglob("offline-run-*/run-*.wandb")
+    assert log.parent.parent.parent.name == "seed-0" and log.parent.parent.name == "wandb"
+    data = log.read_bytes()
+    assert b"train/loss" in data and b"val/accuracy" in data and b"tickets" in data
