@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The instability analysis of the README (docs/stability/): dense LeNet-300-100 on the bundled data
+# The instability analysis of the guide (docs/guide/stability.md, report in docs/stability/): dense LeNet-300-100 on the bundled data
 # at IMP's recipe for it (Adam 1.2e-3, batch 60, 20 epochs) and at --lr 0.01; its IMP level 7
 # (density 0.21); a strong ticket of edge-popup (density 0.5); three seeds, one pair of copies (two
 # noise seeds) each. Conv-2 dense at its recipe cut to 5 epochs, one seed (a Conv-2 run takes ~3 min

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The ticket-transfer example of the README (docs/transfer/): LeNet-300-100 on the bundled data, a
+# The ticket-transfer example of the guide (docs/guide/transfer.md, report in docs/transfer/): LeNet-300-100 on the bundled data, a
 # source task of digits 0-4 and a target task of digits 5-9 (--classes), three seeds.
 #
 # - Weak tickets (Morcos et al. 2019's question): IMP on digits 0-4 at its recipe for LeNet (Adam

@@ -258,7 +258,14 @@ class FolderLoader:
 
 def make_loader(split: Split, info: DatasetInfo, batch_size: int, *, train: bool, seed: int = 0,
                 device="cpu", num_workers: Optional[int] = None, rank: int = 0, world_size: int = 1):
-    """Batches of ``split``; with ``world_size > 1``, this rank's shard of every global batch."""
+    """Batches of ``split`` as ``(inputs, labels)`` on ``device``: the fast path every engine uses.
+
+    An in-memory split (the bundled data, MNIST-like and CIFAR files) and a text split stay
+    resident on the device and are batched there, normalised with ``info``'s mean and std and, with
+    ``train``, shuffled per epoch from ``seed`` (call ``set_epoch(e)`` before each epoch) and
+    augmented as ``info`` says; an image folder goes through a ``torch.utils.data.DataLoader``
+    (``num_workers``). With ``world_size > 1``, this rank's shard of every global batch. The splits
+    are also ``torch.utils.data.Dataset`` objects, for code of your own."""
     from .text import TokenSplit
 
     if isinstance(split, TokenSplit):

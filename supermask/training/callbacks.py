@@ -22,25 +22,42 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 class Callback:
+    """What the training loop calls besides training; subclass it and override what you need.
+
+    Every engine takes a list of them (``search(config, callbacks=[...])``, ``run_imp``, ``train``):
+    a logger implements ``after_step`` and ``on_eval``; a method's regulariser ``loss_penalty``; a
+    callback with state that must survive a crash ``state_dict`` and ``load_state_dict``. ``state``
+    is the loop's :class:`~supermask.training.state.TrainState` (``model``, ``optimizer``, ``step``,
+    ``epoch``, ``total_steps``, ``steps_per_epoch``, ``resumed``; ``stopped`` ends training early)."""
+
     def on_stage(self, stage: str) -> None:
         """An engine that trains more than once (IMP's levels) names the next stage before it starts."""
 
-    def on_train_start(self, state: "TrainState") -> None: ...
+    def on_train_start(self, state: "TrainState") -> None:
+        """Once, before the first step (after a resume: with ``state.step`` where it resumes)."""
 
-    def after_step(self, state: "TrainState", loss: float, correct: int, count: int) -> None: ...
+    def after_step(self, state: "TrainState", loss: float, correct: int, count: int) -> None:
+        """After every optimiser step: the batch's mean ``loss`` and ``correct`` of ``count`` predictions."""
 
-    def on_eval(self, state: "TrainState", records: list[dict]) -> None: ...
+    def on_eval(self, state: "TrainState", records: list[dict]) -> None:
+        """After every evaluation (epoch 0, before training, and each epoch's end): one record per
+        split, as ``metrics.jsonl`` holds them (``split``, ``loss``, ``accuracy``, ``density``, ``step``,
+        ``epoch``, ``lr``). Setting ``state.stopped`` ends training after it."""
 
-    def on_train_end(self, state: "TrainState") -> None: ...
+    def on_train_end(self, state: "TrainState") -> None:
+        """Once, after the last step and evaluation (also when training stopped early)."""
 
     def loss_penalty(self, state: "TrainState") -> Optional["Tensor"]:
         """A term added to the training loss of every step (a method's regulariser), or None."""
         return None
 
     def state_dict(self) -> Optional[dict]:
+        """State that shapes the rest of the run (tensors, numbers, lists, dicts), saved in every
+        checkpoint; None: none."""
         return None
 
-    def load_state_dict(self, state: dict) -> None: ...
+    def load_state_dict(self, state: dict) -> None:
+        """Take back what :meth:`state_dict` returned, when a run resumes from a checkpoint."""
 
 
 def announce_stage(callbacks, stage: str) -> None:
