@@ -239,3 +239,33 @@ def test_exports_compute_what_the_method_computes(tmp_path):
         assert torch.allclose(plain.eval()(x), load_search_model(run.path)(x), atol=1e-5)
     with pytest.raises(Exception, match="export it as state-dict"):
         export_run(run.path, "ticket", tmp_path / "t.safetensors")
+
+
+def test_a_search_from_a_network_that_passes_no_signal_is_warned_about_with_the_remedy(caplog):
+    import logging
+
+    import torch
+
+    from supermask import SearchConfig, resolve
+    from supermask.data import load_dataset
+    from supermask.methods import METHODS
+    from supermask.models import InputSpec
+    from supermask.search import NO_SIGNAL_STD, warn_if_no_signal
+
+    data = load_dataset("mnist-5k")
+    images = (data.train.images[:64].float() / 255 - torch.tensor(data.info.mean).view(1, -1, 1, 1)) / \
+        torch.tensor(data.info.std).view(1, -1, 1, 1)
+    for density, scaled_fan, warned in ((0.2, False, True), (0.2, True, False), (0.5, False, False)):
+        config = resolve(SearchConfig(arch="conv4", density=density, scaled_fan=scaled_fan))
+        model = METHODS.get("edge-popup").build(config, InputSpec(1, 28, 10))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="supermask.search"):
+            spread = warn_if_no_signal(model, data, config)
+        text = " ".join(r.getMessage() for r in caplog.records)
+        assert ("--scaled-fan" in text) == warned, (density, scaled_fan, text)
+        if scaled_fan:
+            assert spread is None  # the remedy taken: not probed
+            continue
+        with torch.no_grad():
+            expected = model.eval()(images).std(dim=0).mean().item()  # the spread, computed here
+        assert spread == pytest.approx(expected, rel=1e-5) and (spread < NO_SIGNAL_STD) == warned
