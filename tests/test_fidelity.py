@@ -22,6 +22,72 @@ def _keep_count(n: int, density: float) -> int:
     return max(1, math.floor(density * n + 0.5))
 
 
+# -- edge-popup (allenai/hidden-networks utils/conv_type.py: GetSubnet, SubnetConv.forward) -----------
+
+def test_edge_popup_forward_and_score_gradient_are_the_references():
+    """GetSubnet sorts the scores, zeroes the lowest ``int((1 - k) * n)`` and keeps the rest
+    (``k``: hidden-networks' ``prune_rate``, the kept fraction there), is called on
+    ``scores.abs()`` and passes the gradient straight through; the layer computes with
+    ``weight * subnet``."""
+    from supermask.nn.layers import SupermaskLinear
+
+    torch.manual_seed(3)
+    layer = SupermaskLinear(6, 4, bias=False, density=0.5)
+    with torch.no_grad():
+        layer.scores.copy_(torch.randn(4, 6))  # distinct magnitudes: no ties
+    x = torch.randn(5, 6)
+    layer(x).pow(2).sum().backward()
+    scores, weight = layer.scores.detach(), layer.weight.detach()
+    subnet = torch.ones(24)
+    subnet[scores.abs().flatten().sort().indices[: int((1 - 0.5) * 24)]] = 0  # the reference's selection
+    subnet = subnet.view(4, 6).requires_grad_()
+    torch.nn.functional.linear(x, weight * subnet).pow(2).sum().backward()
+    assert torch.equal(layer.mask(), subnet.detach())
+    assert torch.allclose(layer.scores.grad, subnet.grad * scores.sign(), atol=1e-6)  # straight through |s|
+
+
+def test_the_global_tie_rule_keeps_the_first_tied_entries_in_the_concatenated_order():
+    """One threshold over all layers; among entries tied at it, those earliest in the layers'
+    concatenated flat order are kept: an independent selection by (value descending, index)."""
+    from supermask.nn.layers import SupermaskLinear, attach_global_scope
+
+    torch.manual_seed(4)
+    model = nn.Sequential(SupermaskLinear(5, 4, bias=False), SupermaskLinear(4, 3, bias=False))
+    with torch.no_grad():  # three distinct values: many ties at the threshold
+        for layer in model:
+            layer.scores.copy_(torch.randint(1, 4, layer.scores.shape).float() * torch.sign(torch.randn(layer.scores.shape)))
+    attach_global_scope(model, 0.4)
+    values = torch.cat([layer.scores.detach().abs().flatten() for layer in model]).tolist()
+    k = _keep_count(len(values), 0.4)
+    chosen = sorted(range(len(values)), key=lambda i: (-values[i], i))[:k]
+    expected = torch.zeros(len(values))
+    expected[chosen] = 1
+    got = torch.cat([layer.mask().flatten() for layer in model.eval()])
+    assert torch.equal(got, expected) and int(got.sum()) == k
+
+
+# -- Bernoulli supermasks (uber-research/deconstructing-lottery-tickets: masked layers) ----------------
+
+def test_bernoulli_training_gradient_reaches_the_scores_through_the_sigmoid():
+    """A training forward pass samples the mask m ~ Bernoulli(sigmoid(s)) and computes with w * m;
+    the gradient reaches the scores straight through the sample: dL/ds = dL/dm * sigmoid'(s)."""
+    from supermask.methods.bernoulli import BernoulliLinear
+
+    torch.manual_seed(5)
+    layer = BernoulliLinear(6, 4, bias=False, density=0.5).train()
+    with torch.no_grad():
+        layer.scores.copy_(torch.randn(4, 6))
+    x = torch.randn(5, 6)
+    torch.manual_seed(11)
+    layer(x).pow(2).sum().backward()
+    scores, weight = layer.scores.detach(), layer.weight.detach()
+    p = torch.sigmoid(scores)
+    torch.manual_seed(11)
+    sample = torch.bernoulli(p).requires_grad_()  # the same draw
+    torch.nn.functional.linear(x, weight * sample).pow(2).sum().backward()
+    assert torch.allclose(layer.scores.grad, sample.grad * p * (1 - p), atol=1e-6)
+
+
 # -- biprop (chrundle/biprop utils/conv_type.py: GetQuantnet_binary, SubnetConv.forward) -----------
 
 def test_biprop_forward_and_score_gradient_on_a_3x3_layer():
