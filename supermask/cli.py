@@ -89,7 +89,7 @@ def run_options(f: Callable) -> Callable:
         click.option("--tensorboard", is_flag=True, help="Also write TensorBoard scalars to <run>/tensorboard/."),
         click.option("--wandb", "wandb_project", default=None, metavar="PROJECT",
                      help="Also log to this Weights & Biases project (needs the wandb extra; files in <run>/wandb/; "
-                          "WANDB_MODE=offline logs locally)."),
+                          "WANDB_MODE=offline logs locally). [default: off]"),
         plugin_option,
         click.option("--config", default=None, type=PathOption(dir_okay=False), is_eager=True, callback=_read_config,
                      help="A TOML file of options (keys: option names; lists sweep); the command line wins."),

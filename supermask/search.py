@@ -104,6 +104,8 @@ def warn_if_no_signal(model: nn.Module, data, config: SearchConfig) -> Optional[
     try:
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             spread = float(model.eval()(images).float().std(dim=0).mean())
+    except (RuntimeError, ValueError, IndexError, TypeError):
+        return None  # a network that cannot take the data: the input-shape check refuses it in one line
     finally:
         model.train(was_training)
     if spread < NO_SIGNAL_STD:
