@@ -45,6 +45,7 @@ RESULT_KEYS = ("test_accuracy", "val_accuracy", "selected_epoch", "selection", "
 #: Fields that never change a result: where files go, how much is printed, how data is read.
 NON_RESULT_FIELDS = frozenset({"out", "device", "data_root", "download", "quiet", "num_workers", "seed",
                                "checkpoint_every", "channels_last", "compile", "tensorboard", "wandb_project",
+                               "keep_checkpoints",
                                "ticket",  # a fine-tuned ticket's path: its content is in ticket_checksum
                                "init_from",  # a starting point's path: its content is in init_from_checksum
                                "imp_run",  # an analysed IMP run's path: its config is in imp_config_hash
@@ -249,6 +250,12 @@ class RunDir:
             if keep is None or path != self.selected_path(keep):
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
+
+    def discard_previous_checkpoint(self) -> None:
+        """Remove ``checkpoint.prev.pt`` of a finished run: ``checkpoint.pt`` holds its final state
+        (what IMP's next level prunes and stability continues from), the ticket what it reports."""
+        with contextlib.suppress(FileNotFoundError):
+            self.previous_checkpoint_path.unlink()
 
     def write_status(self, status: str, **info: Any) -> None:
         atomic_write_json(self.status_path, {"status": status, **info})

@@ -10,9 +10,10 @@ the transfer issue; no run directory moved (the hash omits both at null). Every 
 ``context`` (null: image data) and ``depth`` (null: the architecture's), of the language-model
 issue, and the IMP and dense configs ``init_from`` and ``init_from_checksum`` (null: the random init);
 no run directory moved (the hash omits them at null; a path is never hashed). Every config.json
-gained ``train_subset`` (null: the whole training split) and ``wandb_project`` (null: no W&B
-logging), of the usability issue; no run directory moved (the hash omits the first at null and
-never covers the second).
+gained ``train_subset`` (null: the whole training split), ``wandb_project`` (null: no W&B
+logging) and ``keep_checkpoints`` (false), of the usability issue; no run directory moved (the
+hash omits the first at null and never covers the other two). A finished run no longer keeps
+``checkpoint.prev.pt``.
 
 Each case runs ``--dry-run`` (the resolver every run uses; nothing is written) and compares the
 run directory it names and a digest of the resolved config.json it prints.
@@ -28,49 +29,49 @@ from supermask.cli import main
 
 PINS = [
     ('--arch conv6',
-     'runs/search/conv6-mnist-5k/8228bd68f7fe/seed-0', '397144dea37d923b'),
+     'runs/search/conv6-mnist-5k/8228bd68f7fe/seed-0', '6ab7760197250ef1'),
     ('--arch conv4 --structure nm:2:4',
-     'runs/search/conv4-mnist-5k/bb74cccdaee6/seed-0', 'bd101f2b57380737'),
+     'runs/search/conv4-mnist-5k/bb74cccdaee6/seed-0', 'a7c4ecff0acac705'),
     ('--arch lenet_300_100 --structure channel --density 0.5',
-     'runs/search/lenet_300_100-mnist-5k/8e336210b7ef/seed-0', '9f2a84027cd7383b'),
+     'runs/search/lenet_300_100-mnist-5k/8e336210b7ef/seed-0', 'b1d7405df52a9b3d'),
     ('--arch lenet_300_100 --method bernoulli',
-     'runs/search/lenet_300_100-mnist-5k/9a7486ebb21b/seed-0', '84007e6b474cb66b'),
+     'runs/search/lenet_300_100-mnist-5k/9a7486ebb21b/seed-0', 'd8ddc04df65b6ae3'),
     ('--arch lenet_300_100 --method biprop',
-     'runs/search/lenet_300_100-mnist-5k/f5308ef7c775/seed-0', 'f2a95cd311e52113'),
+     'runs/search/lenet_300_100-mnist-5k/f5308ef7c775/seed-0', '27d3e078538e8ef4'),
     ('--arch lenet_300_100 --method gem-miner',
-     'runs/search/lenet_300_100-mnist-5k/3e5830851bd2/seed-0', '1f232ce0e259b68b'),
+     'runs/search/lenet_300_100-mnist-5k/3e5830851bd2/seed-0', '33d5274f7eadc065'),
     ('--arch lenet_300_100 --method iterand',
-     'runs/search/lenet_300_100-mnist-5k/4eeb3af4c690/seed-0', '486fdac77185446b'),
+     'runs/search/lenet_300_100-mnist-5k/4eeb3af4c690/seed-0', 'd47e11fe655b26b5'),
     ('--arch conv2 --scope global --density 0.1',
-     'runs/search/conv2-mnist-5k/07dc234e73d5/seed-0', 'df33a5af200b9fae'),
+     'runs/search/conv2-mnist-5k/07dc234e73d5/seed-0', '664150d16782e081'),
     ('--arch conv6',
-     'runs/train/conv6-mnist-5k/62f3a0bc6702/seed-0', '6b63d0428f0fcb33'),
+     'runs/train/conv6-mnist-5k/62f3a0bc6702/seed-0', 'bb0b6642251e6a1d'),
     ('--arch lenet_300_100 --levels 3',
-     'runs/imp/lenet_300_100-mnist-5k/97778ef33b95/seed-0', '27b15adbaa4c6336'),
+     'runs/imp/lenet_300_100-mnist-5k/97778ef33b95/seed-0', '982645ef0716a1dc'),
     ('--arch conv4 --rewind 100it --levels 2',
-     'runs/imp/conv4-mnist-5k/461264978c8b/seed-0', '11a981edd7742252'),
+     'runs/imp/conv4-mnist-5k/461264978c8b/seed-0', '45db415505ef057d'),
     ('--arch lenet_300_100 --levels 2 --control reinit',
-     'runs/imp/lenet_300_100-mnist-5k/0b4c6641607a/seed-0', '7ac96200cdcfe8b3'),
+     'runs/imp/lenet_300_100-mnist-5k/0b4c6641607a/seed-0', 'fd4040eed3c39b78'),
     ('--arch lenet_300_100 --levels 2 --control random-prune',
-     'runs/imp/lenet_300_100-mnist-5k/cc39f8216390/seed-0', 'c1504f5c47b8cdbe'),
+     'runs/imp/lenet_300_100-mnist-5k/cc39f8216390/seed-0', '3cbf308c2e98df0c'),
     ('--arch lenet_300_100 --levels 2 --early-bird magnitude',
-     'runs/imp/lenet_300_100-mnist-5k/9e4f9a17aee7/seed-0', '27259918141dc297'),
+     'runs/imp/lenet_300_100-mnist-5k/9e4f9a17aee7/seed-0', 'c85148dc3cb8e9b2'),
     ('--arch vgg11 --early-bird channel',
-     'runs/imp/vgg11-mnist-5k/02d82fa8db0a/seed-0', '0f778805bb748c0a'),
+     'runs/imp/vgg11-mnist-5k/02d82fa8db0a/seed-0', 'f5fcc6c8813776fd'),
     ('--arch conv4 --structure channel --levels 2',
-     'runs/imp/conv4-mnist-5k/6920eeb890ae/seed-0', '934037236e35c9bc'),
+     'runs/imp/conv4-mnist-5k/6920eeb890ae/seed-0', '9615c92b149b3f8f'),
     ('--arch lenet_300_100 --structure nm:2:4',
-     'runs/imp/lenet_300_100-mnist-5k/fe5c98ac75bf/seed-0', '8ac779c616e37a8f'),
+     'runs/imp/lenet_300_100-mnist-5k/fe5c98ac75bf/seed-0', '9c23c2f55a781264'),
     ('--arch lenet_300_100 --method random',
-     'runs/prune/lenet_300_100-mnist-5k/3f8b9e647144/seed-0', '0242621ace149e7d'),
+     'runs/prune/lenet_300_100-mnist-5k/3f8b9e647144/seed-0', '7167737837e8323e'),
     ('--arch lenet_300_100 --method magnitude',
-     'runs/prune/lenet_300_100-mnist-5k/5d771f7af88b/seed-0', '94effa7ca9b0314b'),
+     'runs/prune/lenet_300_100-mnist-5k/5d771f7af88b/seed-0', '45f48c7809234173'),
     ('--arch lenet_300_100 --method snip',
-     'runs/prune/lenet_300_100-mnist-5k/f72e9a59cb53/seed-0', '6ee8748681118d3b'),
+     'runs/prune/lenet_300_100-mnist-5k/f72e9a59cb53/seed-0', '0c42090ddec1e755'),
     ('--arch conv2 --method grasp',
-     'runs/prune/conv2-mnist-5k/ba2e40e48e09/seed-0', '05fb609ccbe846c0'),
+     'runs/prune/conv2-mnist-5k/ba2e40e48e09/seed-0', '34641c19486a66ff'),
     ('--arch lenet_300_100 --method synflow --density 0.05',
-     'runs/prune/lenet_300_100-mnist-5k/b41ffff974ba/seed-0', '00ead32ccd179aeb'),
+     'runs/prune/lenet_300_100-mnist-5k/b41ffff974ba/seed-0', 'c8bb3906c6a52900'),
 ]
 COMMANDS = {"search", "train", "imp", "prune"}
 

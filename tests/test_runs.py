@@ -136,3 +136,23 @@ def test_temporaries_a_killed_writer_left_are_removed_when_the_run_goes_on(tmp_p
     result = search(config)
     assert result.run_dir == path and (path / "result.json").exists()
     assert not any(file.exists() for file in left) and kept.read_text() == "mine"
+
+
+def test_a_finished_run_keeps_its_final_checkpoint_only_unless_asked(tmp_path, capsys):
+    import torch
+
+    from supermask.cli import main
+
+    args = ["imp", "--arch", "lenet_300_100", "--levels", "1", "--epochs", "2", "--batch-size", "500", "-q",
+            "--device", "cpu"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    levels = sorted((tmp_path / "a").rglob("level-*"))
+    assert len(levels) == 2 and not list((tmp_path / "a").rglob("checkpoint.prev.pt"))
+    for level in levels:  # the final state stays: IMP's next level pruned from it
+        result = json.loads((level / "result.json").read_text())
+        assert torch.load(level / "checkpoint.pt", weights_only=True)["step"] == result["steps"]
+    assert main([*args, "--out", str(tmp_path / "b"), "--keep-checkpoints"]) == 0
+    assert len(list((tmp_path / "b").rglob("checkpoint.prev.pt"))) == 2
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0  # still finished, found as such
+    assert "already finished" in capsys.readouterr().out
