@@ -328,6 +328,11 @@ def _method_option_help(text: str, field: str) -> str:
               help=_method_option_help("Score init (see `supermask list inits`).", "score_init"))
 @click.option("--scaled-fan/--no-scaled-fan", default=None,
               help=_method_option_help("Scale the init's fan by the density (Ramanujan et al. 2020).", "scaled_fan"))
+@click.option("--scaled-fan-rule", default=None, type=click.Choice(["paper", "reference-code"]),
+              help="With --scaled-fan: the fan times the density (paper: Ramanujan et al. 2020, Sec. 4) or times "
+                   "one minus it (reference-code: hidden-networks' and biprop's builder.py, whose prune_rate is the "
+                   "kept fraction; the two agree at density 0.5). Given alone it turns the scaled fan on. "
+                   "[default: paper]")
 @click.option("--learned-bn", is_flag=True, help="Train BatchNorm's affine parameters with the scores.")
 @click.option("--rerandomize-every", default=None, type=int,
               help=_method_option_help("IteRand: re-draw period K in steps.", "rerandomize_every"))
@@ -359,6 +364,12 @@ def search(**kw) -> None:
     train_cfg = with_train_overrides(TrainConfig(), kw)  # what is not given stays None: the method's defaults fill it
     densities = resolve_densities(kw.pop("density"), kw.pop("sparsity"), None)  # None: the library's default
     seeds, inits = _seeds(kw), parse_list(kw.pop("init"), str, "--init")
+    rule = kw.pop("scaled_fan_rule")
+    if rule is not None:
+        if kw["scaled_fan"] is False:
+            raise SupermaskError(f"--scaled-fan-rule {rule} with --no-scaled-fan: a rule for a fan that is not "
+                                 f"scaled; leave one out")
+        kw["scaled_fan"] = True if rule == "paper" else rule
     configs = expand_grid(SearchConfig(train=train_cfg, **kw), init=inits, density=densities, seed=seeds)
     _run_points(configs, invocation)
 

@@ -16,7 +16,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 from .catalog import imagefolder_path, torchvision_name
 from .errors import SupermaskError
@@ -220,6 +220,23 @@ def load_data(config: ExperimentConfig):
     return data, spec_of(data.info)
 
 
+def _check_scaled_fan(value, density: float):
+    """``scaled_fan`` in its canonical form: False, True (the paper's rule, also given as "paper") or
+    "reference-code" (one minus the density: refused at density 1, where it scales the fan to 0)."""
+    from .nn.init import SCALED_FAN_RULES
+
+    if value == "paper":
+        return True
+    if isinstance(value, bool):
+        return value
+    if value not in SCALED_FAN_RULES:
+        raise SupermaskError(f"--scaled-fan-rule must be one of {', '.join(SCALED_FAN_RULES)}, got {value!r}")
+    if density >= 1.0:
+        raise SupermaskError("--scaled-fan-rule reference-code scales the fan by 1 - density: at density 1 that is "
+                             "0; use the paper's rule or no scaled fan")
+    return value
+
+
 def check_train_subset(value) -> Optional[float]:
     """``--train-subset``: None, a fraction in (0, 1), or a whole count of at least 1 (an int)."""
     if value is None:
@@ -328,7 +345,9 @@ class SearchConfig(ExperimentConfig):
     # (supermask.nn.channels): whole output channels, density = the fraction of each layer's channels kept
     scope: Optional[str] = None  # layerwise | global
     init: Optional[str] = None  # weight initialiser (supermask list inits)
-    scaled_fan: Optional[bool] = None  # scale the init's fan by the density (Ramanujan et al. 2020)
+    # scale the init's fan: False; True, the density (Ramanujan et al. 2020's text; "paper" resolves to
+    # True); "reference-code", one minus the density (hidden-networks' and biprop's builder.py)
+    scaled_fan: Optional[Union[bool, str]] = None
     score_init: Optional[str] = None
     learned_bn: bool = False
     # Method options (None: the method's default; refused for a method that does not read them).
@@ -378,6 +397,7 @@ class SearchConfig(ExperimentConfig):
             raise SupermaskError(f"freeze every must be a positive number of epochs, got {self.freeze_every!r}")
         if self.bernoulli_eval is not None and self.bernoulli_eval not in ("sample", "threshold"):
             raise SupermaskError(f"bernoulli eval must be sample or threshold, got {self.bernoulli_eval!r}")
+        self.scaled_fan = _check_scaled_fan(self.scaled_fan, self.density)
         self.init = canonical(self.init)
         WEIGHT_INITS.get(self.init)
         self.score_init = canonical(self.score_init)

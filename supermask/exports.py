@@ -332,7 +332,7 @@ def load_ticket(path: Path) -> torch.nn.Module:
         from .nn.layers import link_heads
 
         link_heads(model)
-    init_model(model, recipe["init"], recipe["seed"], scaled_fan=bool(recipe.get("scaled_fan")))
+    init_model(model, recipe["init"], recipe["seed"], scaled_fan=recipe.get("scaled_fan") or False)
     _check_regenerated(path, recipe, model.state_dict())
     heads = _head_counts(planned, structure)
     try:

@@ -138,6 +138,8 @@ def resolved_options(command: click.Command, params: dict[str, Any], configs: li
             varying.append(key)
             continue
         value = values[0]
+        if option.is_flag and not isinstance(value, bool):
+            continue  # a flag whose field took another form (scaled_fan "reference-code": its own option says it)
         filled[option.name] = ",".join(str(v) for v in value) if isinstance(value, list) else value
     return filled, varying
 

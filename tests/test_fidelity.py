@@ -605,3 +605,21 @@ def test_bernoulli_warns_when_it_starts_too_sparse_to_learn(caplog):
     with caplog.at_level(logging.WARNING):
         resolve(SearchConfig(method="bernoulli", density=0.5))
     assert "may never learn" not in caplog.text
+
+
+@pytest.mark.parametrize("rule,scale", [(None, 1.0), ("paper", 0.05), ("reference-code", 0.95)])
+def test_the_scaled_fan_rules_of_the_paper_and_of_the_reference_code(rule, scale, tmp_path, capsys):
+    """Ramanujan et al. Sec. 4 scale the fan by the density k; hidden-networks' and biprop's
+    builder.py by ``1 - prune_rate`` with their prune_rate the kept fraction: at density 0.05 the
+    signed constant of LeNet's first layer is sqrt(2 / (784 * s)), s = 0.05 or 0.95."""
+    from supermask.methods import METHODS
+
+    config = resolve(SearchConfig(arch="lenet_300_100", density=0.05, scaled_fan=rule or False))
+    model = METHODS.get("edge-popup").build(config, SPEC)
+    first = next(m for m in model.modules() if isinstance(m, nn.Linear))
+    expected = math.sqrt(2.0) / math.sqrt(784 * scale)
+    assert torch.allclose(first.weight.abs(), torch.full_like(first.weight, expected))
+    args = ["search", "--arch", "lenet_300_100", "--density", "0.05", "--dry-run", "--verbose", "--out", str(tmp_path)]
+    assert main([*args, *(["--scaled-fan-rule", rule] if rule else [])]) == 0
+    shown = json.loads(capsys.readouterr().out.split("\n", 1)[1])["scaled_fan"]
+    assert shown == {None: False, "paper": True, "reference-code": "reference-code"}[rule]  # CLI = library

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..nn.init import WEIGHT_INITS, _fans, canonical
+from ..nn.init import WEIGHT_INITS, _fans, canonical, fan_scale
 from ..seeding import derived_seed
 from ..nn.layers import supermask_layers
 from ..training import Callback
@@ -37,7 +37,7 @@ def rerandomize_pruned(model: nn.Module, init: str, seed: int, step: int, rate: 
         shape = tuple(layer.weight.shape)
         fan_in, fan_out = _fans(layer.weight)
         pick = torch.rand(shape, generator=gen) < rate
-        fresh = weight_fn(shape, fan_in, fan_out, layer.density if scaled_fan else 1.0, gen)
+        fresh = weight_fn(shape, fan_in, fan_out, fan_scale(scaled_fan, layer.density), gen)
         redraw = pick.to(layer.weight.device) & (layer.mask() == 0)
         layer.weight.copy_(torch.where(redraw, fresh.to(layer.weight), layer.weight))
         changed += int(redraw.sum())

@@ -6,8 +6,10 @@ device. Weights and scores use two generators derived from the one seed, so
 changing the score initialiser never changes the network.
 
 Weight initialisers (``fan`` is the layer's fan-in; with ``scaled_fan`` it is
-multiplied by the layer's density, as in Ramanujan et al. 2020, Sec. 4;
-``gain`` is sqrt(2), the ReLU gain):
+multiplied by the layer's density, as in Ramanujan et al. 2020, Sec. 4 (``True`` or ``"paper"``),
+or by one minus it, as hidden-networks' and biprop's code do (``"reference-code"``: their
+``prune_rate`` is the kept fraction, and ``builder.py`` scales by ``1 - prune_rate``; the two agree
+at density 0.5); ``gain`` is sqrt(2), the ReLU gain):
 
 - ``kaiming-normal``:   N(0, std²), std = gain / sqrt(fan)
 - ``kaiming-uniform``:  U(-sqrt(3)·std, sqrt(3)·std)
@@ -105,13 +107,24 @@ def _fans(weight: Tensor) -> tuple[int, int]:
     return int(fan_in), int(fan_out)
 
 
+SCALED_FAN_RULES = ("paper", "reference-code")
+
+
+def fan_scale(scaled_fan, density: float) -> float:
+    """What a layer's fan is multiplied by: 1 (``scaled_fan`` False), its density (True, "paper") or
+    one minus its density ("reference-code")."""
+    if not scaled_fan:
+        return 1.0
+    return 1.0 - density if scaled_fan == "reference-code" else density
+
+
 @torch.no_grad()
 def init_model(
     model: nn.Module,
     weight_init: str | None = "signed-constant",
     seed: int = 0,
     *,
-    scaled_fan: bool = False,
+    scaled_fan: "bool | str" = False,
     score_init: str = "kaiming-uniform",
 ) -> nn.Module:
     """Re-draw the weights (and scores) of every Conv2d/Linear of ``model`` from ``seed``.
@@ -132,7 +145,7 @@ def init_model(
         shape = tuple(module.weight.shape)
         fan_in, fan_out = _fans(module.weight)
         if weight_fn is not None:
-            scale = module.density if (scaled_fan and isinstance(module, SupermaskMixin)) else 1.0
+            scale = fan_scale(scaled_fan, module.density) if isinstance(module, SupermaskMixin) else 1.0
             module.weight.copy_(weight_fn(shape, fan_in, fan_out, scale, weight_gen))
             if module.bias is not None:
                 bound = 1.0 / math.sqrt(fan_in)
