@@ -191,3 +191,14 @@ def test_a_finished_imp_run_is_analysed_as_it_is_never_rerun(tmp_path, monkeypat
     capsys.readouterr()
     assert main(["stability", "--imp-run", str(imp_run), "--lr", "0.1", "--out", str(tmp_path)]) == 2
     assert "does not apply" in capsys.readouterr().err
+
+
+def test_the_stability_subject_trains_on_the_train_subset_it_was_given(tmp_path, capsys):
+    import json
+
+    from supermask.cli import main
+
+    assert main(["stability", "--arch", "lenet_300_100", "--train-subset", "0.25", "--points", "0", "--iterations",
+                 "4", "--batch-size", "250", "-q", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    configs = [json.loads(p.read_text()) for p in tmp_path.rglob("config.json")]
+    assert len(configs) > 1 and all(c.get("train_subset") == 0.25 for c in configs)  # the analysis and its stages
