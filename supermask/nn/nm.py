@@ -10,8 +10,11 @@ function of the scores. Selection sorts each group of M (a constant) and never t
 The density is N/M by construction.
 
 A layer whose input dimension does not split into groups of M (a first convolution over 1 or 3
-input channels) keeps the unstructured top-k at density N/M instead, with a warning (ASP pads
-such rows with zeros; a padded group is no group the hardware runs).
+input channels) keeps the unstructured top-k at density N/M instead, with a warning. NVIDIA's ASP
+(apex ``contrib/sparsity/asp.py``, ``init_model_for_pruning``) instead skips such layers, leaving
+them dense, and skips more: every weight whose outputs are not a multiple of 8 or whose inputs
+(a convolution's input channels) are not a multiple of 16, what its tensor cores need; LeNet's
+three layers (300, 100 and 10 outputs), which it would all leave dense, are masked here.
 """
 
 from __future__ import annotations
