@@ -339,7 +339,9 @@ def comparison_rows(points: list[Point], problems: Optional[list[str]] = None) -
                "control": control, "density": density, "mean": mean, "std": std if len(items) > 1 else None,
                "seeds": len(items), "dense": baseline.get((arch, dataset), math.nan), "controls": [],
                "reached": statistics.fmean(reached) if reached else density, "collapsed": collapsed,
-               "config": config, "metric": items[0].metric}
+               "config": config, "metric": items[0].metric,
+               "config_hashes": sorted({str(p.result.get("config_hash")) for p in items if p.result.get("config_hash")}),
+               "runs": sorted({str(Path(p.source).parent) for p in items if p.source})}
         if not control:  # a method beside its controls: the runs of its config and family that are controls
             mine = [k for k in by_base[(arch, dataset, density, _base_key(config))]
                     if parts[(k[0], k[1], k[2], k[4])][0] == family and parts[(k[0], k[1], k[2], k[4])][1]]
@@ -403,14 +405,15 @@ def csv_text(rows: list[dict], metric: Metric = ACCURACY) -> str:
     dense = "dense_accuracy" if metric is ACCURACY else "dense_loss"
     writer.writerow(["arch", "dataset", "method", "density", "density_reached", f"{metric.csv_prefix}_mean",
                      f"{metric.csv_prefix}_std", "seeds", dense, "collapsed_layers", "control",
-                     "delta_to_control", "welch_p"])
+                     "delta_to_control", "welch_p", "config_hash", "runs"])
     for r in rows:
         base = [r["arch"], r["dataset"], r["method"], r["density"], f"{r['reached']:.6f}", f"{r['mean']:.6f}",
                 "" if r["std"] is None else f"{r['std']:.6f}",
                 r["seeds"], "" if math.isnan(r["dense"]) else f"{r['dense']:.6f}", " ".join(r["collapsed"])]
+        where = [" ".join(r.get("config_hashes", [])), ";".join(r.get("runs", []))]
         for c in r["controls"] or [None]:
             writer.writerow(base + ([c["control"], f"{c['delta']:.6f}", "" if math.isnan(c["p"]) else f"{c['p']:.6g}"]
-                                    if c else ["", "", ""]))
+                                    if c else ["", "", ""]) + where)
     return buffer.getvalue()
 
 

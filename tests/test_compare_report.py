@@ -253,3 +253,15 @@ def test_select_keeps_the_runs_with_the_given_result_fields(tree, tmp_path, caps
                           (["--font-size", "100"], "--font-size takes points in 2-72")):
         assert main(["compare", str(tree), "--out", str(tmp_path / "b"), *args]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_the_csv_names_each_rows_config_hash_and_run_directories(tmp_path):
+    root = tmp_path / "runs"
+    for seed in range(2):
+        write_result(root / f"s{seed}", engine="search", method="edge-popup", init="signed-constant",
+                     scope="layerwise", seed=seed, density=0.2, config_hash="abc123def456")
+    compare([root], tmp_path / "report")
+    rows = [r for r in csv.DictReader(open(tmp_path / "report" / "comparison.csv"))
+            if r["method"] == "edge-popup signed-constant"]
+    assert rows and rows[0]["config_hash"] == "abc123def456"
+    assert rows[0]["runs"].split(";") == [str(root / "s0"), str(root / "s1")]
