@@ -269,3 +269,32 @@ def test_a_search_from_a_network_that_passes_no_signal_is_warned_about_with_the_
         with torch.no_grad():
             expected = model.eval()(images).std(dim=0).mean().item()  # the spread, computed here
         assert spread == pytest.approx(expected, rel=1e-5) and (spread < NO_SIGNAL_STD) == warned
+
+
+def test_gem_miner_says_when_it_ends_away_from_its_target_density(caplog):
+    import logging
+
+    import torch
+
+    from supermask import SearchConfig, resolve
+    from supermask.methods import METHODS
+    from supermask.methods.gem_miner import GemMiner
+    from supermask.models import InputSpec
+    from supermask.nn.layers import supermask_layers
+
+    config = resolve(SearchConfig(arch="lenet_300_100", method="gem-miner", density=0.2))
+    model = METHODS.get("gem-miner").build(config, InputSpec(1, 28, 10))
+    state = type("State", (), {"model": model})()
+    layers = [layer for _, layer in supermask_layers(model)]
+    for kept, warned in ((0.2, False), (0.086, True)):
+        with torch.no_grad():
+            for layer in layers:  # exactly `kept` of every layer's scores above 0.5
+                flat = torch.zeros(layer.scores.numel())
+                flat[: round(kept * flat.numel())] = 0.9
+                layer.scores.copy_(flat.view_as(layer.scores))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="supermask.methods.gem_miner"):
+            GemMiner(config).on_train_end(state)
+        said = " ".join(r.getMessage() for r in caplog.records)
+        assert ("not its target 0.2" in said) == warned, said
+        assert ("ended at density 0.086" in said) == warned
