@@ -129,6 +129,10 @@ def model_options(f: Callable) -> Callable:
         click.option("--width", default=1.0, show_default=True, type=float, help="Width multiplier of the architecture."),
         click.option("--depth", default=None, type=int,
                      help="Transformer blocks (gpt_tiny, vit_tiny). [default: the architecture's, 4]"),
+        click.option("--bias/--no-bias", default=None,
+                     help="Biases in the layers of the architectures that take the option (lenet_300_100, "
+                          "conv2-8); --no-bias builds LeNet as hidden-networks, biprop and Gem-Miner do. "
+                          "[default: the architecture's: LeNet with (open_lth's), Conv-N without]"),
         click.option("--dropout", default=0.0, show_default=True, type=float,
                      help="Dropout rate before the fully connected layers (LeNet, Conv-N, VGG's classifier); "
                           "0.5 in Zhou et al.'s replication of Frankle & Carbin's Conv-N."),
@@ -405,7 +409,7 @@ def train_cmd(**kw) -> None:
     if kw["ticket"] is not None:  # the architecture and data are the ticket's: given others are refused
         found = ticket_source(kw["ticket"])
         ctx = click.get_current_context()
-        for name in ("arch", "dataset", "classes", "input_shape", "context", "width", "depth", "dropout"):
+        for name in ("arch", "dataset", "classes", "input_shape", "context", "width", "depth", "bias", "dropout"):
             given = ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)
             if given and kw[name] != getattr(found, name):
                 raise SupermaskError(f"--{name} {kw[name]}: --ticket fine-tunes the ticket on what it was found with "

@@ -46,6 +46,9 @@ class ExperimentConfig(Resolvable):
     context: Optional[int] = None  # text data: the characters a window holds [64]; None for image data
     width: float = 1.0
     depth: Optional[int] = None  # transformer blocks (gpt_tiny, vit_tiny); None: the architecture's [4]
+    # biases in the layers of builders that take them (lenet_300_100: True, open_lth's; conv2-8:
+    # False, hidden-networks'); None: the architecture's own
+    bias: Optional[bool] = None
     dropout: float = 0.0  # before the fully connected layers (LeNet, Conv-N, VGG's classifier); 0: none
     image_size: Optional[int] = None  # image folders only: the crop size [224]; ignored (None) for other data
     seed: int = 0
@@ -119,6 +122,10 @@ class ExperimentConfig(Resolvable):
         self._check_task()
         if self.depth is not None:
             self._check_depth()
+        if self.bias is not None:
+            self._check_builder_option("bias", "--bias/--no-bias")
+            if not isinstance(self.bias, bool):
+                raise SupermaskError(f"bias must be true or false, got {self.bias!r}")
         if not (self.width > 0 and math.isfinite(self.width)):
             raise SupermaskError(f"width must be positive, got {self.width!r}")
         if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
@@ -146,17 +153,21 @@ class ExperimentConfig(Resolvable):
             raise SupermaskError(f"{self.arch} is a language model; {self.dataset} holds images: give it a text data "
                                  f"set (tinyshakespeare, text:PATH)")
 
-    def _check_depth(self) -> None:
+    def _check_builder_option(self, name: str, option: str) -> None:
+        """``name`` is a parameter of the architecture's builder; else refused, naming those that take it."""
         import inspect
 
         from .models import MODELS
 
+        builder = MODELS.get(self.arch) if torchvision_name(self.arch) is None else None
+        if builder is None or name not in inspect.signature(builder).parameters:
+            takes = [n for n in MODELS.names() if name in inspect.signature(MODELS.get(n)).parameters]
+            raise SupermaskError(f"{option} applies to {', '.join(takes)}, not {self.arch}")
+
+    def _check_depth(self) -> None:
         if not isinstance(self.depth, int) or isinstance(self.depth, bool) or not 1 <= self.depth <= 1000:
             raise SupermaskError(f"depth must be a number of blocks in 1..1000, got {self.depth!r}")
-        builder = MODELS.get(self.arch) if torchvision_name(self.arch) is None else None
-        if builder is None or "depth" not in inspect.signature(builder).parameters:
-            takes = [name for name in MODELS.names() if "depth" in inspect.signature(MODELS.get(name)).parameters]
-            raise SupermaskError(f"--depth applies to {', '.join(takes)}, not {self.arch}")
+        self._check_builder_option("depth", "--depth")
 
     def _resolve_text(self) -> None:
         """A text data set: its window length (``--context``) resolved; options for images refused."""
@@ -188,7 +199,8 @@ class ExperimentConfig(Resolvable):
 
     def model_kwargs(self) -> dict:
         return {**({"width": self.width} if self.width != 1.0 else {}),
-                **({"depth": self.depth} if self.depth is not None else {})}
+                **({"depth": self.depth} if self.depth is not None else {}),
+                **({"bias": self.bias} if self.bias is not None else {})}
 
     def layer_types(self, layers):
         """``layers`` (an engine's variant) with this config's dropout."""

@@ -62,7 +62,8 @@ class DenseConfig(ExperimentConfig):
             search = ticket_source(self.ticket)
             if self.init_from is not None:
                 raise SupermaskError("--init-from and --ticket: a fine-tuned ticket starts from its own weights")
-            for name in ("arch", "dataset", "classes", "input_shape", "context", "width", "depth", "dropout"):  # the ticket's own
+            for name in ("arch", "dataset", "classes", "input_shape", "context", "width", "depth", "bias",
+                         "dropout"):  # the ticket's own
                 if getattr(self, name) != getattr(search, name):
                     raise SupermaskError(f"--ticket {self.ticket} is a {name} {getattr(search, name)!r} run, "
                                          f"not {getattr(self, name)!r}: a ticket is fine-tuned on what it was "

@@ -60,6 +60,8 @@ def check_model_description(desc: dict, path) -> None:
                 bad(field, f"{value} (its input_shape's)")
     if desc.get("depth") is not None and not _number(desc.get("depth"), 1, 1000, True):
         bad("depth", "a number of blocks in 1..1000")
+    if desc.get("bias") is not None and not isinstance(desc.get("bias"), bool):
+        bad("bias", "true or false")
     if not _number(desc.get("num_classes"), 1, MAX_CLASSES, True):
         bad("num_classes", f"an integer in 1..{MAX_CLASSES}")
     if not _number(desc.get("width", 1.0), 1e-6, 1e12):

@@ -64,7 +64,7 @@ HASH_OMITTED_AT = {"train.precision": "32", "rerandomize_every": None, "rerandom
                    "early_bird": None, "eb_l1": None, "eb_epsilon": 0.1, "eb_window": 5, "freeze_every": None,
                    "bernoulli_eval": None, "rescale_weights": None, "bn_init": "ones",
                    "dropout": 0.0, "structure": "unstructured", "stop_when_unmatched": None, "classes": None,
-                   "input_shape": None, "context": None, "depth": None, "train_subset": None,
+                   "input_shape": None, "context": None, "depth": None, "train_subset": None, "bias": None,
                    "init_from_checksum": None}
 
 

@@ -57,7 +57,8 @@ def ticket_meta(config: SearchConfig, spec: InputSpec) -> dict:
     return {
         "kind": "strong", "engine": config.ENGINE, "method": config.method, "arch": config.arch,
         "width": config.width, "dropout": config.dropout, **spec_record(spec),
-        **({"depth": config.depth} if config.depth is not None else {}), "init": config.init, "scaled_fan": config.scaled_fan,
+        **({"depth": config.depth} if config.depth is not None else {}),
+        **({"bias": config.bias} if config.bias is not None else {}), "init": config.init, "scaled_fan": config.scaled_fan,
         "seed": config.seed, "density": config.density, "scope": config.scope, "learned_bn": config.learned_bn,
         "structure": config.structure,
     }

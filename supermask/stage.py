@@ -240,6 +240,7 @@ def provenance(config: ExperimentConfig, info, summary, state: dict) -> dict:
         "data_fingerprint": config.data_fingerprint,
         "input_shape": [info.in_channels, info.image_size, info.image_size],
         **({"depth": config.depth} if config.depth is not None else {}),
+        **({"bias": config.bias} if config.bias is not None else {}),
         **({"init_from_checksum": config.init_from_checksum} if getattr(config, "init_from_checksum", None) else {}),
         **({"task": info.task} if info.task != "image-classification" else {}),
         "num_classes": info.num_classes, "normalization": {"mean": list(info.mean), "std": list(info.std)},

@@ -150,7 +150,7 @@ class StabilityConfig(ExperimentConfig):
         if self.subject != "imp":
             raise SupermaskError("--imp-run applies to --subject imp")
         imp, _ = _read_imp_run(self.imp_run)
-        for name in ("arch", "dataset", "classes", "input_shape", "train_subset", "width", "dropout", "seed"):
+        for name in ("arch", "dataset", "classes", "input_shape", "train_subset", "width", "bias", "dropout", "seed"):
             if getattr(self, name) != getattr(imp, name):
                 raise SupermaskError(f"--imp-run {self.imp_run} is a {name} {getattr(imp, name)!r} run, not "
                                      f"{getattr(self, name)!r}")
@@ -183,7 +183,7 @@ def imp_run_identity(path: str) -> dict:
     width, dropout and seed (as options; the recipe is read when the analysis resolves)."""
     imp, _ = _read_imp_run(path)
     return {"arch": imp.arch, "dataset": imp.dataset, "classes": imp.classes, "input_shape": imp.input_shape,
-            "train_subset": imp.train_subset, "width": imp.width, "dropout": imp.dropout,
+            "train_subset": imp.train_subset, "width": imp.width, "bias": imp.bias, "dropout": imp.dropout,
             "seed": str(imp.seed)}
 
 
@@ -193,7 +193,8 @@ def subject_config(config: StabilityConfig, point: str, resolved: bool = True):
     if config.imp_run is not None:
         return _read_imp_run(config.imp_run)[0]
     shared = dict(dataset=config.dataset, classes=config.classes, input_shape=config.input_shape, context=config.context,
-                  train_subset=config.train_subset, depth=config.depth, width=config.width, dropout=config.dropout,
+                  train_subset=config.train_subset, depth=config.depth, bias=config.bias, width=config.width,
+                  dropout=config.dropout,
                   image_size=config.image_size, seed=config.seed, out=config.out, device=config.device,
                   data_root=config.data_root, download=config.download, num_workers=config.num_workers,
                   checkpoint_every=config.checkpoint_every, channels_last=config.channels_last,

@@ -11,8 +11,9 @@ the transfer issue; no run directory moved (the hash omits both at null). Every 
 issue, and the IMP and dense configs ``init_from`` and ``init_from_checksum`` (null: the random init);
 no run directory moved (the hash omits them at null; a path is never hashed). Every config.json
 gained ``train_subset`` (null: the whole training split), ``wandb_project`` (null: no W&B
-logging) and ``keep_checkpoints`` (false), of the usability issue; no run directory moved (the
-hash omits the first at null and never covers the other two). A finished run no longer keeps
+logging) and ``keep_checkpoints`` (false), of the usability issue, and ``bias`` (null: the
+architecture's own), of the fidelity issue; no run directory moved (the hash omits train_subset
+and bias at null and never covers the other two). A finished run no longer keeps
 ``checkpoint.prev.pt``.
 
 Each case runs ``--dry-run`` (the resolver every run uses; nothing is written) and compares the
@@ -29,49 +30,49 @@ from supermask.cli import main
 
 PINS = [
     ('--arch conv6',
-     'runs/search/conv6-mnist-5k/8228bd68f7fe/seed-0', '6ab7760197250ef1'),
+     'runs/search/conv6-mnist-5k/8228bd68f7fe/seed-0', 'dc918d2b11bf98b5'),
     ('--arch conv4 --structure nm:2:4',
-     'runs/search/conv4-mnist-5k/bb74cccdaee6/seed-0', 'a7c4ecff0acac705'),
+     'runs/search/conv4-mnist-5k/bb74cccdaee6/seed-0', '0b65c50affd5d019'),
     ('--arch lenet_300_100 --structure channel --density 0.5',
-     'runs/search/lenet_300_100-mnist-5k/8e336210b7ef/seed-0', 'b1d7405df52a9b3d'),
+     'runs/search/lenet_300_100-mnist-5k/8e336210b7ef/seed-0', '57dc306f178ac0cc'),
     ('--arch lenet_300_100 --method bernoulli',
-     'runs/search/lenet_300_100-mnist-5k/9a7486ebb21b/seed-0', 'd8ddc04df65b6ae3'),
+     'runs/search/lenet_300_100-mnist-5k/9a7486ebb21b/seed-0', '9a11cad06b1ae9f2'),
     ('--arch lenet_300_100 --method biprop',
-     'runs/search/lenet_300_100-mnist-5k/f5308ef7c775/seed-0', '27d3e078538e8ef4'),
+     'runs/search/lenet_300_100-mnist-5k/f5308ef7c775/seed-0', '40d7dce7dbb1daf4'),
     ('--arch lenet_300_100 --method gem-miner',
-     'runs/search/lenet_300_100-mnist-5k/3e5830851bd2/seed-0', '33d5274f7eadc065'),
+     'runs/search/lenet_300_100-mnist-5k/3e5830851bd2/seed-0', 'f03297d50d074f49'),
     ('--arch lenet_300_100 --method iterand',
-     'runs/search/lenet_300_100-mnist-5k/4eeb3af4c690/seed-0', 'd47e11fe655b26b5'),
+     'runs/search/lenet_300_100-mnist-5k/4eeb3af4c690/seed-0', 'd1e870ad20982ff4'),
     ('--arch conv2 --scope global --density 0.1',
-     'runs/search/conv2-mnist-5k/07dc234e73d5/seed-0', '664150d16782e081'),
+     'runs/search/conv2-mnist-5k/07dc234e73d5/seed-0', '9a3ddc4bc6a360b3'),
     ('--arch conv6',
-     'runs/train/conv6-mnist-5k/62f3a0bc6702/seed-0', 'bb0b6642251e6a1d'),
+     'runs/train/conv6-mnist-5k/62f3a0bc6702/seed-0', 'b76e089def151ae1'),
     ('--arch lenet_300_100 --levels 3',
-     'runs/imp/lenet_300_100-mnist-5k/97778ef33b95/seed-0', '982645ef0716a1dc'),
+     'runs/imp/lenet_300_100-mnist-5k/97778ef33b95/seed-0', 'cc68aa611565d9d8'),
     ('--arch conv4 --rewind 100it --levels 2',
-     'runs/imp/conv4-mnist-5k/461264978c8b/seed-0', '45db415505ef057d'),
+     'runs/imp/conv4-mnist-5k/461264978c8b/seed-0', '9df63e4d5a69da60'),
     ('--arch lenet_300_100 --levels 2 --control reinit',
-     'runs/imp/lenet_300_100-mnist-5k/0b4c6641607a/seed-0', 'fd4040eed3c39b78'),
+     'runs/imp/lenet_300_100-mnist-5k/0b4c6641607a/seed-0', '0dabe72972ee42d7'),
     ('--arch lenet_300_100 --levels 2 --control random-prune',
-     'runs/imp/lenet_300_100-mnist-5k/cc39f8216390/seed-0', '3cbf308c2e98df0c'),
+     'runs/imp/lenet_300_100-mnist-5k/cc39f8216390/seed-0', 'd7ba48e777f755d9'),
     ('--arch lenet_300_100 --levels 2 --early-bird magnitude',
-     'runs/imp/lenet_300_100-mnist-5k/9e4f9a17aee7/seed-0', 'c85148dc3cb8e9b2'),
+     'runs/imp/lenet_300_100-mnist-5k/9e4f9a17aee7/seed-0', '0a8ccac9fa0528e7'),
     ('--arch vgg11 --early-bird channel',
-     'runs/imp/vgg11-mnist-5k/02d82fa8db0a/seed-0', 'f5fcc6c8813776fd'),
+     'runs/imp/vgg11-mnist-5k/02d82fa8db0a/seed-0', 'a232779b20964fe7'),
     ('--arch conv4 --structure channel --levels 2',
-     'runs/imp/conv4-mnist-5k/6920eeb890ae/seed-0', '9615c92b149b3f8f'),
+     'runs/imp/conv4-mnist-5k/6920eeb890ae/seed-0', '1f3bd8b1c5389abb'),
     ('--arch lenet_300_100 --structure nm:2:4',
-     'runs/imp/lenet_300_100-mnist-5k/fe5c98ac75bf/seed-0', '9c23c2f55a781264'),
+     'runs/imp/lenet_300_100-mnist-5k/fe5c98ac75bf/seed-0', '5659e491874474fd'),
     ('--arch lenet_300_100 --method random',
-     'runs/prune/lenet_300_100-mnist-5k/3f8b9e647144/seed-0', '7167737837e8323e'),
+     'runs/prune/lenet_300_100-mnist-5k/3f8b9e647144/seed-0', 'fa0dd1d8cb1db82c'),
     ('--arch lenet_300_100 --method magnitude',
-     'runs/prune/lenet_300_100-mnist-5k/5d771f7af88b/seed-0', '45f48c7809234173'),
+     'runs/prune/lenet_300_100-mnist-5k/5d771f7af88b/seed-0', '85921462d39d551d'),
     ('--arch lenet_300_100 --method snip',
-     'runs/prune/lenet_300_100-mnist-5k/f72e9a59cb53/seed-0', '0c42090ddec1e755'),
+     'runs/prune/lenet_300_100-mnist-5k/f72e9a59cb53/seed-0', '050cbaad8fa1da95'),
     ('--arch conv2 --method grasp',
-     'runs/prune/conv2-mnist-5k/ba2e40e48e09/seed-0', '34641c19486a66ff'),
+     'runs/prune/conv2-mnist-5k/ba2e40e48e09/seed-0', 'c9edb23a54b6e2d0'),
     ('--arch lenet_300_100 --method synflow --density 0.05',
-     'runs/prune/lenet_300_100-mnist-5k/b41ffff974ba/seed-0', 'c8bb3906c6a52900'),
+     'runs/prune/lenet_300_100-mnist-5k/b41ffff974ba/seed-0', 'b3b8033f61c673cc'),
 ]
 COMMANDS = {"search", "train", "imp", "prune"}
 

@@ -99,3 +99,28 @@ def test_vit_tiny_attention_is_made_of_the_zoos_linear_layers():
     norms = [m for m in create_model("vit_tiny", spec, supermask_layer_types(0.5)).modules()
              if isinstance(m, torch.nn.LayerNorm)]
     assert norms and not any(m.elementwise_affine for m in norms)  # frozen, non-affine, like BN in a search
+
+
+def test_lenet_without_biases_as_the_strong_ticket_references_build_it(tmp_path, capsys):
+    import json
+
+    from supermask.cli import main
+
+    small = ["--arch", "lenet_300_100", "--iterations", "2", "--batch-size", "500", "-q", "--device", "cpu",
+             "--out", str(tmp_path)]
+    assert main(["search", *small, "--no-bias"]) == 0
+    run = next(tmp_path.rglob("result.json")).parent
+    state_keys = json.loads((run / "ticket" / "ticket.json").read_text())
+    assert state_keys["bias"] is False
+    from supermask.search import load_search_model
+
+    model = load_search_model(run)
+    assert not [n for n, _ in model.named_parameters() if n.endswith("bias")]  # no bias, frozen or not
+    for fmt in ("ticket", "state-dict"):
+        assert main(["export", str(run), "--format", fmt]) == 0
+        capsys.readouterr()
+        assert main(["evaluate", str(run / "export" / f"{fmt}.safetensors")]) == 0
+        assert "(the same)" in capsys.readouterr().out
+    assert main(["train", "--ticket", str(run), "--iterations", "1", "-q", "--out", str(tmp_path / "ft")]) == 0
+    default = create_model("lenet_300_100", InputSpec(1, 28, 10))
+    assert sum(n.endswith("bias") for n, _ in default.named_parameters()) == 3  # open_lth's LeNet keeps them

@@ -62,7 +62,8 @@ def spec_from_record(record: dict) -> InputSpec:
 
 
 def model_kwargs_record(record: dict) -> dict:
-    """The builder's size options a ticket records: ``width`` (when not 1) and ``depth`` (when given)."""
+    """The builder's options a ticket records: ``width`` (when not 1), ``depth`` and ``bias`` (when given)."""
     width = record.get("width", 1.0)
     return {**({"width": width} if width != 1.0 else {}),
-            **({"depth": record["depth"]} if record.get("depth") is not None else {})}
+            **({"depth": record["depth"]} if record.get("depth") is not None else {}),
+            **({"bias": record["bias"]} if record.get("bias") is not None else {})}
