@@ -551,7 +551,14 @@ def stability_cmd(**kw) -> None:
         if overrides:
             raise SupermaskError(f"--imp-run: the copies train with the IMP run's recipe; "
                                  f"--{next(iter(overrides)).replace('_', '-')} does not apply")
-        kw.update(imp_run_identity(kw["imp_run"]))
+        identity = imp_run_identity(kw["imp_run"])
+        ctx = click.get_current_context()
+        for name, value in identity.items():  # what the user gave must be the run's, not replaced by it
+            given = ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)
+            if given and str(kw[name]) != str(value):
+                raise SupermaskError(f"--imp-run {kw['imp_run']} is a {name} {value!r} run, not {kw[name]!r}: "
+                                     f"leave --{name.replace('_', '-')} out")
+        kw.update(identity)
     seeds = _seeds(kw)
     kw["points"] = tuple(parse_list(kw.pop("points"), str, "--points"))
     kw["levels"] = tuple(parse_list(kw.pop("analysed_levels"), int, "--levels"))

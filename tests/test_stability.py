@@ -191,6 +191,8 @@ def test_a_finished_imp_run_is_analysed_as_it_is_never_rerun(tmp_path, monkeypat
     capsys.readouterr()
     assert main(["stability", "--imp-run", str(imp_run), "--lr", "0.1", "--out", str(tmp_path)]) == 2
     assert "does not apply" in capsys.readouterr().err
+    assert main(["stability", "--imp-run", str(imp_run), "--arch", "conv4", "--out", str(tmp_path)]) == 2
+    assert "is a arch 'lenet_300_100' run, not 'conv4'" in capsys.readouterr().err  # refused, not replaced
 
 
 def test_the_stability_subject_trains_on_the_train_subset_it_was_given(tmp_path, capsys):
