@@ -334,8 +334,8 @@ def _method_option_help(text: str, field: str) -> str:
               help=_method_option_help("Scale the init's fan by the density (Ramanujan et al. 2020).", "scaled_fan"))
 @click.option("--scaled-fan-rule", default=None, type=click.Choice(["paper", "reference-code"]),
               help="With --scaled-fan: the fan times the density (paper: Ramanujan et al. 2020, Sec. 4) or times "
-                   "one minus it (reference-code: hidden-networks' and biprop's builder.py, whose prune_rate is the "
-                   "kept fraction; the two agree at density 0.5). Given alone it turns the scaled fan on. "
+                   "one minus it (reference-code: hidden-networks' and biprop's builder.py, whose rate argument is "
+                   "the kept fraction; the two agree at density 0.5). Given alone it turns the scaled fan on. "
                    "[default: paper]")
 @click.option("--learned-bn", is_flag=True, help="Train BatchNorm's affine parameters with the scores.")
 @click.option("--rerandomize-every", default=None, type=int,

@@ -326,7 +326,8 @@ def load_ticket(path: Path) -> torch.nn.Module:
     extra = {k: v for k, v in tensors.items() if k not in coded_keys}
     with torch.device("meta"):  # shapes first: what the file's tensors and recipe must agree with
         planned = create_model(recipe["arch"], spec, layers, **kwargs)
-    _check_ticket_tensors(path, recipe, planned, codings, tensors, extra)
+    heads = _head_counts(planned, structure)
+    _check_ticket_tensors(path, recipe, planned, codings, tensors, extra, heads)
     model = create_model(recipe["arch"], spec, layers, **kwargs)
     if structure == "head":  # before the draw, as the search built it: one score per head
         from .nn.layers import link_heads
@@ -334,7 +335,6 @@ def load_ticket(path: Path) -> torch.nn.Module:
         link_heads(model)
     init_model(model, recipe["init"], recipe["seed"], scaled_fan=recipe.get("scaled_fan") or False)
     _check_regenerated(path, recipe, model.state_dict())
-    heads = _head_counts(planned, structure)
     try:
         selections = {name: decode(name, codings[name], tensors, shape, structure, heads.get(name))
                       for name, shape in recipe["shapes"].items()}
@@ -359,14 +359,14 @@ def load_ticket(path: Path) -> torch.nn.Module:
 
 
 def _check_ticket_tensors(path: Path, recipe: dict, planned: torch.nn.Module, codings: dict,
-                          tensors: dict, extra: dict) -> None:
+                          tensors: dict, extra: dict, heads: dict[str, int]) -> None:
     """The ticket's weight shapes are the architecture's, each coded mask has exactly the bytes its
-    coding takes, and every other tensor is one of the network's, in its shape and dtype."""
+    coding takes (``heads``: each head-holding layer's head count), and every other tensor is one
+    of the network's, in its shape and dtype."""
     from .mask_codes import CODINGS, FOLLOWS, SUFFIXES, stored_bits
     from .nn.layers import supermask_layers
 
     structure = recipe.get("structure") or "unstructured"
-    heads = _head_counts(planned, structure)
     shapes = {f"{name}.weight": list(layer.weight.shape) for name, layer in supermask_layers(planned)}
     if shapes != recipe["shapes"]:
         raise RunError(f"{path}: its recorded weight shapes are not those of {recipe['arch']} at its width "

@@ -58,23 +58,24 @@ def nm_magnitude(config, weights: Masks, current: Masks, context: Context) -> Ma
     return {n: pruned.get(n, current[n]).to(current[n].dtype) for n in context.names}
 
 
+def _layer_rates(config, context: Context) -> dict[str, float]:
+    """A structured level's rate per weight (layerwise): the config's, 0 for ``keep_unpruned`` ones."""
+    keep = set(config.keep_unpruned)
+    return {n: (0.0 if n in keep else rate)
+            for n, rate in config.level_fractions(list(context.names), set(context.conv_names)).items()}
+
+
 @STRATEGIES.register("channel")
 def channel_l1(config, weights: Masks, current: Masks, context: Context) -> Masks:
     """The channels of smallest L1 norm (``keep_unpruned`` layers keep their output channels)."""
-    keep = set(config.keep_unpruned)
-    fractions = {n: (0.0 if n in keep else rate)
-                 for n, rate in config.level_fractions(list(context.names), set(context.conv_names)).items()}
-    new = channel_prune(weights, current, context.selection.links, fractions)
+    new = channel_prune(weights, current, context.selection.links, _layer_rates(config, context))
     return {n: new[n].to(current[n].dtype) for n in context.names}
 
 
 @STRATEGIES.register("head")
 def head_l1(config, weights: Masks, current: Masks, context: Context) -> Masks:
     """The heads of smallest L1 norm (a block whose ``q_proj`` is in ``keep_unpruned`` keeps its heads)."""
-    keep = set(config.keep_unpruned)
-    fractions = {n: (0.0 if n in keep else rate)
-                 for n, rate in config.level_fractions(list(context.names), set(context.conv_names)).items()}
-    new = head_prune(weights, current, context.selection.blocks, fractions)
+    new = head_prune(weights, current, context.selection.blocks, _layer_rates(config, context))
     return {n: new.get(n, current[n]).to(current[n].dtype) for n in context.names}
 
 

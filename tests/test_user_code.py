@@ -30,14 +30,21 @@ MODELS_MODULE = textwrap.dedent("""
 """)
 
 
-@pytest.fixture
-def user_models(tmp_path, monkeypatch):
-    path = tmp_path / "user_models.py"
-    path.write_text(MODELS_MODULE)
+def _user_module(tmp_path, monkeypatch, filename: str, text: str, registers: tuple[str, ...]):
+    """A module of the user's written to ``tmp_path`` (the working directory); the architectures it
+    registers are removed from the registry afterwards."""
+    path = tmp_path / filename
+    path.write_text(text)
     monkeypatch.chdir(tmp_path)
     yield path
-    for name in ("plain_torch_net", "three_outputs_net"):
+    for name in registers:
         MODELS._items.pop(name, None)
+
+
+@pytest.fixture
+def user_models(tmp_path, monkeypatch):
+    yield from _user_module(tmp_path, monkeypatch, "user_models.py", MODELS_MODULE,
+                            ("plain_torch_net", "three_outputs_net"))
 
 
 def one_line(capsys, args) -> str:
@@ -125,12 +132,8 @@ ATTENTION_MODULE = textwrap.dedent("""
 
 @pytest.fixture
 def attention_models(tmp_path, monkeypatch):
-    path = tmp_path / "attention_models.py"
-    path.write_text(ATTENTION_MODULE)
-    monkeypatch.chdir(tmp_path)
-    yield path
-    for name in ("torch_attention_net", "linear_attention_net"):
-        MODELS._items.pop(name, None)
+    yield from _user_module(tmp_path, monkeypatch, "attention_models.py", ATTENTION_MODULE,
+                            ("torch_attention_net", "linear_attention_net"))
 
 
 def test_a_search_never_trains_a_users_plain_attention_and_heads_need_maskable_projections(attention_models,

@@ -8,7 +8,7 @@ changing the score initialiser never changes the network.
 Weight initialisers (``fan`` is the layer's fan-in; with ``scaled_fan`` it is
 multiplied by the layer's density, as in Ramanujan et al. 2020, Sec. 4 (``True`` or ``"paper"``),
 or by one minus it, as hidden-networks' and biprop's code do (``"reference-code"``: their
-``prune_rate`` is the kept fraction, and ``builder.py`` scales by ``1 - prune_rate``; the two agree
+rate argument is the kept fraction, and ``builder.py`` scales by one minus it; the two agree
 at density 0.5); ``gain`` is sqrt(2), the ReLU gain):
 
 - ``kaiming-normal``:   N(0, std²), std = gain / sqrt(fan)
