@@ -88,8 +88,9 @@ def run_options(f: Callable) -> Callable:
         click.option("--compile", "compile", is_flag=True, help="torch.compile the training forward pass."),
         click.option("--tensorboard", is_flag=True, help="Also write TensorBoard scalars to <run>/tensorboard/."),
         click.option("--keep-checkpoints", is_flag=True,
-                     help="Keep the previous checkpoint (checkpoint.prev.pt) when a run finishes; by default only "
-                          "the final one stays, which IMP's next level and stability read."),
+                     help="Keep the full checkpoints when a run finishes (checkpoint.prev.pt, and the optimiser and "
+                          "RNG states); by default only the final network stays in checkpoint.pt, which IMP's next "
+                          "level and stability read."),
         click.option("--wandb", "wandb_project", default=None, metavar="PROJECT",
                      help="Also log to this Weights & Biases project (needs the wandb extra; files in <run>/wandb/; "
                           "WANDB_MODE=offline logs locally). [default: off]"),

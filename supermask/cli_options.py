@@ -18,7 +18,8 @@ from .catalog import GENERIC_SEARCH_DEFAULTS, SEARCH_METHODS
 from .training.config import GENERIC_DEFAULTS, TrainConfig
 
 TRAIN_FIELDS = ("epochs", "iterations", "batch_size", "optimizer", "lr", "momentum", "nesterov", "weight_decay",
-                "schedule", "warmup_epochs", "milestones", "gamma", "label_smoothing", "precision", "selection")
+                "schedule", "warmup_epochs", "milestones", "gamma", "label_smoothing", "precision", "selection",
+                "test_every_epoch")
 _TRAIN_DEFAULTS = TrainConfig()
 _ENGINE_DEFAULTS = GENERIC_DEFAULTS
 
@@ -90,6 +91,9 @@ TRAIN_HELP = {
     "precision": "CUDA autocast precision (16: with a grad scaler); the CPU trains in 32.",
     "selection": "The evaluation whose network is reported and kept as the ticket: the best validation "
                  "accuracy, or the last epoch.",
+    "test_every_epoch": "Evaluate the test split after every epoch (test curves in metrics.jsonl); off: before "
+                        "training and at the end, for the best-validation and the last network only (the same "
+                        "results, a test pass less per epoch).",
 }
 _TYPES = {"epochs": int, "iterations": int, "batch_size": int, "lr": float, "momentum": float, "weight_decay": float,
           "warmup_epochs": float, "gamma": float, "label_smoothing": float,
@@ -104,7 +108,7 @@ def train_options(default_text: Callable[[str], str], seed: bool = True) -> Call
 
     def option(name: str):
         flag = "--" + name.replace("_", "-")
-        decls = [f"{flag}/--no-{name.replace('_', '-')}"] if name == "nesterov" else [flag]
+        decls = [f"{flag}/--no-{name.replace('_', '-')}"] if name in ("nesterov", "test_every_epoch") else [flag]
         kwargs = {"type": _TYPES[name]} if name in _TYPES else {}
         return click.option(*decls, name, default=None, help=help_with_default(TRAIN_HELP[name], default_text(name)),
                             **kwargs)

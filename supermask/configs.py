@@ -64,7 +64,8 @@ class ExperimentConfig(Resolvable):
     num_workers: Optional[int] = None
     # Nor is how the training executes: same results (on the CPU, bit for bit).
     checkpoint_every: Optional[int] = None  # also checkpoint every N steps (besides every epoch)
-    keep_checkpoints: bool = False  # keep checkpoint.prev.pt when the run finishes (else removed)
+    # keep checkpoint.prev.pt and the optimiser and RNG states when the run finishes (else removed)
+    keep_checkpoints: bool = False
     channels_last: bool = False  # CUDA only
     compile: bool = False  # torch.compile the training forward
     tensorboard: bool = False  # also write TensorBoard scalars to <run>/tensorboard/

@@ -38,6 +38,9 @@ from .io import (atomic_write_bytes, atomic_write_json, checkpoint_bytes, load_c
 
 log = logging.getLogger(__name__)
 
+#: What a checkpoint holds only for a resume of unfinished training (a finished run drops them).
+RESUME_ONLY_CHECKPOINT_KEYS = frozenset({"optimizer", "scaler", "rng"})
+
 #: What every engine's result record holds (the summary a rerun prints reads them).
 RESULT_KEYS = ("test_accuracy", "val_accuracy", "selected_epoch", "selection", "last_test_accuracy",
                "initial_test_accuracy", "density", "steps")
@@ -65,7 +68,7 @@ HASH_OMITTED_AT = {"train.precision": "32", "rerandomize_every": None, "rerandom
                    "bernoulli_eval": None, "rescale_weights": None, "bn_init": "ones",
                    "dropout": 0.0, "structure": "unstructured", "stop_when_unmatched": None, "classes": None,
                    "input_shape": None, "context": None, "depth": None, "train_subset": None, "bias": None,
-                   "init_from_checksum": None}
+                   "init_from_checksum": None, "train.test_every_epoch": False}
 
 
 def _omit_later_defaults(fields: dict, prefix: str = "") -> dict:
@@ -251,11 +254,21 @@ class RunDir:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
 
-    def discard_previous_checkpoint(self) -> None:
-        """Remove ``checkpoint.prev.pt`` of a finished run: ``checkpoint.pt`` holds its final state
-        (what IMP's next level prunes and stability continues from), the ticket what it reports."""
+    def keep_final_checkpoint(self) -> None:
+        """A finished run keeps what is read after it (the ticket what it reports; ``checkpoint.pt``'s
+        final network, which IMP's next level prunes and stability continues from, with its step and
+        history) and drops what only a resume of unfinished training reads: ``checkpoint.prev.pt``
+        and, in ``checkpoint.pt``, the optimiser, grad-scaler and RNG states (a third of a search's
+        checkpoint: its momentum is as large as its scores)."""
         with contextlib.suppress(FileNotFoundError):
             self.previous_checkpoint_path.unlink()
+        if not self.checkpoint_path.exists():
+            return
+        state = load_checkpoint(self.checkpoint_path)
+        if not isinstance(state, dict) or "optimizer" not in state:
+            return  # kept already (or not a checkpoint of this library: left as it is)
+        final = {k: v for k, v in state.items() if k not in RESUME_ONLY_CHECKPOINT_KEYS} | {"final": True}
+        os.replace(write_temporary(self.checkpoint_path, checkpoint_bytes(final)), self.checkpoint_path)
 
     def write_status(self, status: str, **info: Any) -> None:
         atomic_write_json(self.status_path, {"status": status, **info})
@@ -386,16 +399,19 @@ class RunDir:
         """Every valid record, in order; damaged lines are skipped (``truncate_metrics`` sets them aside)."""
         return self._metric_lines()[0]
 
-    def truncate_metrics(self, last_step: int) -> None:
-        """Drop records written after the checkpoint of step ``last_step`` (work redone on resume).
-        Damaged lines are never dropped silently: they move to ``metrics.damaged.jsonl``, said in one line."""
+    def truncate_metrics(self, last_step: int, tested: Optional[set] = None) -> None:
+        """Drop records written after the checkpoint of step ``last_step`` (work redone on resume),
+        and, given the steps whose test evaluation the checkpoint holds (``tested``), the test records
+        of other steps (a final test written after it). Damaged lines are never dropped silently:
+        they move to ``metrics.damaged.jsonl``, said in one line."""
         good, bad = self._metric_lines()
         if bad:
             aside = self.path / DAMAGED_METRICS
             previous = aside.read_bytes() if aside.exists() else b""
             atomic_write_bytes(aside, previous + b"".join(line + b"\n" for line in bad))
             log.warning("%s: %d damaged line(s) set aside in %s", self.metrics_path, len(bad), aside.name)
-        kept = [r for r in good if isinstance(r.get("step", 0), (int, float)) and r.get("step", 0) <= last_step]
+        kept = [r for r in good if isinstance(r.get("step", 0), (int, float)) and r.get("step", 0) <= last_step
+                and (tested is None or r.get("split") != "test" or r.get("step") in tested)]
         atomic_write_bytes(self.metrics_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept).encode())
 
     def write_result(self, result: dict) -> None:

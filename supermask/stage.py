@@ -114,8 +114,8 @@ def run_stage(config: ExperimentConfig, data, stage: Stage, device=None,
                 save_state(run.ticket_dir / stage.keep_start, start)
             run.write_result(row)
             run.discard_selected(keep=None)
-            if not config.keep_checkpoints:  # finished: the fallback for a damaged latest one serves no resume
-                run.discard_previous_checkpoint()
+            if not config.keep_checkpoints:  # finished: what only a resume of training reads goes
+                run.keep_final_checkpoint()
         distributed.barrier()  # the next stage may read this one's files
     return StageResult(run.path, row, model=model)
 

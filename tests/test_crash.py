@@ -81,9 +81,10 @@ def kill_then_resume(args, out: Path, kills: list[str]) -> int:
 
 def test_search_killed_mid_epoch_between_epochs_and_mid_write_resumes_exactly(tmp_path):
     assert run_killable(SEARCH, tmp_path / "ref").returncode == 0  # same process setup (threads) as the killed runs
-    # mid-epoch (step 4); after epoch 2's metrics, before its checkpoint; inside an atomic write; mid-epoch again
-    kills = ["step:5", "metrics:4", "replace:3", "step:7"]
-    assert kill_then_resume(SEARCH, tmp_path / "killed", kills) == 4
+    # mid-epoch (step 4); after epoch 2's metrics, before its checkpoint; inside an atomic write; mid-epoch
+    # again; in the test evaluation at the end, after its record and before the checkpoint holding it
+    kills = ["step:5", "metrics:2", "replace:3", "step:7", "metrics:2"]
+    assert kill_then_resume(SEARCH, tmp_path / "killed", kills) == 5
     assert_same_runs(tmp_path / "ref", tmp_path / "killed")
 
 

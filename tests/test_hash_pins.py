@@ -14,7 +14,9 @@ gained ``train_subset`` (null: the whole training split), ``wandb_project`` (nul
 logging) and ``keep_checkpoints`` (false), of the usability issue, and ``bias`` (null: the
 architecture's own), of the fidelity issue; no run directory moved (the hash omits train_subset
 and bias at null and never covers the other two). A finished run no longer keeps
-``checkpoint.prev.pt``.
+``checkpoint.prev.pt``, nor the optimiser and RNG states in ``checkpoint.pt``. Every config.json's
+``train`` gained ``test_every_epoch`` (false: the test split evaluated at the end), of the
+usability issue; no run directory moved (the hash omits it at false; the results are the same).
 
 Each case runs ``--dry-run`` (the resolver every run uses; nothing is written) and compares the
 run directory it names and a digest of the resolved config.json it prints.
@@ -30,49 +32,49 @@ from supermask.cli import main
 
 PINS = [
     ('--arch conv6',
-     'runs/search/conv6-mnist-5k/8228bd68f7fe/seed-0', 'dc918d2b11bf98b5'),
+     'runs/search/conv6-mnist-5k/8228bd68f7fe/seed-0', '46a6e6e887cc4981'),
     ('--arch conv4 --structure nm:2:4',
-     'runs/search/conv4-mnist-5k/bb74cccdaee6/seed-0', '0b65c50affd5d019'),
+     'runs/search/conv4-mnist-5k/bb74cccdaee6/seed-0', '3e172023655e29d0'),
     ('--arch lenet_300_100 --structure channel --density 0.5',
-     'runs/search/lenet_300_100-mnist-5k/8e336210b7ef/seed-0', '57dc306f178ac0cc'),
+     'runs/search/lenet_300_100-mnist-5k/8e336210b7ef/seed-0', 'd7bc060ba5a4f451'),
     ('--arch lenet_300_100 --method bernoulli',
-     'runs/search/lenet_300_100-mnist-5k/9a7486ebb21b/seed-0', '9a11cad06b1ae9f2'),
+     'runs/search/lenet_300_100-mnist-5k/9a7486ebb21b/seed-0', '5f3ec116845e4e43'),
     ('--arch lenet_300_100 --method biprop',
-     'runs/search/lenet_300_100-mnist-5k/f5308ef7c775/seed-0', '40d7dce7dbb1daf4'),
+     'runs/search/lenet_300_100-mnist-5k/f5308ef7c775/seed-0', '2411d72efc17fb7b'),
     ('--arch lenet_300_100 --method gem-miner',
-     'runs/search/lenet_300_100-mnist-5k/3e5830851bd2/seed-0', 'f03297d50d074f49'),
+     'runs/search/lenet_300_100-mnist-5k/3e5830851bd2/seed-0', 'e832a1fe20fe45ce'),
     ('--arch lenet_300_100 --method iterand',
-     'runs/search/lenet_300_100-mnist-5k/4eeb3af4c690/seed-0', 'd1e870ad20982ff4'),
+     'runs/search/lenet_300_100-mnist-5k/4eeb3af4c690/seed-0', '9c9ff36a0e932ee8'),
     ('--arch conv2 --scope global --density 0.1',
-     'runs/search/conv2-mnist-5k/07dc234e73d5/seed-0', '9a3ddc4bc6a360b3'),
+     'runs/search/conv2-mnist-5k/07dc234e73d5/seed-0', '508d0bbc1139dcdf'),
     ('--arch conv6',
-     'runs/train/conv6-mnist-5k/62f3a0bc6702/seed-0', 'b76e089def151ae1'),
+     'runs/train/conv6-mnist-5k/62f3a0bc6702/seed-0', '65fab4627792153d'),
     ('--arch lenet_300_100 --levels 3',
-     'runs/imp/lenet_300_100-mnist-5k/97778ef33b95/seed-0', 'cc68aa611565d9d8'),
+     'runs/imp/lenet_300_100-mnist-5k/97778ef33b95/seed-0', '68051b75ed3ab7f8'),
     ('--arch conv4 --rewind 100it --levels 2',
-     'runs/imp/conv4-mnist-5k/461264978c8b/seed-0', '9df63e4d5a69da60'),
+     'runs/imp/conv4-mnist-5k/461264978c8b/seed-0', '39b816ed2ae126c6'),
     ('--arch lenet_300_100 --levels 2 --control reinit',
-     'runs/imp/lenet_300_100-mnist-5k/0b4c6641607a/seed-0', '0dabe72972ee42d7'),
+     'runs/imp/lenet_300_100-mnist-5k/0b4c6641607a/seed-0', '5479f49ae059e80d'),
     ('--arch lenet_300_100 --levels 2 --control random-prune',
-     'runs/imp/lenet_300_100-mnist-5k/cc39f8216390/seed-0', 'd7ba48e777f755d9'),
+     'runs/imp/lenet_300_100-mnist-5k/cc39f8216390/seed-0', '9f983800e53882a5'),
     ('--arch lenet_300_100 --levels 2 --early-bird magnitude',
-     'runs/imp/lenet_300_100-mnist-5k/9e4f9a17aee7/seed-0', '0a8ccac9fa0528e7'),
+     'runs/imp/lenet_300_100-mnist-5k/9e4f9a17aee7/seed-0', '1539f3eff23eaafe'),
     ('--arch vgg11 --early-bird channel',
-     'runs/imp/vgg11-mnist-5k/02d82fa8db0a/seed-0', 'a232779b20964fe7'),
+     'runs/imp/vgg11-mnist-5k/02d82fa8db0a/seed-0', '8534f6113e244bca'),
     ('--arch conv4 --structure channel --levels 2',
-     'runs/imp/conv4-mnist-5k/6920eeb890ae/seed-0', '1f3bd8b1c5389abb'),
+     'runs/imp/conv4-mnist-5k/6920eeb890ae/seed-0', '285cdf75ef589d6c'),
     ('--arch lenet_300_100 --structure nm:2:4',
-     'runs/imp/lenet_300_100-mnist-5k/fe5c98ac75bf/seed-0', '5659e491874474fd'),
+     'runs/imp/lenet_300_100-mnist-5k/fe5c98ac75bf/seed-0', 'aca5eea418c0ef19'),
     ('--arch lenet_300_100 --method random',
-     'runs/prune/lenet_300_100-mnist-5k/3f8b9e647144/seed-0', 'fa0dd1d8cb1db82c'),
+     'runs/prune/lenet_300_100-mnist-5k/3f8b9e647144/seed-0', 'ed4d853965aa2703'),
     ('--arch lenet_300_100 --method magnitude',
-     'runs/prune/lenet_300_100-mnist-5k/5d771f7af88b/seed-0', '85921462d39d551d'),
+     'runs/prune/lenet_300_100-mnist-5k/5d771f7af88b/seed-0', '48bbc0d8c9f49fe4'),
     ('--arch lenet_300_100 --method snip',
-     'runs/prune/lenet_300_100-mnist-5k/f72e9a59cb53/seed-0', '050cbaad8fa1da95'),
+     'runs/prune/lenet_300_100-mnist-5k/f72e9a59cb53/seed-0', '16b3b062043ce62e'),
     ('--arch conv2 --method grasp',
-     'runs/prune/conv2-mnist-5k/ba2e40e48e09/seed-0', 'c9edb23a54b6e2d0'),
+     'runs/prune/conv2-mnist-5k/ba2e40e48e09/seed-0', '6052b5aed8f884c4'),
     ('--arch lenet_300_100 --method synflow --density 0.05',
-     'runs/prune/lenet_300_100-mnist-5k/b41ffff974ba/seed-0', 'b3b8033f61c673cc'),
+     'runs/prune/lenet_300_100-mnist-5k/b41ffff974ba/seed-0', 'f86d8accb83f9d7c'),
 ]
 COMMANDS = {"search", "train", "imp", "prune"}
 

@@ -150,9 +150,31 @@ def test_a_finished_run_keeps_its_final_checkpoint_only_unless_asked(tmp_path, c
     assert len(levels) == 2 and not list((tmp_path / "a").rglob("checkpoint.prev.pt"))
     for level in levels:  # the final state stays: IMP's next level pruned from it
         result = json.loads((level / "result.json").read_text())
-        assert torch.load(level / "checkpoint.pt", weights_only=True)["step"] == result["steps"]
+        final = torch.load(level / "checkpoint.pt", weights_only=True)
+        assert final["step"] == result["steps"] and final["final"] and "model" in final
+        assert not {"optimizer", "rng", "scaler"} & set(final)  # only a resume of training reads them
     assert main([*args, "--out", str(tmp_path / "b"), "--keep-checkpoints"]) == 0
     assert len(list((tmp_path / "b").rglob("checkpoint.prev.pt"))) == 2
+    for kept in (tmp_path / "b").rglob("checkpoint.pt"):
+        assert {"optimizer", "rng"} <= set(torch.load(kept, weights_only=True))
     capsys.readouterr()
     assert main([*args, "--out", str(tmp_path / "a")]) == 0  # still finished, found as such
     assert "already finished" in capsys.readouterr().out
+
+
+def test_a_final_checkpoint_is_refused_for_more_training(tmp_path):
+    from supermask import SearchConfig, TrainConfig, search
+    from supermask.errors import RunError
+
+    cfg = SearchConfig(arch="lenet_300_100", out=str(tmp_path), device="cpu",
+                       train=TrainConfig(epochs=1, batch_size=500))
+    done = search(cfg)
+    run = RunDir(done.run_dir)
+    (run.path / "result.json").unlink()
+    import torch
+
+    state = torch.load(run.checkpoint_path, weights_only=True)
+    state["step"] = 3  # as if the final checkpoint were an unfinished one's
+    torch.save(state, run.checkpoint_path)
+    with pytest.raises(RunError, match="the final checkpoint of a finished run .* cannot continue training"):
+        search(cfg)

@@ -43,10 +43,13 @@ def test_search_run_directory_holds_everything(tmp_path):
     config = __import__("json").loads(run.config_path.read_text())
     assert config["train"]["lr"] == 0.1 and config["density"] == 0.3  # every default written out
     metrics = run.read_metrics()
-    assert [(m["epoch"], m["split"]) for m in metrics] == [(0, "val"), (0, "test"), (1, "val"), (1, "test"),
-                                                           (2, "val"), (2, "test")]
-    assert all({"step", "epoch", "split", "loss", "accuracy", "density", "lr", "seconds"} <= set(m) for m in metrics)
     r = run.read_result()
+    # the test split before training and, at the end, for the last and the best-validation networks
+    tested = sorted({0, r["best_epoch"], 2})
+    assert [(m["epoch"], m["split"]) for m in metrics] == [(0, "val"), (0, "test"), (1, "val"), (2, "val"),
+                                                           *[(e, "test") for e in tested if e]]
+    assert all({"step", "epoch", "split", "loss", "accuracy", "density"} <= set(m) for m in metrics)
+    assert all({"lr", "seconds"} <= set(m) for m in metrics if m["split"] == "val")
     assert r["status"] == "finished" and r["density"] == pytest.approx(0.3, abs=1e-3)
     assert set(r["density_per_layer"]) == {"1.weight", "3.weight", "5.weight"}
     assert r["initial_test_accuracy"] < 0.35 < r["test_accuracy"]  # untrained mask near chance; trained far above
@@ -100,6 +103,65 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, capsys):
     assert all(torch.equal(ma[k], mb[k]) for k in ma)
     strip = lambda ms: [{k: v for k, v in m.items() if k != "seconds"} for m in ms]  # noqa: E731
     assert strip(RunDir(full.run_dir).read_metrics()) == strip(run.read_metrics())
+
+
+class _SpoilLastEpoch:
+    """Scores drawn anew at every step of the third epoch (a fixed generator: the same in every run),
+    so the last network is worse than an earlier one and the best-validation epoch is not the last."""
+
+    def __new__(cls):
+        from supermask.training import Callback
+
+        class Spoil(Callback):
+            def after_step(self, state, loss, correct, count):
+                if state.epoch == 2:
+                    g = torch.Generator().manual_seed(state.step)
+                    for name, p in state.model.named_parameters():
+                        if name.endswith("scores"):
+                            p.data.copy_(torch.randn(p.shape, generator=g))
+
+        return Spoil()
+
+
+@pytest.mark.parametrize("selection", ["best-val", "last"])
+def test_the_test_split_measured_at_the_end_gives_the_results_of_measuring_it_every_epoch(tmp_path, selection):
+    def run(every):
+        train = TrainConfig(epochs=3, batch_size=500, selection=selection, test_every_epoch=every)
+        return search(_config(tmp_path / str(every), density=0.3, train=train), callbacks=[_SpoilLastEpoch()])
+
+    end, every = run(False), run(True)
+    assert end.result["best_epoch"] != end.result["epochs"]  # the spoiled last epoch: two networks to test
+    for key in ("test_accuracy", "best_test_accuracy", "last_test_accuracy", "initial_test_accuracy",
+                "val_accuracy", "selected_epoch", "density"):
+        assert end.result[key] == every.result[key], key
+    masks = [load_masks(r.run_dir / "ticket" / "mask.safetensors") for r in (end, every)]
+    assert all(torch.equal(masks[0][k], masks[1][k]) for k in masks[0])
+    metrics = [RunDir(r.run_dir).read_metrics() for r in (end, every)]
+    tests = [[(m["step"], m["accuracy"]) for m in ms if m["split"] == "test"] for ms in metrics]
+    assert [m for m in metrics[0] if m["split"] == "val"] != []
+    assert len(tests[1]) == 4 and len(tests[0]) == 3  # epochs 0-3 against epoch 0, the best and the last
+    assert sorted(tests[0]) == [t for t in tests[1] if t[0] in {s for s, _ in tests[0]}]
+    assert end.run_dir.parent.name != every.run_dir.parent.name  # another record: another run directory
+
+
+def test_a_kill_during_the_final_test_resumes_without_duplicate_records(tmp_path):
+    from supermask.training import Callback
+
+    class Stop(Exception):
+        pass
+
+    class KillInFinalTest(Callback):
+        def on_final_test(self, state, records):
+            raise Stop  # after the records are appended, before the checkpoint that holds them
+
+    full = search(_config(tmp_path / "a", density=0.3), callbacks=[_SpoilLastEpoch()])
+    cfg = _config(tmp_path / "b", density=0.3)
+    with pytest.raises(Stop):
+        search(cfg, callbacks=[_SpoilLastEpoch(), KillInFinalTest()])
+    resumed = search(cfg, callbacks=[_SpoilLastEpoch()])
+    strip = lambda ms: [{k: v for k, v in m.items() if k != "seconds"} for m in ms]  # noqa: E731
+    assert strip(RunDir(full.run_dir).read_metrics()) == strip(cfg.run_dir().read_metrics())
+    assert full.result["test_accuracy"] == resumed.result["test_accuracy"]
 
 
 def test_iterations_stop_mid_epoch(tmp_path):
@@ -211,6 +273,9 @@ def test_tensorboard_scalars_can_be_read_back(tmp_path):
     val = [e.value for e in events.Scalars("val/accuracy")]
     metrics = [m["accuracy"] for m in RunDir(result.run_dir).read_metrics() if m["split"] == "val"]
     assert val == pytest.approx(metrics)
+    tests = sorted((m["step"], m["accuracy"]) for m in RunDir(result.run_dir).read_metrics() if m["split"] == "test")
+    assert len(tests) >= 2 and sorted((e.step, e.value) for e in events.Scalars("test/accuracy")) == [
+        (step, pytest.approx(acc)) for step, acc in tests]  # before training, and the final test
     assert events.Scalars("density/overall")[-1].value == pytest.approx(0.3, abs=1e-3)
     flips = [e.value for e in events.Scalars("mask/flipped")]
     assert len(flips) == 2 and all(0 < f < 1 for f in flips)  # the strong ticket's mask moves each epoch
@@ -281,7 +346,7 @@ class _FakeWandb:
 
     def init(self, **kwargs):
         run = type("Run", (), {})()
-        run.kwargs, run.logged, run.finished = kwargs, [], False
+        run.kwargs, run.logged, run.finished, run.summary = kwargs, [], False, {}
         run.log = lambda values, step: run.logged.append((step, dict(values)))
         run.finish = lambda: setattr(run, "finished", True)
         self.runs.append(run)
@@ -311,6 +376,10 @@ def test_the_wandb_logger_logs_every_step_and_evaluation_under_the_runs_name(tmp
         metrics = RunDir(level_dir).read_metrics()
         logged_val = [(step, v["val/accuracy"]) for step, v in run.logged if "val/accuracy" in v]
         assert logged_val == [(m["step"], m["accuracy"]) for m in metrics if m["split"] == "val"]
+        final_tests = [m for m in metrics if m["split"] == "test" and m["step"] > 0]  # measured at the end
+        assert final_tests and run.summary == {
+            **{f"test/accuracy@{m['step']}": m["accuracy"] for m in final_tests},
+            **{f"test/loss@{m['step']}": m["loss"] for m in final_tests}}
 
 
 def test_wandb_offline_writes_the_run_beside_its_metrics(tmp_path, monkeypatch):

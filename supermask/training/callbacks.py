@@ -3,7 +3,8 @@
 The loop calls, in order: ``on_train_start`` once; per step ``loss_penalty`` (a term added to
 the loss before the backward pass: Gem-Miner's penalty on the scores) and ``after_step`` (after the
 optimiser step: IMP re-applies its masks here); per evaluation ``on_eval`` (which may end
-training early by setting ``state.stopped``); ``on_train_end`` once. The progress bar is a
+training early by setting ``state.stopped``); ``on_final_test`` once after training, when the test
+split was left to the end (the default); ``on_train_end`` once. The progress bar is a
 callback the CLI installs. A callback with state that shapes the rest of the run returns it
 from ``state_dict`` (tensors, numbers, lists, dicts); every checkpoint holds it and a resumed
 run hands it back through ``load_state_dict``. An engine that trains several times (IMP's
@@ -42,7 +43,13 @@ class Callback:
     def on_eval(self, state: "TrainState", records: list[dict]) -> None:
         """After every evaluation (epoch 0, before training, and each epoch's end): one record per
         split, as ``metrics.jsonl`` holds them (``split``, ``loss``, ``accuracy``, ``density``, ``step``,
-        ``epoch``, ``lr``). Setting ``state.stopped`` ends training after it."""
+        ``epoch``, ``lr``); the test split's record only with ``TrainConfig.test_every_epoch`` (and
+        before training). Setting ``state.stopped`` ends training after it."""
+
+    def on_final_test(self, state: "TrainState", records: list[dict]) -> None:
+        """After training, when the test split is evaluated at the end only (``test_every_epoch``
+        off, the default): one test record per network evaluated (the last, and the best-validation
+        one when it is another), each with the ``step`` and ``epoch`` of its evaluation."""
 
     def on_train_end(self, state: "TrainState") -> None:
         """Once, after the last step and evaluation (also when training stopped early)."""

@@ -51,6 +51,10 @@ class TrainConfig(Resolvable):
     label_smoothing: float = 0.0
     precision: str = "32"  # CUDA autocast: "bf16", or "16" with a grad scaler; the CPU always trains in float32
     selection: str = "best-val"  # the evaluation whose network is reported and kept as the ticket (SELECTIONS)
+    # the test split after every epoch (per-epoch test curves); off: before training and, at the end, for
+    # the best-validation and the last network only (the accuracies a result reports; selection never
+    # looks at the test split, so the results are the same either way)
+    test_every_epoch: bool = False
 
     def with_defaults(self, **defaults) -> "TrainConfig":
         """This config with the fields left None (not given) taken from ``defaults`` (a method's or
@@ -79,6 +83,8 @@ class TrainConfig(Resolvable):
             raise SupermaskError(f"--nesterov applies to SGD only, not {self.optimizer}")
         if self.selection not in SELECTIONS:
             raise SupermaskError(f"selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}")
+        if not isinstance(self.test_every_epoch, bool):
+            raise SupermaskError(f"test every epoch must be true or false, got {self.test_every_epoch!r}")
         self.precision = str(self.precision)
         if self.precision not in PRECISIONS:
             raise SupermaskError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")

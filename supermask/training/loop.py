@@ -4,10 +4,13 @@ The optimiser is handed exactly the parameters to train (scores for edge-popup,
 weights for dense training and IMP). Everything else (progress bar, IMP's masking
 after each step) is a :class:`~supermask.training.callbacks.Callback`.
 
-Each epoch ends with an evaluation on the validation and test splits, appended to
-``metrics.jsonl``, and a checkpoint written atomically (also every
-``checkpoint_every`` steps if given). Before the first step the untrained model is
-evaluated and logged as epoch 0.
+Each epoch ends with an evaluation on the validation split, appended to ``metrics.jsonl``, and a
+checkpoint written atomically (also every ``checkpoint_every`` steps if given). Before the first
+step the untrained model is evaluated on both splits and logged as epoch 0. **The test split** is
+evaluated once more at the end, for the last network and the best-validation one (the two whose
+test accuracy a result reports; model selection never looks at the test split, so this changes no
+result and saves a test pass an epoch);
+``TrainConfig.test_every_epoch`` evaluates it after every epoch instead (test curves).
 
 **Resume is exact.** A checkpoint holds the model, the optimiser (and fp16 grad
 scaler), the step, the position in the epoch and every RNG state (torch, CUDA, numpy,
@@ -60,6 +63,8 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 2
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "16": torch.float16}
+#: The keys of a history entry that are measurements of the splits (the rest describe the network).
+_EVALUATION_KEYS = frozenset({"val_loss", "val_accuracy", "test_loss", "test_accuracy", "initial"})
 
 
 def is_initial(entry: dict) -> bool:
@@ -136,18 +141,22 @@ class TrainSummary:
 
 
 class _SelectedNetwork:
-    """The state of the evaluation :func:`selected_evaluation` picks, kept as training goes (in
-    memory, and in the run directory for resume)."""
+    """The state of the best-validation evaluation (:func:`best_evaluation`), kept as training goes
+    (in memory, and in the run directory for resume) when the run reports it (selection ``best-val``)
+    or evaluates its test split at the end (``test_every_epoch`` off: the best network's test
+    accuracy is then measured on this state)."""
 
-    def __init__(self, model: nn.Module, selection: str, run: Optional[RunDir], writer: bool, by_loss: bool = False):
+    def __init__(self, model: nn.Module, selection: str, run: Optional[RunDir], writer: bool, by_loss: bool,
+                 keeps_best: bool):
         self.model, self.selection, self.run, self.writer, self.by_loss = model, selection, run, writer, by_loss
+        self.keeps_best = keeps_best
         self.step: Optional[int] = None
         self.state: Optional[dict] = None
 
     def after_eval(self, history: list[dict]) -> None:
-        if self.selection == "last":
+        if not self.keeps_best:
             return
-        chosen = selected_evaluation(history, self.selection, self.by_loss)
+        chosen = best_evaluation(history, self.by_loss)
         if chosen["step"] == self.step:
             return
         if chosen is not history[-1]:
@@ -158,9 +167,9 @@ class _SelectedNetwork:
             self.run.save_selected(self.state, self.step)
 
     def resumed(self, history: list[dict]) -> None:
-        if self.selection == "last":
+        if not self.keeps_best:
             return
-        chosen = selected_evaluation(history, self.selection, self.by_loss)
+        chosen = best_evaluation(history, self.by_loss)
         if not is_initial(chosen) and self.run is not None:
             self.state, self.step = self.run.load_selected(chosen["step"]), chosen["step"]
         self.discard_others()
@@ -169,13 +178,17 @@ class _SelectedNetwork:
         if self.run is not None and self.writer:
             self.run.discard_selected(keep=self.step)
 
+    def best_state(self, entry: dict) -> dict:
+        """The kept state of ``entry``, the best-validation evaluation."""
+        if self.state is None or self.step != entry["step"]:
+            raise RunError(f"internal: the best network (step {entry['step']}) was not kept")
+        return self.state
+
     def restore(self, history: list[dict]) -> None:
         """Put the selected network into the model (a no-op when it is the last one)."""
         if self.selection == "last" or self.step == history[-1]["step"]:
             return
-        if self.state is None:
-            raise RunError(f"internal: the selected network (step {self.step}) is missing")
-        self.model.load_state_dict(self.state)
+        self.model.load_state_dict(self.best_state(best_evaluation(history, self.by_loss)))
 
 
 def eval_batch_size(cfg: TrainConfig) -> int:
@@ -302,7 +315,8 @@ def train(
         raise RunError(f"start step {start_step} is outside the training length ({total_steps} steps)")
     state = TrainState(model, optimizer, steps_per_epoch, total_steps)
     by_loss = getattr(data.info, "task", None) == "language-model"  # "best" is the lowest validation loss
-    selected = _SelectedNetwork(model, cfg.selection, run, writer, by_loss)
+    selected = _SelectedNetwork(model, cfg.selection, run, writer, by_loss,
+                                keeps_best=cfg.selection != "last" or not cfg.test_every_epoch)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
     def loss_of(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -334,6 +348,8 @@ def train(
         entry = {"epoch": state.epoch, "step": state.step, **extra, **({"initial": True} if initial else {})}
         records = []
         for split, loader in eval_loaders.items():
+            if split == "test" and not (initial or cfg.test_every_epoch):
+                continue  # left to final_test
             loss, acc = evaluate(model, loader)
             entry[f"{split}_loss"], entry[f"{split}_accuracy"] = loss, acc
             records.append({"epoch": state.epoch, "step": state.step, "split": split, "loss": loss, "accuracy": acc,
@@ -345,8 +361,35 @@ def train(
                 run.append_metrics(record)
         for cb in callbacks:
             cb.on_eval(state, records)
-        log.info("epoch %d step %d: val %.4f test %.4f", state.epoch, state.step, entry["val_accuracy"],
-                 entry["test_accuracy"])
+        log.info("epoch %d step %d: val %.4f%s", state.epoch, state.step, entry["val_accuracy"],
+                 f" test {entry['test_accuracy']:.4f}" if "test_accuracy" in entry else "")
+
+    def final_test() -> None:
+        """The test split of the last and the best-validation networks, when it was not evaluated
+        every epoch: the accuracies a result reports (the selected network is one of the two)."""
+        last, best = state.history[-1], best_evaluation(state.history, by_loss)
+        pending = [entry for entry in ([last] if best is last else [last, best]) if "test_accuracy" not in entry]
+        records = []
+        for entry in pending:
+            current = None
+            if entry is not last:  # the model holds the last network: evaluate the kept best one
+                current = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                model.load_state_dict(selected.best_state(entry))
+            loss, acc = evaluate(model, eval_loaders["test"])
+            if current is not None:
+                model.load_state_dict(current)
+            entry["test_loss"], entry["test_accuracy"] = loss, acc
+            measured = {k: v for k, v in entry.items() if k not in _EVALUATION_KEYS}
+            records.append({**measured, "split": "test", "loss": loss, "accuracy": acc})
+        if not records:
+            return
+        if run is not None and writer:
+            for record in records:
+                run.append_metrics(record)
+        for cb in callbacks:
+            cb.on_final_test(state, records)
+        log.info("test: %s", "; ".join(f"step {r['step']} {r['accuracy']:.4f}" for r in records))
+        checkpoint()  # the history with the test accuracies: a resume does not measure them again
 
     def checkpoint() -> None:
         if run is None or not writer:
@@ -362,16 +405,21 @@ def train(
 
     if run is not None and run.has_checkpoint():
         ckpt, path = run.load_checkpoint(map_location=device)
+        if ckpt.get("final") and ckpt.get("step", 0) < total_steps:
+            raise RunError(f"{path}: the final checkpoint of a finished run (step {ckpt.get('step')}, without its "
+                           f"optimiser state) cannot continue training to step {total_steps}; delete {run.path} "
+                           f"to rerun it")
         try:
             model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
+            if not ckpt.get("final"):
+                optimizer.load_state_dict(ckpt["optimizer"])
+                _set_rng_state(ckpt["rng"])
             if ckpt.get("scaler"):
                 execution.scaler.load_state_dict(ckpt["scaler"])
             state.step, state.epoch, state.elapsed = ckpt["step"], ckpt["epoch"], ckpt["elapsed"]
             state.batch_in_epoch = ckpt.get("batch_in_epoch", 0)
             state.history = list(ckpt["history"])
             state.stopped = ckpt.get("stopped")
-            _set_rng_state(ckpt["rng"])
             for name, cb_state in (ckpt.get("callbacks") or {}).items():
                 for cb in callbacks:
                     if _callback_key(cb) == name:
@@ -382,7 +430,7 @@ def train(
         selected.resumed(state.history)
         state.resumed = True
         if writer:
-            run.truncate_metrics(state.step)
+            run.truncate_metrics(state.step, tested={h["step"] for h in state.history if "test_accuracy" in h})
         log.info("resuming %s at step %d (epoch %d, batch %d)", run.path, state.step, state.epoch,
                  state.batch_in_epoch)
     else:
@@ -435,6 +483,7 @@ def train(
         log_eval()
         model.train()
         checkpoint()
+    final_test()
     for cb in callbacks:
         cb.on_train_end(state)
     selected.restore(state.history)

@@ -99,6 +99,14 @@ class TensorBoardLogger(Callback):
             self.previous = masks
         self.writer.flush()
 
+    def on_final_test(self, state, records):
+        if self.writer is None:  # a resumed run whose training had ended
+            self.writer = _summary_writer()(str(self.path))
+        for record in records:  # at the steps of the networks evaluated (the best one's is earlier)
+            self.writer.add_scalar("test/loss", record["loss"], record["step"])
+            self.writer.add_scalar("test/accuracy", record["accuracy"], record["step"])
+        self.writer.flush()
+
     def on_train_end(self, state):
         if self.writer is not None:
             self.writer.close()

@@ -4,7 +4,8 @@ One W&B run per run directory (an IMP level is a run of its own, grouped under i
 its name is the run directory's path below ``--out``, its config the run's ``config.json``
 (resolved, hashed fields and all), its files under ``<run>/wandb/``. Logged: ``train/loss`` and
 ``train/lr`` every step, and per evaluation each split's ``loss`` and ``accuracy`` and
-``density``, all against the training step. ``WANDB_MODE=offline`` writes the run locally (what
+``density``, all against the training step; the test split measured at the end (the default) in
+the run's summary (``test/accuracy@<step>``). ``WANDB_MODE=offline`` writes the run locally (what
 the tests do; ``wandb sync <run>/wandb/offline-run-*`` uploads it later).
 
 Writing your own logger is the same few lines: subclass :class:`supermask.training.Callback`,
@@ -66,6 +67,14 @@ class WandbLogger(Callback):
             if isinstance(record.get("density"), (int, float)):
                 values["density"] = record["density"]
         self.run.log(values, step=state.step)
+
+    def on_final_test(self, state, records):
+        """W&B steps only increase: the test accuracies measured at the end (of the last network, and
+        of the best-validation one at its earlier step) go into the run's summary, keyed by step."""
+        self._start()
+        for record in records:
+            self.run.summary[f"test/accuracy@{record['step']}"] = record["accuracy"]
+            self.run.summary[f"test/loss@{record['step']}"] = record["loss"]
 
     def on_train_end(self, state):
         if self.run is not None:
