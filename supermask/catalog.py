@@ -31,7 +31,7 @@ ARCHITECTURES = ("conv2", "conv4", "conv6", "conv8", "gpt_tiny", "gpt_tiny_untie
 DATASETS = ("cifar10", "cifar100", "fashion-mnist", "kmnist", "mnist", "mnist-5k", "svhn", "tinyshakespeare")
 WEIGHT_INITS = ("kaiming-normal", "kaiming-uniform", "signed-constant", "signed-constant-glorot",
                 "unsigned-constant", "xavier-normal")
-SCORE_INITS = ("kaiming-normal", "kaiming-uniform", "uniform")
+SCORE_INITS = ("kaiming-normal", "kaiming-uniform", "kaiming-uniform-relu", "uniform")
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,12 @@ class MethodCard:
     density_is_outcome: bool = False  # the mask's density is learned, not imposed (Bernoulli)
     # mask structures it supports: "nm" (N:M, supermask.nn.nm), "channel" (supermask.nn.channels)
     structures: tuple[str, ...] = ("unstructured",)
+    # bumped when the method computes something else under the same options (a config records it,
+    # so its hash moves and no run directory of the old computation is taken for the new one)
+    revision: int = 1
+    # the lr default (train_defaults["lr"]) is tuned for this many epochs; a longer run takes
+    # lr x lr_tuned_epochs / epochs (see scaled_lr); None: one lr at every length
+    lr_tuned_epochs: "int | None" = None
 
 
 #: What a training field left None resolves to when neither the engine nor the method sets it
@@ -56,6 +62,25 @@ GENERIC_TRAIN_DEFAULTS = {"lr": 0.1, "weight_decay": 1e-4}
 GENERIC_SEARCH_DEFAULTS = {"scope": "layerwise", "init": "signed-constant", "scaled_fan": False,
                            "score_init": "kaiming-uniform"}
 
+
+
+DEFAULT_DENSITY = 0.5  # a search's kept fraction when none is given: k = 50%, the edge-popup paper's best Conv-6 point
+
+
+def density_ramp_applies(scope: str, density: float) -> bool:
+    """biprop's density ramp acts with one threshold over all layers at a density of at most one half
+    (its main.py); elsewhere a search resolves it to None."""
+    return scope == "global" and density <= 0.5
+
+
+def scaled_lr(lr: float, tuned_epochs: "int | None", epochs: int, iterations: "int | None") -> float:
+    """A method's lr default for a run of ``epochs``: ``lr`` up to ``tuned_epochs``, beyond them
+    ``lr * tuned_epochs / epochs`` (lr times epochs held: how far the scores move over the run, which
+    for Gem-Miner decides whether the rounded mask stays at its target after the last freezing
+    round). A run given ``iterations`` (its epochs' length unknown here) keeps ``lr``."""
+    if tuned_epochs is None or iterations is not None or epochs <= tuned_epochs:
+        return lr
+    return lr * tuned_epochs / epochs
 
 
 def default_settings(defaults: dict, train_defaults: dict) -> tuple[dict, dict]:
@@ -77,16 +102,20 @@ SEARCH_METHODS = {
         "an outcome",
         reference="Zhou et al. 2019, 'Deconstructing Lottery Tickets: Zeros, Signs, and the Supermask'; "
                   "uber-research/deconstructing-lottery-tickets (train_supermask.py: SGD lr 100, l2 on weights only)",
-        defaults={"init": "signed-constant-glorot", "bernoulli_eval": "sample", "rescale_weights": False},
+        defaults={"init": "xavier-normal", "bernoulli_eval": "sample", "rescale_weights": False},
         train_defaults={"lr": 100.0, "weight_decay": 0.0},
         options=("bernoulli_eval", "rescale_weights"),
         density_is_outcome=True,
+        revision=2,  # 2: --rescale-weights takes the gradient through the mask's sum, as the reference
     ),
     "biprop": MethodCard(
         "Diffenderfer & Kailkhura 2021: edge-popup mask over binarised weights sign(w)*alpha per layer",
         reference="Diffenderfer & Kailkhura 2021, 'Multi-Prize Lottery Ticket Hypothesis'; chrundle/biprop "
-                  "(smallscale configs: kaiming_normal, scale_fan, SGD lr 0.1, wd 1e-4, cosine)",
-        defaults={"init": "kaiming-normal", "scaled_fan": True},
+                  "(smallscale configs: kaiming_normal, scale_fan (builder.py: the fan times 1 - prune_rate, "
+                  "prune_rate the kept fraction), SGD lr 0.1, wd 1e-4, cosine; main.py: with global pruning "
+                  "at most half kept, the kept fraction falls from 0.5 to the target over prune_rate_epoch 10)",
+        defaults={"init": "kaiming-normal", "scaled_fan": "reference-code", "density_ramp_epochs": 10},
+        options=("density_ramp_epochs",),
         structures=("unstructured", "nm"),
     ),
     "gem-miner": MethodCard(
@@ -95,18 +124,22 @@ SEARCH_METHODS = {
         reference="Sreenivasan et al. 2022, 'Rare Gems: Finding Lottery Tickets at Initialization'; "
                   "ksreenivasan/pruning_is_enough (hc_iter, BottomK, L2 lmbda, iter_period 5, wd 0, SGD lr 0.1)",
         defaults={"scope": "global", "score_l2": 1e-4, "freeze_every": 5},
-        # lr 1.0 is ours, measured on the bundled data (supermask.methods.gem_miner); the reference's
-        # configs use 0.01-0.1 over 150+ CIFAR epochs.
+        # lr 1.0 for 10 epochs, lr x 10 / epochs beyond, is ours, measured on the bundled data
+        # (supermask.methods.gem_miner); the reference's configs use 0.01-0.1 over 150+ CIFAR epochs.
         train_defaults={"lr": 1.0, "weight_decay": 0.0},
+        lr_tuned_epochs=10,
         options=("score_l2", "freeze_every"),
     ),
     "iterand": MethodCard(
         "Chijiwa et al. 2021: edge-popup, pruned weights re-drawn with probability r every K steps",
         reference="Chijiwa et al. 2021, 'Pruning Randomly Initialized Neural Networks with Iterative Randomization'; "
-                  "dchiji-ntt/iterand (config.yaml: rerand_freq 300 iterations, rerand_lambda 0.1)",
-        defaults={"rerandomize_every": 300, "rerandomize_rate": 0.1},
+                  "dchiji-ntt/iterand (config.yaml: kaiming_uniform weights and scores, rerand_freq 300 "
+                  "iterations, rerand_lambda 0.1)",
+        defaults={"init": "kaiming-uniform", "score_init": "kaiming-uniform-relu", "rerandomize_every": 300,
+                  "rerandomize_rate": 0.1},
         options=("rerandomize_every", "rerandomize_rate"),
         structures=("unstructured", "nm"),
+        revision=2,  # 2: the re-draws after steps K-1, 2K-1, ... (before steps K, 2K), as the reference
     ),
 }
 

@@ -354,6 +354,10 @@ def _method_option_help(text: str, field: str) -> str:
 @click.option("--rescale-weights/--no-rescale-weights", default=None,
               help=_method_option_help("Bernoulli: Zhou et al.'s dynamic weight rescaling (weights x n / kept).",
                                        "rescale_weights"))
+@click.option("--density-ramp-epochs", default=None, type=int,
+              help=_method_option_help("biprop with --scope global at density <= 0.5: the kept fraction falls from "
+                                       "0.5 to the density over these first epochs (its main.py; 0: off).",
+                                       "density_ramp_epochs"))
 @train_options(search_train_default)
 @run_options
 def search(**kw) -> None:
@@ -459,8 +463,9 @@ options given win): {_family_table()}.""")
               help=_family_help("Layerwise: for the output layer.", "output_fraction"))
 @click.option("--keep-unpruned", default=None,
               help=_family_help("Comma-separated weight names never pruned.", "keep_unpruned"))
-@click.option("--bn-init", default=None, type=click.Choice(["ones", "uniform"]),
-              help=_family_help("BatchNorm γ at initialisation (uniform: U(0, 1), as open_lth).", "bn_init"))
+@click.option("--bn-init", default=None, type=click.Choice(["ones", "uniform", "half"]),
+              help=_family_help("BatchNorm γ at initialisation (uniform: U(0, 1), as open_lth; half: 0.5, as the "
+                                "early-bird reference and the default of --early-bird channel).", "bn_init"))
 @click.option("--structure", default="unstructured", show_default=True,
               help="Mask structure: unstructured, nm:N:M (one level: the N largest |w| of every group of M "
                    "inputs), channel (each level removes the filters of smallest L1 norm, the next layer's "

@@ -57,6 +57,8 @@ def method_default(field: str, train: bool = False) -> str:
     signed-constant-glorot, biprop kaiming-normal``."""
     generic = _train_default(field) if train else GENERIC_SEARCH_DEFAULTS.get(field)
     special = [f"{name} {_shown(card.train_defaults[field] if train else card.defaults[field])}"
+               + (f" (x {card.lr_tuned_epochs}/epochs beyond {card.lr_tuned_epochs} epochs)"
+                  if train and field == "lr" and card.lr_tuned_epochs else "")
                for name, card in SEARCH_METHODS.items()
                if field in (card.train_defaults if train else card.defaults)]
     if generic is None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
-from .catalog import imagefolder_path, torchvision_name
+from .catalog import DEFAULT_DENSITY, density_ramp_applies, imagefolder_path, torchvision_name
 from .errors import SupermaskError
 from .resolved import Resolvable, is_resolved, resolve, with_identity
 from .structure import Structure
@@ -47,7 +47,8 @@ class ExperimentConfig(Resolvable):
     width: float = 1.0
     depth: Optional[int] = None  # transformer blocks (gpt_tiny, vit_tiny); None: the architecture's [4]
     # biases in the layers of builders that take them (lenet_300_100: True, open_lth's; conv2-8:
-    # False, hidden-networks'); None: the architecture's own
+    # False, hidden-networks'); None: the architecture's own, except that a search resolves a
+    # builder's True to False (strong tickets have no biases unless asked for, as in the references)
     bias: Optional[bool] = None
     dropout: float = 0.0  # before the fully connected layers (LeNet, Conv-N, VGG's classifier); 0: none
     image_size: Optional[int] = None  # image folders only: the crop size [224]; ignored (None) for other data
@@ -164,6 +165,17 @@ class ExperimentConfig(Resolvable):
         if builder is None or name not in inspect.signature(builder).parameters:
             takes = [n for n in MODELS.names() if name in inspect.signature(MODELS.get(n)).parameters]
             raise SupermaskError(f"{option} applies to {', '.join(takes)}, not {self.arch}")
+
+    def _builder_default(self, name: str):
+        """The default of ``name`` in the architecture's builder (None: it takes no such parameter)."""
+        import inspect
+
+        from .models import MODELS
+
+        if torchvision_name(self.arch) is not None:
+            return None
+        parameter = inspect.signature(MODELS.get(self.arch)).parameters.get(name)
+        return None if parameter is None or parameter.default is inspect.Parameter.empty else parameter.default
 
     def _check_depth(self) -> None:
         if not isinstance(self.depth, int) or isinstance(self.depth, bool) or not 1 <= self.depth <= 1000:
@@ -337,12 +349,11 @@ def _check_batch_fits(image_size: int, batch_size) -> None:
 
 # -- the strong-ticket search ----------------------------------------------------------------------
 
-DEFAULT_DENSITY = 0.5  # k = 50%: the edge-popup paper's best Conv-6 point
 #: Below this starting density Bernoulli's sampled network rarely learns (measured: docs/fidelity.md).
 BERNOULLI_LOW_START = 0.1
 #: Fields that only some methods read: None unless the chosen method uses them.
 METHOD_OPTIONS = ("rerandomize_every", "rerandomize_rate", "score_l2", "freeze_every", "bernoulli_eval",
-                  "rescale_weights")
+                  "rescale_weights", "density_ramp_epochs")
 
 
 @dataclass
@@ -370,8 +381,28 @@ class SearchConfig(ExperimentConfig):
     freeze_every: Optional[int] = None  # Gem-Miner: epochs between two freezing rounds
     bernoulli_eval: Optional[str] = None  # Bernoulli: "sample" (a seeded sample of the mask) or "threshold"
     rescale_weights: Optional[bool] = None  # Bernoulli: Zhou et al.'s dynamic weight rescaling
+    # biprop with --scope global at density <= 0.5: the kept fraction falls from 0.5 to the density
+    # over these first epochs (its main.py, cubic; 0: the density from the first step); None otherwise
+    density_ramp_epochs: Optional[int] = None
+    # the method's revision (Method.revision), written by resolving: a method that computes something
+    # else under the same options moves the hash
+    method_revision: Optional[int] = None
 
     ENGINE = "search"
+
+    def _resolve_density_ramp(self, given: bool) -> None:
+        """The ramp counts where it can act (global scope, density at most 0.5): elsewhere a given one
+        is refused and the method's default is dropped (None: out of the hash)."""
+        ramp = self.density_ramp_epochs
+        if ramp is None:
+            return
+        if not isinstance(ramp, int) or isinstance(ramp, bool) or ramp < 0:
+            raise SupermaskError(f"density ramp epochs must be a whole number >= 0, got {ramp!r}")
+        if not density_ramp_applies(self.scope, self.density) or ramp == 0:
+            if given and ramp:
+                raise SupermaskError("--density-ramp-epochs applies with --scope global at a density of at most "
+                                     f"0.5 (this search: scope {self.scope}, density {self.density:g})")
+            self.density_ramp_epochs = None
 
     def _resolve_fields(self) -> None:
         from .methods import METHODS
@@ -394,10 +425,16 @@ class SearchConfig(ExperimentConfig):
                 owners = [m for m in METHODS if name in METHODS.get(m).options]
                 raise SupermaskError(f"--{name.replace('_', '-')} applies to {' and '.join(owners)} only, "
                                      f"not {self.method}")
+        ramp_given = self.density_ramp_epochs is not None
         for name, value in method.search_defaults().items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
-        self.train = self.train.with_defaults(**method.train_defaults)
+        self.train = self.train.with_defaults(**method.train_defaults_for(self.train.epochs, self.train.iterations))
+        if self.method_revision is not None and self.method_revision != method.revision:
+            raise SupermaskError(f"this config was written for revision {self.method_revision} of {self.method}; "
+                                 f"this version computes revision {method.revision} (see docs/fidelity.md): "
+                                 f"leave method_revision out to run the current one")
+        self.method_revision = method.revision
         check_scope(self.scope)
         if self.rerandomize_every is not None and (not isinstance(self.rerandomize_every, int)
                                                    or self.rerandomize_every <= 0):
@@ -410,12 +447,19 @@ class SearchConfig(ExperimentConfig):
             raise SupermaskError(f"freeze every must be a positive number of epochs, got {self.freeze_every!r}")
         if self.bernoulli_eval is not None and self.bernoulli_eval not in ("sample", "threshold"):
             raise SupermaskError(f"bernoulli eval must be sample or threshold, got {self.bernoulli_eval!r}")
+        self._resolve_density_ramp(ramp_given)
         self.scaled_fan = _check_scaled_fan(self.scaled_fan, self.density)
         self.init = canonical(self.init)
         WEIGHT_INITS.get(self.init)
         self.score_init = canonical(self.score_init)
         SCORE_INITS.get(self.score_init)
         super()._resolve_fields()
+        if self.bias is None and self._builder_default("bias") is True:
+            # a strong ticket's network has no biases unless asked for (--bias): the references' have
+            # none (hidden-networks', biprop's and Gem-Miner's FC nets; Zhou et al.'s are zero and
+            # frozen); a builder with biases by default (lenet_300_100, open_lth's: IMP and dense
+            # training keep them) is built without them
+            self.bias = False
         if self.method == "bernoulli" and self.density < BERNOULLI_LOW_START:
             log.warning("bernoulli starts its masks at density %g: the sampled network passes almost no signal "
                         "and may never learn (LeNet at 0.05: 10%%); the reference starts at 0.5 (--density 0.5)",

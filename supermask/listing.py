@@ -81,6 +81,8 @@ def resolved_defaults(method: str) -> dict:
         return library_resolved(method)
     search, train_fields = catalog.default_settings(card.defaults, card.train_defaults)
     fields = {k: search[k] for k in (*catalog.GENERIC_SEARCH_DEFAULTS, *card.options)}
+    if "density_ramp_epochs" in fields and not catalog.density_ramp_applies(fields["scope"], catalog.DEFAULT_DENSITY):
+        fields["density_ramp_epochs"] = None  # as the resolver drops it where it cannot act
     train = TrainConfig(**train_fields)
     fields.update(optimizer=train.optimizer, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay,
                   schedule=train.schedule, batch_size=train.batch_size, epochs=train.epochs)

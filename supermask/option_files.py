@@ -32,8 +32,9 @@ def _key(option: click.Option) -> str:
     return next(o for o in option.opts if o.startswith("--"))[2:]
 
 
-#: What a run's config.json holds that is no option: the identity it was resolved to.
-RUN_RECORD_ONLY = ("data_fingerprint", "init_from_checksum")
+#: What a run's config.json holds that is no option: the identity it was resolved to, and the
+#: method's revision (a rerun computes the current one; its hash says which).
+RUN_RECORD_ONLY = ("data_fingerprint", "init_from_checksum", "method_revision")
 
 
 def _run_config_options(path: str, command: click.Command) -> Optional[dict[str, Any]]:

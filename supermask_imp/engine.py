@@ -85,7 +85,9 @@ class IMPConfig(ExperimentConfig):
     # "nm:N:M": one level to the N largest |w| of every group of M; "channel": every level removes
     # the layer's filters of smallest L1 norm, the next layer's inputs with them (structured.py)
     structure: str = "unstructured"
-    bn_init: str = "ones"  # BatchNorm γ: "ones", or "uniform" U(0, 1) as open_lth (see defaults.py)
+    # BatchNorm γ: "ones", "uniform" U(0, 1) as open_lth (see defaults.py), or "half" (0.5: the channel
+    # early-bird ticket's default, as its reference)
+    bn_init: str = "ones"
     rewind: str = "0"
     control: str = "none"
     init: str = "kaiming-normal"
@@ -115,8 +117,10 @@ class IMPConfig(ExperimentConfig):
         structured = Structure.parse(overrides.get("structure")).structured
         scope = "layerwise" if structured else d.scope  # a structure selects layer by layer
         layerwise = (overrides.get("scope") or scope) == "layerwise"  # the per-layer fractions: layerwise only
+        # the channel early-bird ticket starts its BatchNorm γ at 0.5, as its reference's networks do
+        bn_init = "half" if overrides.get("early_bird") == "channel" else d.bn_init
         base = dict(arch=arch, scope=scope, prune_fraction=d.fc_fraction, train=train,
-                    keep_unpruned=d.keep_unpruned, bn_init=d.bn_init,
+                    keep_unpruned=d.keep_unpruned, bn_init=bn_init,
                     conv_prune_fraction=d.conv_fraction if layerwise else None,
                     output_prune_fraction=d.output_fraction if layerwise else None)
         base.update({k: v for k, v in overrides.items() if v is not None})

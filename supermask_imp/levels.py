@@ -17,19 +17,24 @@ from supermask.runs import RunDir, config_dict
 from supermask.seeding import derived_seed
 from supermask.stage import Stage
 
-BN_INITS = ("ones", "uniform")
+#: BatchNorm γ at initialisation: PyTorch's ones; open_lth's U(0, 1); the early-bird reference's 0.5
+#: (GATECH-EIC/Early-Bird-Tickets ``models/vgg.py``: ``m.weight.data.fill_(0.5)``). β is 0 in each.
+BN_INITS = ("ones", "uniform", "half")
 
 
 def build_masked(config, spec: InputSpec, seed: int) -> nn.Module:
     """The dense network with a ``weight_mask`` per prunable weight, drawn from ``seed``."""
     model = create_model(config.arch, spec, config.layer_types(masked_layer_types()), **config.model_kwargs())
     init_model(model, config.init, seed)
-    if config.bn_init == "uniform":  # open_lth's bn_initializers.uniform: γ ~ U(0, 1), β = 0
+    if config.bn_init != "ones":
         gen = torch.Generator().manual_seed(derived_seed(seed, "bn-init"))
         with torch.no_grad():
             for module in model.modules():
                 if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine:
-                    module.weight.copy_(torch.rand(module.weight.shape, generator=gen))
+                    if config.bn_init == "uniform":  # open_lth's bn_initializers.uniform: γ ~ U(0, 1)
+                        module.weight.copy_(torch.rand(module.weight.shape, generator=gen))
+                    else:  # "half": the early-bird reference's
+                        module.weight.fill_(0.5)
                     module.bias.zero_()
     return model
 

@@ -141,6 +141,7 @@ class StabilityConfig(ExperimentConfig):
         self.init = subject.init
         if self.subject == "search":
             self.density = subject.density
+            self.bias = subject.bias  # a strong ticket's network: no biases unless asked for (SearchConfig)
         self.train = dataclasses.replace(subject.train, selection="last")  # copies end where they are compared
         super()._resolve_fields()
 

@@ -60,7 +60,7 @@ def test_a_global_channel_mask_keeps_the_top_channels_over_all_layers_but_the_la
 
 
 def test_the_channel_mask_passes_a_straight_through_gradient_to_every_channel_score():
-    model = _build("lenet_300_100", width=0.1)
+    model = _build("lenet_300_100", width=0.1, bias=True)  # a removed channel still outputs its bias
     model.train()
     layers = [m for m in model.modules() if hasattr(m, "scores")]
     x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
@@ -159,7 +159,7 @@ def test_a_channel_search_exports_as_the_smaller_network_and_as_a_ticket_of_chan
     small, provenance = load_export(run / "export" / "compact-dense.safetensors")
     assert provenance["channels"] == {"1": [75, 784], "3": [25, 75], "5": [10, 25]}
     assert provenance["weights"] == round(result["density"] * provenance["dense_weights"])
-    assert provenance["parameters"] == 784 * 75 + 75 + 75 * 25 + 25 + 25 * 10 + 10
+    assert provenance["parameters"] == 784 * 75 + 75 * 25 + 25 * 10  # a strong ticket's LeNet: no biases
     assert provenance["macs"] == provenance["weights"] and provenance["dense_macs"] == provenance["dense_weights"]
     assert all(isinstance(m, nn.Linear) and type(m) is nn.Linear for m in small.modules() if isinstance(m, nn.Linear))
     with torch.no_grad():

@@ -83,7 +83,7 @@ def test_family_defaults_are_shown_with_their_values(capsys):
     assert "0.0012 lenet_300_100; 0.0002 conv2; 0.0003 conv4/6/8; 0.1 resnet18/20/56, vgg11/16/19" in flat
     code, out, _ = run_cli(["search", "--help"], capsys)
     flat = " ".join(out.split())
-    assert "[default: the method's: 0.1; bernoulli 100, gem-miner 1]" in flat
+    assert "[default: the method's: 0.1; bernoulli 100, gem-miner 1 (x 10/epochs beyond 10 epochs)]" in flat
 
 
 def test_usage_errors_are_one_line_with_the_help_hint(capsys):

@@ -118,7 +118,59 @@ def test_biprop_forward_and_score_gradient_on_a_3x3_layer():
 
 def test_biprop_defaults_are_the_references():
     config = resolve(SearchConfig(method="biprop"))
-    assert (config.init, config.scaled_fan, config.train.lr, config.train.weight_decay) == ("kaiming-normal", True, 0.1, 1e-4)
+    assert (config.init, config.scaled_fan, config.train.lr, config.train.weight_decay) == \
+        ("kaiming-normal", "reference-code", 0.1, 1e-4)
+    assert config.density_ramp_epochs is None  # layerwise: the reference ramps global pruning only
+    assert resolve(SearchConfig(method="biprop", scope="global", density=0.2)).density_ramp_epochs == 10
+    assert resolve(SearchConfig(method="biprop", scope="global", density=0.7)).density_ramp_epochs is None
+
+
+def test_biprop_weights_scale_the_fan_as_its_builder_does():
+    """chrundle/biprop utils/builder.py: ``fan = fan * (1 - args.prune_rate)`` with ``prune_rate`` the
+    kept fraction, then ``std = gain / sqrt(fan)`` for kaiming_normal (fan_in, ReLU)."""
+    from supermask.methods.biprop import build_biprop
+
+    config = resolve(SearchConfig(arch="lenet_300_100", method="biprop", density=0.05))
+    model = build_biprop(config, SPEC)
+    for m in model.modules():
+        if hasattr(m, "scores"):
+            fan_in = m.weight.shape[1]
+            expected = math.sqrt(2.0) / math.sqrt(fan_in * (1 - 0.05))
+            assert m.weight.std().item() == pytest.approx(expected, rel=0.08)
+
+
+def test_biprops_global_ramp_is_its_main_py():
+    """chrundle/biprop main.py: for epoch < prune_rate_epoch (10) with prune_rate (kept) <= 0.5,
+    ``prune_decay = (1 - epoch / 10) ** 3``, pruned = (1 - k) + (0.5 - (1 - k)) * prune_decay."""
+    from supermask.methods.biprop import ramped_density
+
+    for k in (0.5, 0.2, 0.05):
+        for epoch in range(13):
+            if epoch < 10:
+                pruned = (1 - k) + (0.5 - (1 - k)) * (1 - epoch / 10) ** 3
+                expected = 1 - pruned
+            else:
+                expected = k
+            assert ramped_density(k, epoch, 10) == pytest.approx(expected)
+
+
+def test_a_global_biprop_search_trains_each_epoch_at_its_ramped_density(tmp_path):
+    from supermask.runs import RunDir
+
+    r = search(SearchConfig(arch="lenet_300_100", method="biprop", scope="global", density=0.1,
+                            density_ramp_epochs=2, out=str(tmp_path), device="cpu",
+                            train=TrainConfig(epochs=3, batch_size=500)))
+    metrics = RunDir(r.run_dir).read_metrics()
+    by_epoch = {m["epoch"]: m["density"] for m in metrics if m["split"] == "val"}
+    # evaluated after each epoch at the density it trained with: 0.5 (epoch 0 of the ramp), then
+    # 0.1 + 0.4 * (1/2)^3, then the target
+    assert by_epoch == {0: pytest.approx(0.5, abs=1e-4), 1: pytest.approx(0.5, abs=1e-4),
+                        2: pytest.approx(0.15, abs=1e-4), 3: pytest.approx(0.1, abs=1e-4)}
+    assert r.result["density"] == pytest.approx(0.1, abs=1e-4) and r.result["selected_epoch"] == 3
+    from supermask.errors import SupermaskError
+
+    with pytest.raises(SupermaskError, match="applies with --scope global"):
+        resolve(SearchConfig(method="biprop", density_ramp_epochs=5))
 
 
 # -- Bernoulli (uber-research/deconstructing-lottery-tickets masked_networks.py) --------------------
@@ -145,8 +197,8 @@ def test_bernoulli_evaluates_a_seeded_sample_of_sigmoid_scores():
     for i, (name, m) in enumerate(layers):
         u = torch.rand(m.scores.shape, generator=torch.Generator().manual_seed(derived_seed(0, f"bernoulli-eval-{name}")))
         mask = (u < torch.sigmoid(m.scores.detach())).float()
-        assert torch.equal(m.mask(), mask)
-        h = h @ (m.weight * mask).T + m.bias
+        assert torch.equal(m.mask(), mask) and m.bias is None  # no biases: the reference's are zero and frozen
+        h = h @ (m.weight * mask).T
         h = torch.relu(h) if i < len(layers) - 1 else h
         # a sample of Bernoulli(sigmoid(s)): its density is the expectation within sampling noise
         p = torch.sigmoid(m.scores).mean().item()
@@ -159,9 +211,21 @@ def test_bernoulli_evaluates_a_seeded_sample_of_sigmoid_scores():
     assert not torch.equal(first, second)  # training samples afresh
 
 
+def test_bernoulli_weights_are_glorot_normal_by_default_as_the_reference_builds_them():
+    """masked_networks.py: ``MaskedDense(..., kernel_initializer=glorot_normal)``; signed constants
+    only with ``--signed_constant``."""
+    model, config = _bernoulli_model()
+    assert config.init == "xavier-normal" and config.train.weight_decay == 0.0 and config.train.lr == 100.0
+    for m in model.modules():
+        if hasattr(m, "scores"):
+            fan_out, fan_in = m.weight.shape
+            assert m.weight.std().item() == pytest.approx(math.sqrt(2 / (fan_in + fan_out)), rel=0.08)
+            assert len(m.weight.unique()) > 100  # not constants
+
+
 def test_bernoulli_weights_are_signed_glorot_constants_and_scores_start_at_the_logit():
-    model, config = _bernoulli_model(density=0.2)
-    assert config.init == "signed-constant-glorot" and config.train.weight_decay == 0.0
+    model, config = _bernoulli_model(density=0.2, init="signed-constant-glorot")
+    assert config.train.weight_decay == 0.0
     for m in model.modules():
         if hasattr(m, "scores"):
             fan_out, fan_in = m.weight.shape
@@ -174,6 +238,33 @@ def test_bernoulli_dynamic_weight_rescaling_is_an_option():
     layer = next(m for m in model.modules() if hasattr(m, "scores"))
     mask = layer.mask()
     assert torch.allclose(layer.effective_weight(mask), layer.weight * mask * mask.numel() / mask.sum())
+
+
+def test_bernoulli_rescaling_takes_the_gradient_through_the_masks_sum():
+    """masked_networks.py ``MaskedDense.call``: ``multiplier = size / reduce_sum(effective_mask)`` on
+    the straight-through mask (sample + p - stop_gradient(p)), so the count carries a gradient."""
+    model, _ = _bernoulli_model(rescale_weights=True)
+    layer = next(m for m in model.modules() if hasattr(m, "scores"))
+    layer.train()
+    with torch.no_grad():
+        layer.scores.copy_(torch.randn(layer.scores.shape, generator=torch.Generator().manual_seed(1)))
+    x = torch.randn(4, layer.in_features, generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(5)
+    layer(x).square().sum().backward()
+    ours = layer.scores.grad.clone()
+    s = layer.scores.detach().clone().requires_grad_()
+    torch.manual_seed(5)
+    p = torch.sigmoid(s)
+    m = torch.bernoulli(p.detach()) + p - p.detach()
+    w = layer.weight.detach() * m * (m.numel() / m.sum())
+    (x @ w.T).square().sum().backward()
+    assert (ours - s.grad).abs().max() <= 1e-4 * s.grad.abs().max()
+    # and it differs from a detached count (the version before)
+    s2 = s.detach().clone().requires_grad_()
+    p2 = torch.sigmoid(s2)
+    m2 = m.detach() + p2 - p2.detach()
+    (x @ (layer.weight.detach() * m2 * (m2.numel() / m2.detach().sum())).T).square().sum().backward()
+    assert not torch.allclose(s.grad, s2.grad)
 
 
 def test_bernoulli_end_to_end_reports_its_learned_density_and_its_ticket(tmp_path):
@@ -192,7 +283,7 @@ def test_bernoulli_end_to_end_reports_its_learned_density_and_its_ticket(tmp_pat
     expected = torch.cat([torch.sigmoid(v).flatten() for k, v in state.items() if k.endswith(".scores")]).mean()
     assert abs(r["density"] - expected.item()) < 0.01
     export_run(result.run_dir, "state-dict", tmp_path / "sd.safetensors")
-    plain = create_model("lenet_300_100", SPEC, DENSE)
+    plain = create_model("lenet_300_100", SPEC, DENSE, bias=False)  # a strong ticket's LeNet: no biases
     plain.load_state_dict(load_file(tmp_path / "sd.safetensors"))
     data = load_dataset("mnist-5k")
     assert evaluate(plain, make_loader(data.test, data.info, 256, train=False))[1] == r["test_accuracy"]
@@ -241,10 +332,20 @@ def test_gem_miner_freezes_every_fifth_epoch_and_trains_on():
     assert (1 - round_fraction(0.2, 3)) ** 3 == pytest.approx(0.2)
 
 
-def test_gem_miner_reaches_its_target_density_with_its_defaults(tmp_path):
+@pytest.mark.parametrize("epochs", [10, 20])
+def test_gem_miner_reaches_its_target_density_with_its_defaults(tmp_path, epochs):
     r = search(SearchConfig(arch="lenet_300_100", method="gem-miner", density=0.2, out=str(tmp_path),
-                            device="cpu")).result
-    assert abs(r["density"] - 0.2) <= 0.01 and r["test_accuracy"] > 0.85
+                            device="cpu", train=TrainConfig(epochs=epochs))).result
+    assert abs(r["density"] - 0.2) <= 0.01 and r["test_accuracy"] >= 0.85, r
+
+
+def test_gem_miners_lr_default_holds_lr_times_epochs_beyond_ten():
+    def lr(**train):
+        return resolve(SearchConfig(method="gem-miner", train=TrainConfig(**train))).train.lr
+
+    assert lr(epochs=5) == lr(epochs=10) == 1.0 and lr(epochs=20) == 0.5 and lr(epochs=40) == 0.25
+    assert lr(epochs=40, iterations=100) == 1.0  # an epoch's length is not known when it resolves
+    assert lr(epochs=40, lr=0.7) == 0.7  # a given lr wins
 
 
 # -- SynFlow, SNIP, GraSP (ganguli-lab/Synaptic-Flow Pruners/pruners.py, prune.py) -------------------
@@ -345,6 +446,7 @@ def test_iterand_redraws_only_pruned_weights_at_its_period():
 
     config = resolve(SearchConfig(arch="lenet_300_100", method="iterand", rerandomize_every=3))
     assert config.rerandomize_rate == 0.1
+    assert (config.init, config.score_init) == ("kaiming-uniform", "kaiming-uniform-relu")  # config.yaml
     assert resolve(SearchConfig(method="iterand")).rerandomize_every == 300  # the reference's rerand_freq
     model = build_edge_popup(config, SPEC)
     callback = Rerandomize(config)
@@ -360,10 +462,27 @@ def test_iterand_redraws_only_pruned_weights_at_its_period():
         state.model, state.step = model, step
         callback.after_step(state, 0.0, 0, 0)
         moved = [(m.weight != b) for m, b in zip(layers, before)]
-        if step % 3:
+        # the reference's before_callback(it = steps done): re-draws when (it + 1) % K == 0, i.e.
+        # once K - 1, 2K - 1, ... steps are done
+        if (step + 1) % 3:
             assert not any(x.any() for x in moved), step
         else:
             assert any(x.any() for x in moved) and not any((x & k).any() for x, k in zip(moved, masks))
+
+
+def test_iterands_scores_start_kaiming_uniform_with_the_relu_gain():
+    """dchiji-ntt/iterand sparse_modules.py ``init_param_(weight_score, 'kaiming_uniform')``:
+    ``nn.init.kaiming_uniform_(mode='fan_in', nonlinearity='relu')``, U(±sqrt(6 / fan_in))."""
+    from supermask.methods.edge_popup import build_edge_popup
+
+    model = build_edge_popup(resolve(SearchConfig(arch="lenet_300_100", method="iterand")), SPEC)
+    for m in model.modules():
+        if hasattr(m, "scores"):
+            bound = math.sqrt(6.0 / m.weight.shape[1])
+            assert m.scores.abs().max().item() <= bound and m.scores.abs().max().item() > 0.99 * bound
+            reference = torch.empty_like(m.scores)
+            nn.init.kaiming_uniform_(reference, mode="fan_in", nonlinearity="relu")
+            assert m.scores.std().item() == pytest.approx(reference.std().item(), rel=0.05)
 
 
 # -- late rewinding (facebookresearch/open_lth training/train.py: start_step) ----------------------
@@ -445,6 +564,20 @@ def test_deep_net_imp_defaults_follow_open_lth(tmp_path):
         assert 0 <= gammas.min() and gammas.max() <= 1 and gammas.std() > 0.2  # U(0, 1), not ones
     assert IMPConfig.for_arch("vgg16").keep_unpruned == ("classifier.weight",)  # pruning_layers_to_ignore
     assert IMPConfig.for_arch("resnet20").keep_unpruned == ()
+
+
+def test_the_channel_early_bird_ticket_starts_its_batchnorm_gamma_at_one_half():
+    """GATECH-EIC/Early-Bird-Tickets models/vgg.py ``_initialize_weights``: ``m.weight.data.fill_(0.5)``
+    and ``m.bias.data.zero_()`` for every BatchNorm2d."""
+    from supermask_imp import IMPConfig
+    from supermask_imp.levels import build_masked
+
+    config = resolve(IMPConfig.for_arch("vgg11", early_bird="channel", width=0.125))
+    assert config.bn_init == "half"
+    bns = [m for m in build_masked(config, InputSpec(3, 32, 10), 0).modules() if isinstance(m, nn.BatchNorm2d)]
+    assert bns and all(torch.equal(m.weight, torch.full_like(m.weight, 0.5)) and not m.bias.any() for m in bns)
+    assert resolve(IMPConfig.for_arch("vgg11", early_bird="channel", bn_init="uniform")).bn_init == "uniform"
+    assert resolve(IMPConfig.for_arch("vgg11")).bn_init == "uniform"  # plain IMP: open_lth's
 
 
 def test_keep_unpruned_names_that_match_nothing_are_refused(tmp_path, capsys):

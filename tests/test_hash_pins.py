@@ -17,6 +17,14 @@ and bias at null and never covers the other two). A finished run no longer keeps
 ``checkpoint.prev.pt``, nor the optimiser and RNG states in ``checkpoint.pt``. Every config.json's
 ``train`` gained ``test_every_epoch`` (false: the test split evaluated at the end), of the
 usability issue; no run directory moved (the hash omits it at false; the results are the same).
+The LeNet searches moved (issue 23, fidelity): a search resolves the builder's ``bias`` (True for
+lenet_300_100) to False, as the strong-ticket references build their networks, so their config
+records ``bias: false`` and their results change. In the same issue the Bernoulli, biprop and
+IteRand defaults moved to their references' code (Glorot-normal weights and the count's gradient;
+the builder's scaled-fan rule; kaiming-uniform weights and ReLU-gain scores, the re-draw step),
+recorded as ``init``, ``scaled_fan``, ``score_init`` and ``method_revision`` (omitted at 1), and the
+channel early-bird ticket's BatchNorm γ starts at 0.5 (``bn_init: half``): those run directories
+moved too; no other one did.
 
 Each case runs ``--dry-run`` (the resolver every run uses; nothing is written) and compares the
 run directory it names and a digest of the resolved config.json it prints.
@@ -32,21 +40,21 @@ from supermask.cli import main
 
 PINS = [
     ('--arch conv6',
-     'runs/search/conv6-mnist-5k/8228bd68f7fe/seed-0', '46a6e6e887cc4981'),
+     'runs/search/conv6-mnist-5k/8228bd68f7fe/seed-0', '2e3c46d946e44185'),
     ('--arch conv4 --structure nm:2:4',
-     'runs/search/conv4-mnist-5k/bb74cccdaee6/seed-0', '3e172023655e29d0'),
+     'runs/search/conv4-mnist-5k/bb74cccdaee6/seed-0', '0584813037a1192d'),
     ('--arch lenet_300_100 --structure channel --density 0.5',
-     'runs/search/lenet_300_100-mnist-5k/8e336210b7ef/seed-0', 'd7bc060ba5a4f451'),
+     'runs/search/lenet_300_100-mnist-5k/b3d5b6f768cb/seed-0', '5a508817bb96affd'),
     ('--arch lenet_300_100 --method bernoulli',
-     'runs/search/lenet_300_100-mnist-5k/9a7486ebb21b/seed-0', '5f3ec116845e4e43'),
+     'runs/search/lenet_300_100-mnist-5k/a39702a611bb/seed-0', '0f58a4b89341d196'),
     ('--arch lenet_300_100 --method biprop',
-     'runs/search/lenet_300_100-mnist-5k/f5308ef7c775/seed-0', '2411d72efc17fb7b'),
+     'runs/search/lenet_300_100-mnist-5k/f5b25ffaef30/seed-0', 'ab8b47ae92bc8dc5'),
     ('--arch lenet_300_100 --method gem-miner',
-     'runs/search/lenet_300_100-mnist-5k/3e5830851bd2/seed-0', 'e832a1fe20fe45ce'),
+     'runs/search/lenet_300_100-mnist-5k/0b9045eefef7/seed-0', '85861121dd230cf2'),
     ('--arch lenet_300_100 --method iterand',
-     'runs/search/lenet_300_100-mnist-5k/4eeb3af4c690/seed-0', '9c9ff36a0e932ee8'),
+     'runs/search/lenet_300_100-mnist-5k/0d16b3bbfbf2/seed-0', 'c5fd5e02efc5d314'),
     ('--arch conv2 --scope global --density 0.1',
-     'runs/search/conv2-mnist-5k/07dc234e73d5/seed-0', '508d0bbc1139dcdf'),
+     'runs/search/conv2-mnist-5k/07dc234e73d5/seed-0', '25685cc2edb5f118'),
     ('--arch conv6',
      'runs/train/conv6-mnist-5k/62f3a0bc6702/seed-0', '65fab4627792153d'),
     ('--arch lenet_300_100 --levels 3',
@@ -60,7 +68,7 @@ PINS = [
     ('--arch lenet_300_100 --levels 2 --early-bird magnitude',
      'runs/imp/lenet_300_100-mnist-5k/9e4f9a17aee7/seed-0', '1539f3eff23eaafe'),
     ('--arch vgg11 --early-bird channel',
-     'runs/imp/vgg11-mnist-5k/02d82fa8db0a/seed-0', '8534f6113e244bca'),
+     'runs/imp/vgg11-mnist-5k/2ad9058b139d/seed-0', '68231ef9bb92cf68'),
     ('--arch conv4 --structure channel --levels 2',
      'runs/imp/conv4-mnist-5k/6920eeb890ae/seed-0', '285cdf75ef589d6c'),
     ('--arch lenet_300_100 --structure nm:2:4',

@@ -101,6 +101,38 @@ def test_vit_tiny_attention_is_made_of_the_zoos_linear_layers():
     assert norms and not any(m.elementwise_affine for m in norms)  # frozen, non-affine, like BN in a search
 
 
+@pytest.mark.parametrize("method", ["edge-popup", "iterand", "biprop", "bernoulli", "gem-miner"])
+def test_a_strong_ticket_lenet_has_no_bias_unless_asked_for(method):
+    from supermask import SearchConfig
+    from supermask.methods import METHODS
+    from supermask.resolved import resolve
+
+    spec = InputSpec(1, 28, 10)
+
+    def biases(**kw):
+        config = resolve(SearchConfig(arch="lenet_300_100", method=method, **kw))
+        model = METHODS.get(method).build(config, spec)
+        return [(n, p.requires_grad) for n, p in model.named_parameters() if n.endswith("bias")], config
+
+    found, config = biases()
+    assert found == [] and config.bias is False  # resolved, so in config.json and the hash
+    asked, config = biases(bias=True)
+    assert len(asked) == 3 and not any(trained for _, trained in asked) and config.bias is True  # frozen
+    assert resolve(SearchConfig(arch="conv4", method=method)).bias is None  # no biases in its builder anyway
+
+
+def test_imp_and_dense_lenet_keep_open_lths_trained_biases():
+    from supermask.dense import DenseConfig
+    from supermask.models.registry import masked_layer_types
+    from supermask.resolved import resolve
+    from supermask_imp import IMPConfig
+
+    assert resolve(IMPConfig.for_arch("lenet_300_100")).bias is None
+    assert resolve(DenseConfig(arch="lenet_300_100")).bias is None
+    model = create_model("lenet_300_100", InputSpec(1, 28, 10), masked_layer_types())
+    assert sum(n.endswith("bias") and p.requires_grad for n, p in model.named_parameters()) == 3
+
+
 def test_lenet_without_biases_as_the_strong_ticket_references_build_it(tmp_path, capsys):
     import json
 
@@ -108,7 +140,7 @@ def test_lenet_without_biases_as_the_strong_ticket_references_build_it(tmp_path,
 
     small = ["--arch", "lenet_300_100", "--iterations", "2", "--batch-size", "500", "-q", "--device", "cpu",
              "--out", str(tmp_path)]
-    assert main(["search", *small, "--no-bias"]) == 0
+    assert main(["search", *small]) == 0  # the search default: no biases
     run = next(tmp_path.rglob("result.json")).parent
     state_keys = json.loads((run / "ticket" / "ticket.json").read_text())
     assert state_keys["bias"] is False

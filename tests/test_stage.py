@@ -71,7 +71,7 @@ def test_resolve_once_frozen_and_idempotent(caplog):
         config = resolve(SearchConfig(arch="lenet_300_100", method="bernoulli", density=0.05))
         assert resolve(config) is config and is_resolved(config)
     assert sum("bernoulli starts its masks" in r.getMessage() for r in caplog.records) == 1
-    assert config.init == "signed-constant-glorot" and config.train.lr == 100.0  # the method's defaults
+    assert config.init == "xavier-normal" and config.train.lr == 100.0  # the method's defaults
     with pytest.raises(FrozenConfigError):
         config.density = 0.5
     with pytest.raises(FrozenConfigError):

@@ -17,14 +17,18 @@ ticket's. (The reference draws fresh noise for every test batch: its accuracy is
 masks, none of which it can save.) ``--bernoulli-eval threshold`` evaluates and keeps
 ``sigmoid(s) > 0.5`` instead.
 
-Weights: signed constants with the Glorot std, sign(w) · sqrt(2 / (fan_in + fan_out))
-(``signed-constant-glorot``: the reference's ``make_signed_consts`` of a Glorot-normal kernel).
-``--rescale-weights`` is the reference's optional dynamic weight rescaling: each layer's
-effective weights are multiplied by n / (kept weights of the current mask). Off by default, as there.
+Weights: Glorot-normal, std sqrt(2 / (fan_in + fan_out)) (``xavier-normal``: the reference's
+``kernel_initializer=glorot_normal``, which TF truncates at two standard deviations with the same
+variance); ``--init signed-constant-glorot`` is its ``--signed_constant`` (``make_signed_consts``:
+sign(w) times the kernel's std). ``--rescale-weights`` is the reference's optional dynamic weight
+rescaling: each layer's effective weights are multiplied by n / (kept weights of the current mask),
+the gradient reaching the scores through that count too (the reference's multiplier is computed
+from the straight-through mask). Off by default, as there.
 
-Optimiser: SGD with momentum 0.9 and cosine decay as every search, weight decay 0 (the reference
-regularises only the weights, which are frozen here), lr 100 (the reference's command for the FC
-network; scores move through a sigmoid). The mask samples use the torch RNG, whose state every
+Optimiser: lr 100 (the reference README's command for the FC network; scores move through a
+sigmoid), SGD momentum 0.9, weight decay 0 (the reference regularises only the weights, which are
+frozen here); cosine decay and batch 128 as every search, where that command keeps lr constant
+with batch 250 (``--schedule constant --batch-size 250``: one training budget for every method). The mask samples use the torch RNG, whose state every
 checkpoint holds: resume stays exact.
 """
 
@@ -71,8 +75,8 @@ class BernoulliMaskMixin:
 
     def effective_weight(self, mask: Tensor) -> Tensor:
         weight = self.weight * mask
-        if self.rescale_weights:  # Zhou et al.'s dynamic weight rescaling
-            weight = weight * (mask.numel() / mask.detach().sum().clamp_min(1))
+        if self.rescale_weights:  # Zhou et al.'s dynamic weight rescaling, its gradient through the sum too
+            weight = weight * (mask.numel() / mask.sum().clamp_min(1))
         return weight
 
 

@@ -13,10 +13,15 @@ from ``w = sign(w) * quantnet``: ``g * w``, not the ``g * sign(w) * alpha`` of d
 the product. alpha counts the kept weights exactly (the reference divides by ``int(k * n)``,
 which can differ from the number of ones by one).
 
-Defaults, the reference's small-scale configs (``configs/smallscale/conv4/conv4_kn_unsigned.yml``):
-Kaiming-normal weights with the fan scaled by the density (``--init kaiming-normal --scaled-fan``;
-with signed constants every |w| is equal and biprop's forward is edge-popup's), SGD lr 0.1,
-momentum 0.9, weight decay 1e-4, cosine.
+Defaults, the reference's small-scale configs (``configs/smallscale/conv4/conv4_kn_unsigned.yml``)
+as its code computes them: Kaiming-normal weights with a scaled fan, scaled as its
+``utils/builder.py`` does, by ``1 - prune_rate`` with ``prune_rate`` the kept fraction, i.e. by one
+minus the density (``--scaled-fan-rule reference-code``; the paper's text, the fan times the
+density, is ``--scaled-fan-rule paper``; the two agree at 0.5; with signed constants every |w| is
+equal and biprop's forward is edge-popup's), SGD lr 0.1, momentum 0.9, weight decay 1e-4, cosine.
+With ``--scope global`` at a density of at most 0.5 the kept fraction starts at 0.5 and falls to
+the density over the first ``--density-ramp-epochs`` (10) epochs, cubically, as its ``main.py``
+("to avoid layer collapse"); a run of at most 10 epochs so ends a little above its density.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ import torch
 from torch import Tensor, nn
 
 from ..models import InputSpec
-from ..nn.layers import SupermaskConv2d, SupermaskLinear
+from ..nn.layers import SupermaskConv2d, SupermaskLinear, supermask_layers
+from ..training import Callback
 from .registry import METHODS, Method
 from .edge_popup import build_edge_popup
 
@@ -52,7 +58,36 @@ class BinarisedLinear(BinarisedMixin, SupermaskLinear):
 
 
 def build_biprop(config: "SearchConfig", spec: InputSpec) -> nn.Module:
-    return build_edge_popup(config, spec, BinarisedConv2d, BinarisedLinear)
+    model = build_edge_popup(config, spec, BinarisedConv2d, BinarisedLinear)
+    if config.density_ramp_epochs:  # the untrained network is evaluated at epoch 0's kept fraction
+        scope = next(layer.global_scope for _, layer in supermask_layers(model))
+        scope.density = ramped_density(config.density, 0, config.density_ramp_epochs)
+    return model
 
 
-METHODS.add("biprop", Method.builtin("biprop", build_biprop))
+def ramped_density(target: float, epoch: int, ramp_epochs: int) -> float:
+    """The kept fraction of epoch ``epoch`` (from 0): from 0.5 down to ``target`` over ``ramp_epochs``,
+    cubic, as biprop's main.py (``prune_decay = (1 - epoch / prune_rate_epoch) ** 3``); ``target``
+    from epoch ``ramp_epochs`` on."""
+    if epoch >= ramp_epochs:
+        return target
+    return target + (0.5 - target) * (1 - epoch / ramp_epochs) ** 3
+
+
+class DensityRamp(Callback):
+    """Sets the global threshold's density at the start of every epoch (it depends on the epoch only,
+    so a resumed run continues it exactly)."""
+
+    def __init__(self, config: "SearchConfig"):
+        self.target, self.epochs = config.density, config.density_ramp_epochs
+
+    def on_epoch_start(self, state):
+        scope = next(layer.global_scope for _, layer in supermask_layers(state.model))
+        scope.density = ramped_density(self.target, state.epoch, self.epochs)
+
+
+def biprop_callbacks(config: "SearchConfig") -> list[Callback]:
+    return [DensityRamp(config)] if config.density_ramp_epochs else []
+
+
+METHODS.add("biprop", Method.builtin("biprop", build_biprop, callbacks=biprop_callbacks))

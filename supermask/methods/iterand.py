@@ -2,13 +2,16 @@
 Networks with Iterative Randomization").
 
 edge-popup, and every ``K`` steps each currently *pruned* weight is re-drawn from the network's
-weight initialiser with probability ``r`` (partial re-randomisation). Kept weights never change.
+weight initialiser with probability ``r`` (partial re-randomisation): after steps K-1, 2K-1, ...
+(before steps K, 2K, ...), as the reference's ``before_callback`` with ``(it + 1) % K == 0``. Kept weights never change.
 The re-draws come from generators seeded by (seed, step, layer), so a run and its resume draw the
 same weights, and the new weights are part of every checkpoint.
 
 Defaults, the reference's (dchiji-ntt/iterand, ``config.yaml``): ``r = 0.1``
 (``--rerandomize-rate``, its ``rerand_lambda``) and ``K = 300`` steps (``--rerandomize-every``,
-its ``rerand_freq`` in iterations). One difference, documented: the mask here is edge-popup's,
+its ``rerand_freq`` in iterations); weights ``kaiming-uniform`` (its ``init_mode``; the paper's
+signed-constant runs: ``--init signed-constant``) and scores ``kaiming-uniform-relu``, U(±√6/√fan_in)
+(its ``init_mode_mask``: ``kaiming_uniform_`` with the ReLU gain, 2.45 times edge-popup's). One difference, documented: the mask here is edge-popup's,
 the top |scores|; IteRand's code ranks the signed scores ``s`` (its own edge-popup variant).
 """
 
@@ -50,7 +53,7 @@ class Rerandomize(Callback):
         self.every, self.rate = config.rerandomize_every, config.rerandomize_rate  # resolved by SearchConfig.validate
 
     def after_step(self, state, loss, correct, count):
-        if state.step % self.every == 0:
+        if (state.step + 1) % self.every == 0:  # before steps K, 2K, ...: the reference's (it + 1) % K
             rerandomize_pruned(state.model, self.config.init, self.config.seed, state.step, self.rate,
                                self.config.scaled_fan)
 

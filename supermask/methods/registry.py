@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Optional
 
-from ..catalog import SEARCH_METHODS, default_settings
+from ..catalog import SEARCH_METHODS, default_settings, scaled_lr
 from ..registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,6 +41,8 @@ class Method:
     reference: str = ""  # the paper and the reference code the defaults come from
     options: tuple[str, ...] = ()  # the SearchConfig fields that only this method reads
     structures: tuple[str, ...] = ("unstructured",)  # the mask structures it supports ("nm": N:M)
+    revision: int = 1  # bumped when it computes something else under the same options (catalog.MethodCard)
+    lr_tuned_epochs: Optional[int] = None  # the lr default holds lr x epochs beyond this (catalog.scaled_lr)
 
     @classmethod
     def builtin(cls, name: str, build: Callable, callbacks: Callable = _no_callbacks) -> "Method":
@@ -48,7 +50,15 @@ class Method:
         card = SEARCH_METHODS[name]
         return cls(name, card.summary, build, callbacks, density_is_outcome=card.density_is_outcome,
                    defaults=dict(card.defaults), train_defaults=dict(card.train_defaults),
-                   reference=card.reference, options=card.options, structures=card.structures)
+                   reference=card.reference, options=card.options, structures=card.structures,
+                   revision=card.revision, lr_tuned_epochs=card.lr_tuned_epochs)
+
+    def train_defaults_for(self, epochs: int, iterations: Optional[int]) -> dict:
+        """The training fields this method resolves a field left None to, for a run of this length."""
+        if "lr" not in self.train_defaults:
+            return dict(self.train_defaults)
+        lr = scaled_lr(self.train_defaults["lr"], self.lr_tuned_epochs, epochs, iterations)
+        return {**self.train_defaults, "lr": lr}
 
     def search_defaults(self) -> dict:
         """The search fields this method resolves a field left None to."""

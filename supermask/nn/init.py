@@ -92,6 +92,14 @@ def _score_kaiming_uniform(shape, fan_in, gen):
     return (torch.rand(shape, generator=gen) * 2 - 1) * bound
 
 
+@SCORE_INITS.register("kaiming-uniform-relu")
+def _score_kaiming_uniform_relu(shape, fan_in, gen):
+    """``nn.init.kaiming_uniform_(mode="fan_in", nonlinearity="relu")``: U(±sqrt(6 / fan_in)), IteRand's
+    (2.45 times hidden-networks' ``kaiming-uniform``, whose a = sqrt(5) gives U(±1 / sqrt(fan_in)))."""
+    bound = math.sqrt(3.0) * RELU_GAIN / math.sqrt(fan_in)
+    return (torch.rand(shape, generator=gen) * 2 - 1) * bound
+
+
 @SCORE_INITS.register("kaiming-normal")
 def _score_kaiming_normal(shape, fan_in, gen):
     return torch.randn(shape, generator=gen) * (RELU_GAIN / math.sqrt(fan_in))

@@ -1,6 +1,6 @@
 """Callbacks: everything the training loop does besides training.
 
-The loop calls, in order: ``on_train_start`` once; per step ``loss_penalty`` (a term added to
+The loop calls, in order: ``on_train_start`` once; ``on_epoch_start`` per epoch; per step ``loss_penalty`` (a term added to
 the loss before the backward pass: Gem-Miner's penalty on the scores) and ``after_step`` (after the
 optimiser step: IMP re-applies its masks here); per evaluation ``on_eval`` (which may end
 training early by setting ``state.stopped``); ``on_final_test`` once after training, when the test
@@ -36,6 +36,10 @@ class Callback:
 
     def on_train_start(self, state: "TrainState") -> None:
         """Once, before the first step (after a resume: with ``state.step`` where it resumes)."""
+
+    def on_epoch_start(self, state: "TrainState") -> None:
+        """Before the first step of every epoch (``state.epoch``, counted from 0; a run resumed inside
+        an epoch: before its next step)."""
 
     def after_step(self, state: "TrainState", loss: float, correct: int, count: int) -> None:
         """After every optimiser step: the batch's mean ``loss`` and ``correct`` of ``count`` predictions."""

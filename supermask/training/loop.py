@@ -447,6 +447,8 @@ def train(
     model.train()
     while state.step < total_steps and not state.stopped:
         started = time.perf_counter()
+        for cb in callbacks:
+            cb.on_epoch_start(state)
         train_loader.set_epoch(state.epoch, state.batch_in_epoch)
         for images, labels in train_loader:
             set_lr(optimizer, cfg.lr * lr_factor(state.step, total_steps, steps_per_epoch, cfg))
