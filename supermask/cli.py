@@ -321,7 +321,8 @@ def _method_option_help(text: str, field: str) -> str:
 @model_options
 @click.option("--method", default="edge-popup", show_default=True, help="Ticket finder (see `supermask list methods`).")
 @density_options("0.5", "Mask structure: unstructured (top-k over the layer), nm:N:M (N kept in every group of M "
-                        "consecutive weights along the input dimension; density N/M; e.g. nm:2:4), channel (a score "
+                        "consecutive weights along the input dimension; density N/M; e.g. nm:2:4; nm:2:4:asp leaves dense "
+                        "the weights NVIDIA ASP skips), channel (a score "
                         "per output channel, --density of each layer's channels kept; edge-popup, chain networks) "
                         "or head (a score per attention head, --density of each block's heads kept, every other "
                         "layer kept whole; edge-popup).")
@@ -468,7 +469,7 @@ options given win): {_family_table()}.""")
                                 "early-bird reference and the default of --early-bird channel).", "bn_init"))
 @click.option("--structure", default="unstructured", show_default=True,
               help="Mask structure: unstructured, nm:N:M (one level: the N largest |w| of every group of M "
-                   "inputs), channel (each level removes the filters of smallest L1 norm, the next layer's "
+                   "inputs; nm:N:M:asp leaves dense the weights NVIDIA ASP skips), channel (each level removes the filters of smallest L1 norm, the next layer's "
                    "inputs with them; layerwise fractions) or head (each level removes --prune-fraction of every "
                    "block's heads, at least one, those of smallest L1 norm; every other layer kept whole).")
 @click.option("--rewind", default="0", show_default=True, help="Rewind to step 0, <N>it or <N>ep (late rewinding).")
@@ -692,7 +693,8 @@ def _prune_default(field: str) -> str:
 @model_options
 @click.option("--method", default="snip", show_default=True,
               help="random, magnitude, snip, grasp or synflow, or a list.")
-@density_options("0.1", "Mask structure: unstructured, nm:N:M (the N of largest score in every group of M inputs) "
+@density_options("0.1", "Mask structure: unstructured, nm:N:M (the N of largest score in every group of M inputs; "
+                        "nm:N:M:asp: the weights NVIDIA ASP skips stay dense), "
                         "channel (output channels by summed score, the next layer's inputs with them) or head (a block's heads "
                         "by summed score over their q/k/v rows and output columns).")
 @click.option("--scope", default=None, type=click.Choice(["global", "layerwise"]),

@@ -6,7 +6,9 @@ structure imposes on a config live here and hold for every engine (strong ticket
 pruning at initialisation):
 
 - N:M keeps N of every group of M weights: the density is N/M, and a density that contradicts
-  it is refused (:meth:`Structure.density`);
+  it is refused (:meth:`Structure.density`); a weight whose inputs do not split into groups of M
+  keeps the unstructured top N/M; ``nm:N:M:asp`` follows NVIDIA ASP's layer rule instead: a weight
+  ASP would skip (outputs not a multiple of 8, inputs not of 16) stays dense (:meth:`NM.skips`);
 - N:M selects inside groups of M weights: ``--scope global`` does not apply to it in any engine;
 - channels are chosen by channel scores: a strong-ticket search learns them, comparable across
   layers, so it may choose them under one global threshold; the weak-ticket engines score a
@@ -34,20 +36,31 @@ UNSTRUCTURED = "unstructured"
 CHANNEL = "channel"
 HEAD = "head"
 NM_KIND = "nm"
-_NM = re.compile(r"^nm:(\d+):(\d+)$")
+_NM = re.compile(r"^nm:(\d+):(\d+)(:asp)?$")
+#: NVIDIA ASP's ``init_model_for_pruning`` leaves dense every weight whose outputs are not a
+#: multiple of 8 or whose inputs (a convolution's input channels) are not a multiple of 16.
+ASP_OUTPUTS, ASP_INPUTS = 8, 16
 
 
 @dataclass(frozen=True)
 class NM:
     n: int
     m: int
+    # ``nm:N:M:asp``: ASP's layer rule (a weight ASP would skip stays dense) instead of masking every
+    # weight the structure can group (and the unstructured N/M where it cannot)
+    asp: bool = False
 
     @property
     def density(self) -> float:
         return self.n / self.m
 
+    def skips(self, shape) -> bool:
+        """Whether this structure leaves a weight of ``shape`` (``(out, in, ...)``) dense: with ASP's
+        rule, outputs not a multiple of 8 or inputs not a multiple of 16."""
+        return self.asp and (shape[0] % ASP_OUTPUTS != 0 or shape[1] % ASP_INPUTS != 0)
+
     def __str__(self) -> str:
-        return f"nm:{self.n}:{self.m}"
+        return f"nm:{self.n}:{self.m}" + (":asp" if self.asp else "")
 
 
 @dataclass(frozen=True)
@@ -63,11 +76,12 @@ class Structure:
             return cls(text)
         match = _NM.match(str(text))
         if match is None:
-            raise SupermaskError(f"structure must be unstructured, nm:N:M (e.g. nm:2:4), channel or head, got {text!r}")
+            raise SupermaskError(f"structure must be unstructured, nm:N:M (e.g. nm:2:4; nm:N:M:asp for ASP's layer "
+                                 f"rule), channel or head, got {text!r}")
         n, m = int(match.group(1)), int(match.group(2))
         if not 0 < n < m <= 64:
             raise SupermaskError(f"structure nm:{n}:{m}: need 0 < N < M <= 64")
-        return cls(NM_KIND, NM(n, m))
+        return cls(NM_KIND, NM(n, m, asp=match.group(3) is not None))
 
     def __str__(self) -> str:
         return str(self.nm) if self.nm is not None else self.kind
@@ -121,5 +135,6 @@ def parse_structure(text: Optional[str]) -> Optional[NM]:
 
 
 def check_structure(text: Optional[str]) -> str:
-    """The canonical name of a structure string: ``unstructured``, ``nm:N:M``, ``channel`` or ``head``."""
+    """The canonical name of a structure string: ``unstructured``, ``nm:N:M`` (``nm:N:M:asp``), ``channel``
+    or ``head``."""
     return str(Structure.parse(text))

@@ -12,8 +12,14 @@ newest and each older one (the fraction of channels whose bit differs) must all 
 
 The ticket is then made physically smaller: every convolution keeps its kept output channels,
 its BatchNorm those channels, the next convolution (or the classifier) those input channels. The
-smaller dense network starts from the early-bird weights and is trained with the same schedule
-(the reference's retraining of the pruned model). Level 0's result holds the epoch the ticket was
+smaller dense network starts from the early-bird weights and is trained with the full schedule
+from step 0, without the L1 penalty. That is ours, not the reference's retraining: its
+``main_c.py`` (``scripts/standard-train/retrain_continue.sh``) builds the pruned configuration with
+fresh random weights (only the channel selection is taken from the pruned model) and trains it
+from the drawing epoch on (``--start-epoch``) with the L1 penalty on (``--sparsity-regularization``);
+``retrain_scratch.sh`` trains that configuration from scratch, penalty on too (docs/fidelity.md).
+BatchNorm γ starts at 0.5, as the reference's VGG and ResNet (``bn_init="half"``, the default
+with ``--early-bird channel``). Level 0's result holds the epoch the ticket was
 drawn at; level 1's the small network's parameter count, multiply-accumulates and FLOPs (2 per
 multiply-accumulate) per input beside the dense network's, and its ticket ``model.safetensors`` loads into ``create_model(arch, spec,
 channels=...)`` (the channel counts are in ``ticket.json``).

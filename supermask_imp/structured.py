@@ -75,7 +75,9 @@ def nm_keep(scores: Mapping[str, Tensor], nm: NM) -> dict[str, Tensor]:
     out = {}
     for name, score in scores.items():
         s = _non_negative(score)
-        if nm_applies(s.shape, nm.m):
+        if nm.skips(s.shape):  # nm:N:M:asp: a weight ASP skips stays dense
+            out[name] = torch.ones_like(s, dtype=torch.float32)
+        elif nm_applies(s.shape, nm.m):
             out[name] = nm_mask(s, nm.n, nm.m).float()
         else:
             out[name] = topk_mask(s, kept_count(s.numel(), nm.density)).float()

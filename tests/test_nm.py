@@ -85,6 +85,41 @@ def test_rows_that_do_not_split_into_groups_fall_back_to_unstructured_at_n_over_
     assert int(layer.mask().sum()) == 36  # floor(0.5 * 72 + 0.5)
 
 
+def _asp_skips(weight_shape) -> bool:
+    """NVIDIA apex ``contrib/sparsity/asp.py`` ``init_model_for_pruning``: a whitelisted layer's weight
+    ``p`` is auto-skipped when ``p.size()[0] % 8 != 0 or p.size()[1] % 16 != 0``."""
+    return weight_shape[0] % 8 != 0 or weight_shape[1] % 16 != 0
+
+
+def test_the_asp_rule_leaves_dense_the_weights_asp_skips_and_masks_the_others(tmp_path, capsys):
+    from supermask.methods import METHODS
+    from supermask.models import InputSpec
+
+    config = resolve(SearchConfig(arch="conv4", width=0.5, structure="nm:2:4:asp"))
+    assert config.structure == "nm:2:4:asp" and config.density == 0.5
+    model = METHODS.get("edge-popup").build(config, InputSpec(1, 28, 10))
+    layers = [m for m in model.modules() if hasattr(m, "scores")]
+    skipped = [_asp_skips(m.weight.shape) for m in layers]
+    assert any(skipped) and not all(skipped)  # conv4 x0.5 on MNIST: the first conv (1 input) and the classifier
+    for layer, skip in zip(layers, skipped):
+        mask = layer.mask()
+        if skip:
+            assert torch.equal(mask, torch.ones_like(mask)), layer
+        else:
+            groups = (mask.permute(0, 2, 3, 1) if mask.dim() == 4 else mask).reshape(-1, 4)
+            assert torch.equal(groups.sum(1), torch.full((groups.shape[0],), 2.0)), layer
+    plain = resolve(SearchConfig(arch="conv4", width=0.5, structure="nm:2:4"))  # every groupable layer masked
+    plain_model = METHODS.get("edge-popup").build(plain, InputSpec(1, 28, 10))
+    assert all(m.mask().mean() < 1 for m in plain_model.modules() if hasattr(m, "scores"))
+    # IMP: LeNet's three layers (300, 100, 10 outputs) are all skipped by ASP: one level keeps them dense
+    assert main(["imp", "--arch", "lenet_300_100", "--structure", "nm:2:4:asp", "--iterations", "2", "--batch-size",
+                 "500", "-q", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    from supermask.runs import find_runs
+
+    results = [r.read_result() for r in find_runs(tmp_path) if "levels" in r.read_result()]
+    assert results and [round(level["density"], 6) for level in results[0]["levels"]] == [1.0, 1.0]
+
+
 @pytest.mark.parametrize("kwargs,message", [
     ({"structure": "nm:2:4", "density": 0.3}, "contradicts it"),
     ({"structure": "nm:2:4", "scope": "global"}, "--scope global does not apply"),

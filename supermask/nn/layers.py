@@ -63,7 +63,11 @@ class SupermaskMixin:
         self.nm = parse_structure(structure)
         if self.nm is not None:
             self.density = self.nm.density
-            if not nm_applies(self.weight.shape, self.nm.m):
+            if self.nm.skips(self.weight.shape):
+                log.info("a %s of weight shape %s stays dense: ASP's rule skips a weight whose outputs are not a "
+                         "multiple of 8 or inputs not of 16", type(self).__name__, list(self.weight.shape))
+                self.nm, self.density = None, 1.0
+            elif not nm_applies(self.weight.shape, self.nm.m):
                 log.warning("a %s of weight shape %s: its %d inputs do not split into groups of %d; masked "
                             "unstructured at density %g instead", type(self).__name__, list(self.weight.shape),
                             self.weight.shape[1], self.nm.m, self.density)
