@@ -486,6 +486,10 @@ options given win): {_family_table()}.""")
                    "stops, IMP goes on) or channel (the paper's BatchNorm-γ channel ticket, VGG/ResNet; the "
                    "physically smaller network is trained). [default: off]")
 @click.option("--eb-l1", default=None, type=float, help="Early-bird channel: L1 penalty on BatchNorm γ [default: 1e-4].")
+@click.option("--eb-retrain", default=None, type=click.Choice(["early-bird-weights", "reference"]),
+              help="Early-bird channel: train the smaller network from the early-bird weights over the full "
+                   "schedule without the penalty (early-bird-weights), or as the reference's main_c.py: fresh "
+                   "weights, from the drawing epoch on, the L1 penalty on (reference). [default: early-bird-weights]")
 @click.option("--eb-epsilon", default=None, type=float, help="Early-bird: mask distance threshold [default: 0.1].")
 @click.option("--eb-window", default=None, type=int,
               help="Early-bird: epochs the distance must stay below it [default: 5].")

@@ -42,7 +42,7 @@ from supermask.models import DENSE, create_model
 from supermask.models.cost import count_macs, count_parameters
 from supermask.nn.masked import get_masks
 from supermask.runs import RunDir
-from supermask.stage import planned_steps, run_stage
+from supermask.stage import planned_steps, run_stage, steps_per_epoch
 from supermask.training import Callback, MaskAfterStep, distributed
 
 from .early_bird import mask_distance
@@ -51,6 +51,8 @@ from .levels import build_masked, final_state, level_run, level_stage
 log = logging.getLogger(__name__)
 
 DEFAULT_L1 = 1e-4  # the reference's --s
+#: How the smaller network trains (IMPConfig.eb_retrain): ours, the default, and the reference's.
+EB_RETRAINS = ("early-bird-weights", "reference")
 VGGS = ("vgg11", "vgg16", "vgg19")
 RESNETS = ("resnet18", "resnet20", "resnet56")
 SUPPORTED = VGGS + RESNETS
@@ -79,15 +81,12 @@ def channel_masks(model: nn.Module, pruned_fraction: float) -> list[torch.Tensor
     return masks
 
 
-class ChannelEarlyBird(Callback):
-    """L1 on BatchNorm γ during training; stop once the channel mask settles (FIFO window)."""
+class GammaL1(Callback):
+    """The L1 penalty on the prunable BatchNorm γ (the reference's ``updateBN``: ``s * sign(γ)`` added to
+    the gradient)."""
 
-    def __init__(self, kept_fraction: float, epsilon: float, window: int, l1: float, run: Optional[RunDir] = None):
-        self.pruned = 1.0 - kept_fraction
-        self.epsilon, self.window, self.l1, self.run = epsilon, window, l1, run
-        self.masks: list[torch.Tensor] = []
-        self.drawn_epoch: Optional[int] = None
-        self.bns: Optional[list[nn.BatchNorm2d]] = None
+    def __init__(self, l1: float):
+        self.l1, self.bns = l1, None
 
     def loss_penalty(self, state):
         if self.l1 == 0:
@@ -95,6 +94,17 @@ class ChannelEarlyBird(Callback):
         if self.bns is None:
             self.bns = batchnorms(state.model)
         return self.l1 * sum(bn.weight.abs().sum() for bn in self.bns)
+
+
+class ChannelEarlyBird(GammaL1):
+    """L1 on BatchNorm γ during training; stop once the channel mask settles (FIFO window)."""
+
+    def __init__(self, kept_fraction: float, epsilon: float, window: int, l1: float, run: Optional[RunDir] = None):
+        super().__init__(l1)
+        self.pruned = 1.0 - kept_fraction
+        self.epsilon, self.window, self.run = epsilon, window, run
+        self.masks: list[torch.Tensor] = []
+        self.drawn_epoch: Optional[int] = None
 
     def on_eval(self, state, records):
         # The reference draws the mask before each epoch's training: the state after epoch e-1.
@@ -170,6 +180,26 @@ def shrink_resnet(model: nn.Module, masks: list[torch.Tensor], small: nn.Module)
     return small
 
 
+@torch.no_grad()
+def fresh_weights(small: nn.Module, config) -> nn.Module:
+    """``small`` with new random weights (the reference's retraining keeps only the pruned
+    configuration): drawn by the run's init from a seed of their own, BatchNorm γ as ``bn_init``."""
+    from supermask.nn import init_model
+    from supermask.seeding import derived_seed
+
+    seed = derived_seed(config.seed, "early-bird-retrain")
+    init_model(small, config.init, seed)
+    gen = torch.Generator().manual_seed(seed)
+    for module in small.modules():
+        if isinstance(module, nn.BatchNorm2d) and module.affine:
+            if config.bn_init == "uniform":
+                module.weight.copy_(torch.rand(module.weight.shape, generator=gen))
+            else:
+                module.weight.fill_(0.5 if config.bn_init == "half" else 1.0)
+            module.bias.zero_()
+    return small
+
+
 def shrink(arch: str, model: nn.Module, masks: list[torch.Tensor], small: nn.Module) -> nn.Module:
     return shrink_resnet(model, masks, small) if arch in RESNETS else shrink_vgg(model, masks, small)
 
@@ -180,9 +210,10 @@ def run_channel_levels(config, data, spec, device, root: RunDir, callbacks) -> l
     torch.manual_seed(config.seed)
     shape = (spec.in_channels, spec.image_size, spec.image_size)
 
-    def level(number: int, model: nn.Module, extra: list, fields: dict, ticket: dict, finish=None) -> dict:
+    def level(number: int, model: nn.Module, extra: list, fields: dict, ticket: dict, finish=None,
+              start_step: int = 0) -> dict:
         stage = level_stage(config, root, number, lambda: model, {**fields, "level": number}, ticket,
-                            callbacks=extra, label=f"level {number}/1 " + ("dense, L1 on γ" if number == 0
+                            callbacks=extra, start_step=start_step, label=f"level {number}/1 " + ("dense, L1 on γ" if number == 0
                                                                           else "channel ticket"),
                             masks=get_masks, finish=finish)
         return run_stage(config, data, stage, device, callbacks).result
@@ -204,17 +235,23 @@ def run_channel_levels(config, data, spec, device, root: RunDir, callbacks) -> l
     small = shrink(config.arch, dense, masks,
                    create_model(config.arch, spec, config.layer_types(DENSE), channels=channels,
                                 **config.model_kwargs()))
+    retrain, start_step = [], 0
+    if config.eb_retrain == "reference":  # main_c.py: the pruned configuration, fresh weights, from the drawing epoch
+        small = fresh_weights(small, config)
+        drawn = row0.get("early_bird_epoch") or 0
+        start_step = min(drawn * steps_per_epoch(config, data), planned - 1)
+        retrain = [GammaL1(config.eb_l1)]
     macs = count_macs(small, shape)
     fields = {"method": "early-bird-channel", "control": "none", "rewind": "0", "scope": "global",
               "channels": channels, "channel_density": sum(channels) / sum(m.numel() for m in masks),
               "parameters": count_parameters(small), "macs": macs, "flops": 2 * macs,
               "dense_parameters": dense_fields["parameters"], "dense_macs": dense_fields["macs"],
               "dense_flops": 2 * dense_fields["macs"],
-              "early_bird_epoch": row0.get("early_bird_epoch")}
+              "early_bird_epoch": row0.get("early_bird_epoch"), "eb_retrain": config.eb_retrain}
     weights = lambda m: sum(x.weight.numel() for x in m.modules() if isinstance(x, (nn.Conv2d, nn.Linear)))  # noqa: E731
     kept = weights(small) / weights(dense)  # the density: the kept fraction of the prunable weights
-    row1 = level(1, small, [], fields, {"kind": "weak", "channels": channels, "model_kwargs": {"channels": channels}},
-                 finish=lambda row, summary: row.update(density=kept, density_per_layer={}))
+    row1 = level(1, small, retrain, fields, {"kind": "weak", "channels": channels, "model_kwargs": {"channels": channels}},
+                 finish=lambda row, summary: row.update(density=kept, density_per_layer={}), start_step=start_step)
     log.info("channel ticket: %d of %d parameters, %d of %d MACs", fields["parameters"], fields["dense_parameters"],
              fields["macs"], fields["dense_macs"])
     return [row0, row1]

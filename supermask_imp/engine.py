@@ -98,6 +98,10 @@ class IMPConfig(ExperimentConfig):
     eb_epsilon: float = EB_EPSILON
     eb_window: int = EB_WINDOW
     eb_l1: Optional[float] = None  # channel: the L1 penalty on BatchNorm γ [1e-4]
+    # channel: how the smaller network trains: "early-bird-weights" (ours: from the early-bird weights,
+    # the full schedule, no penalty) or "reference" (its main_c.py: fresh weights, from the drawing
+    # epoch on, the L1 penalty on); None: early-bird-weights
+    eb_retrain: Optional[str] = None
     # Stop after the first level whose test accuracy falls more than this many points below level 0's
     # (the common stopping rule); the result then names the sparsest matching level. None: every level.
     stop_when_unmatched: Optional[float] = None
@@ -154,8 +158,8 @@ class IMPConfig(ExperimentConfig):
             raise SupermaskError(f"early bird must be magnitude or channel, got {self.early_bird!r}")
         if self.early_bird == "channel":
             self._check_channel_early_bird()
-        elif self.eb_l1 is not None:
-            raise SupermaskError("--eb-l1 applies to --early-bird channel only")
+        elif self.eb_l1 is not None or self.eb_retrain is not None:
+            raise SupermaskError("--eb-l1 and --eb-retrain apply to --early-bird channel only")
         if self.early_bird is None and (self.eb_epsilon, self.eb_window) != (EB_EPSILON, EB_WINDOW):
             raise SupermaskError("--eb-epsilon and --eb-window apply to --early-bird only")
         if not (0.0 < self.eb_epsilon < 1.0):
@@ -227,7 +231,7 @@ class IMPConfig(ExperimentConfig):
                                  "not --target-density or --one-shot")
 
     def _check_channel_early_bird(self) -> None:
-        from .channel_early_bird import DEFAULT_L1, SUPPORTED
+        from .channel_early_bird import DEFAULT_L1, EB_RETRAINS, SUPPORTED
 
         if self.arch not in SUPPORTED:
             raise SupermaskError(f"--early-bird channel supports {', '.join(SUPPORTED)} (networks of conv-BatchNorm "
@@ -237,6 +241,10 @@ class IMPConfig(ExperimentConfig):
                                  "no --control or --rewind")
         if self.eb_l1 is None:
             self.eb_l1 = DEFAULT_L1
+        if self.eb_retrain is None:
+            self.eb_retrain = EB_RETRAINS[0]
+        if self.eb_retrain not in EB_RETRAINS:
+            raise SupermaskError(f"eb retrain must be one of {', '.join(EB_RETRAINS)}, got {self.eb_retrain!r}")
         if not (math.isfinite(self.eb_l1) and self.eb_l1 >= 0):
             raise SupermaskError(f"early-bird L1 must be >= 0, got {self.eb_l1!r}")
         if self.target_density is None:

@@ -700,6 +700,38 @@ def test_channel_early_bird_end_to_end_draws_trains_and_exports_the_small_networ
     assert evaluate_export(tmp_path / "small.safetensors")["test_accuracy"] == level1["test_accuracy"]
 
 
+def test_the_reference_retraining_of_a_channel_ticket_starts_fresh_from_the_drawing_epoch_with_l1(tmp_path):
+    """GATECH-EIC/Early-Bird-Tickets main_c.py (retrain_continue.sh): the pruned ``cfg`` built anew (its
+    weights drawn again; only channel selections copied from the pruned model), trained ``for epoch in
+    range(args.start_epoch, args.epochs)`` with ``updateBN`` (``s * sign(γ)``) while ``--sr``."""
+    import copy
+
+    from supermask_imp import IMPConfig, run_imp
+    from supermask_imp.channel_early_bird import GammaL1, fresh_weights
+
+    config = resolve(IMPConfig.for_arch("vgg11", out=str(tmp_path), device="cpu", early_bird="channel", eb_window=2,
+                                        eb_epsilon=0.3, width=0.125, eb_retrain="reference",
+                                        train=TrainConfig(epochs=3, batch_size=500, optimizer="sgd", lr=0.05)))
+    level0, level1 = run_imp(config).levels
+    steps = -(-4000 // 500)
+    assert level1["eb_retrain"] == "reference" and level1["start_step"] == level0["early_bird_epoch"] * steps
+    assert level1["trained_steps"] == 3 * steps - level1["start_step"]
+    # fresh weights: not the copied early-bird ones; γ at 0.5 as the reference's models
+    small = create_model("vgg11", InputSpec(3, 32, 10), width=0.125)
+    copied = copy.deepcopy(small)
+    fresh_weights(small, config)
+    conv, before = (next(m for m in net.modules() if isinstance(m, nn.Conv2d)) for net in (small, copied))
+    assert not torch.equal(conv.weight, before.weight)
+    bns = [m for m in small.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert all(torch.equal(b.weight, torch.full_like(b.weight, 0.5)) for b in bns)
+    penalty = GammaL1(1e-4).loss_penalty(type("State", (), {"model": small})())
+    assert torch.allclose(penalty, 1e-4 * sum(b.weight.abs().sum() for b in bns))
+    from supermask.errors import SupermaskError
+
+    with pytest.raises(SupermaskError, match="apply to --early-bird channel only"):
+        resolve(IMPConfig.for_arch("vgg11", eb_retrain="reference"))
+
+
 def test_a_resnet_channel_ticket_removes_block_inner_channels_and_computes_the_masked_network():
     from supermask.models import DENSE
     from supermask.models.cost import count_parameters
