@@ -70,7 +70,7 @@ HASH_OMITTED_AT = {"train.precision": "32", "rerandomize_every": None, "rerandom
                    "input_shape": None, "context": None, "depth": None, "train_subset": None, "bias": None,
                    "init_from_checksum": None, "train.test_every_epoch": False,
                    "method_revision": 1, "density_ramp_epochs": None,
-                   "eb_retrain": "early-bird-weights"}
+                   "eb_retrain": None}
 
 
 def _omit_later_defaults(fields: dict, prefix: str = "") -> dict:

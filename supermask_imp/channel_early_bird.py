@@ -247,7 +247,8 @@ def run_channel_levels(config, data, spec, device, root: RunDir, callbacks) -> l
               "parameters": count_parameters(small), "macs": macs, "flops": 2 * macs,
               "dense_parameters": dense_fields["parameters"], "dense_macs": dense_fields["macs"],
               "dense_flops": 2 * dense_fields["macs"],
-              "early_bird_epoch": row0.get("early_bird_epoch"), "eb_retrain": config.eb_retrain}
+              "early_bird_epoch": row0.get("early_bird_epoch"),
+              "eb_retrain": config.eb_retrain or EB_RETRAINS[0]}
     weights = lambda m: sum(x.weight.numel() for x in m.modules() if isinstance(x, (nn.Conv2d, nn.Linear)))  # noqa: E731
     kept = weights(small) / weights(dense)  # the density: the kept fraction of the prunable weights
     row1 = level(1, small, retrain, fields, {"kind": "weak", "channels": channels, "model_kwargs": {"channels": channels}},

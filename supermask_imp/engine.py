@@ -158,8 +158,10 @@ class IMPConfig(ExperimentConfig):
             raise SupermaskError(f"early bird must be magnitude or channel, got {self.early_bird!r}")
         if self.early_bird == "channel":
             self._check_channel_early_bird()
-        elif self.eb_l1 is not None or self.eb_retrain is not None:
-            raise SupermaskError("--eb-l1 and --eb-retrain apply to --early-bird channel only")
+        elif self.eb_l1 is not None:
+            raise SupermaskError("--eb-l1 applies to --early-bird channel only")
+        elif self.eb_retrain is not None:
+            raise SupermaskError("--eb-retrain applies to --early-bird channel only")
         if self.early_bird is None and (self.eb_epsilon, self.eb_window) != (EB_EPSILON, EB_WINDOW):
             raise SupermaskError("--eb-epsilon and --eb-window apply to --early-bird only")
         if not (0.0 < self.eb_epsilon < 1.0):
@@ -241,9 +243,7 @@ class IMPConfig(ExperimentConfig):
                                  "no --control or --rewind")
         if self.eb_l1 is None:
             self.eb_l1 = DEFAULT_L1
-        if self.eb_retrain is None:
-            self.eb_retrain = EB_RETRAINS[0]
-        if self.eb_retrain not in EB_RETRAINS:
+        if self.eb_retrain is not None and self.eb_retrain not in EB_RETRAINS:  # None: early-bird-weights
             raise SupermaskError(f"eb retrain must be one of {', '.join(EB_RETRAINS)}, got {self.eb_retrain!r}")
         if not (math.isfinite(self.eb_l1) and self.eb_l1 >= 0):
             raise SupermaskError(f"early-bird L1 must be >= 0, got {self.eb_l1!r}")

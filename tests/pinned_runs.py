@@ -12,7 +12,8 @@ Regenerated at c5b862b (the code the first pins held, measured again) on an AMD 
 Regenerated for issue 23 (fidelity, round two), which changes results on purpose: the search and
 Bernoulli cases (a strong ticket's LeNet has no biases; Bernoulli's Glorot-normal weights) and the
 channel early-bird case (BatchNorm γ starts at 0.5); the other cases' files, accuracies and keys
-were unchanged (their checksums are of this Intel Xeon: its float environment is another).
+were unchanged (their checksums are of this Intel Xeon: its float environment is another). The
+channel early-bird case's level 1 then gained the key ``eb_retrain`` (``--eb-retrain``), nothing else.
 """
 
 from __future__ import annotations

@@ -46,6 +46,29 @@ def test_edge_popup_forward_and_score_gradient_are_the_references():
     assert torch.allclose(layer.scores.grad, subnet.grad * scores.sign(), atol=1e-6)  # straight through |s|
 
 
+@pytest.mark.parametrize("method,expected", [
+    # hidden-networks simple_initialization configs: signed constant, kaiming-uniform scores (a=sqrt(5)),
+    # SGD 0.1, momentum 0.9, wd 1e-4, cosine, batch 128; FC nets without biases
+    ("edge-popup", {"init": "signed-constant", "score_init": "kaiming-uniform", "scaled_fan": False, "lr": 0.1,
+                    "momentum": 0.9, "weight_decay": 1e-4, "schedule": "cosine", "batch_size": 128}),
+    # train_supermask.py's README command: SGD lr 100 (momentum 0.9), l2 on the (frozen) weights only
+    ("bernoulli", {"init": "xavier-normal", "lr": 100.0, "momentum": 0.9, "weight_decay": 0.0}),
+    # biprop smallscale configs: kaiming_normal, scale_fan (builder.py's rule), SGD 0.1, 0.9, 1e-4, cosine
+    ("biprop", {"init": "kaiming-normal", "scaled_fan": "reference-code", "lr": 0.1, "momentum": 0.9,
+                "weight_decay": 1e-4, "schedule": "cosine"}),
+    # pruning_is_enough hc_iter configs: L2 lmbda 1e-4, iter_period 5, wd 0, momentum 0.9, cosine, global
+    ("gem-miner", {"score_l2": 1e-4, "freeze_every": 5, "weight_decay": 0.0, "momentum": 0.9, "schedule": "cosine",
+                   "scope": "global"}),
+    # iterand config.yaml: kaiming_uniform weights and scores, rerand_freq 300, rerand_lambda 0.1
+    ("iterand", {"init": "kaiming-uniform", "score_init": "kaiming-uniform-relu", "rerandomize_every": 300,
+                 "rerandomize_rate": 0.1}),
+])
+def test_each_methods_defaults_are_the_values_its_reference_runs_with(method, expected):
+    config = resolve(SearchConfig(arch="lenet_300_100", method=method))
+    got = {k: getattr(config.train, k) if hasattr(config.train, k) else getattr(config, k) for k in expected}
+    assert got == expected and config.bias is False
+
+
 def test_the_global_tie_rule_keeps_the_first_tied_entries_in_the_concatenated_order():
     """One threshold over all layers; among entries tied at it, those earliest in the layers'
     concatenated flat order are kept: an independent selection by (value descending, index)."""
@@ -728,7 +751,7 @@ def test_the_reference_retraining_of_a_channel_ticket_starts_fresh_from_the_draw
     assert torch.allclose(penalty, 1e-4 * sum(b.weight.abs().sum() for b in bns))
     from supermask.errors import SupermaskError
 
-    with pytest.raises(SupermaskError, match="apply to --early-bird channel only"):
+    with pytest.raises(SupermaskError, match="--eb-retrain applies to --early-bird channel only"):
         resolve(IMPConfig.for_arch("vgg11", eb_retrain="reference"))
 
 

@@ -24,7 +24,8 @@ IteRand defaults moved to their references' code (Glorot-normal weights and the 
 the builder's scaled-fan rule; kaiming-uniform weights and ReLU-gain scores, the re-draw step),
 recorded as ``init``, ``scaled_fan``, ``score_init`` and ``method_revision`` (omitted at 1), and the
 channel early-bird ticket's BatchNorm γ starts at 0.5 (``bn_init: half``): those run directories
-moved too; no other one did.
+moved too; no other one did. The IMP configs' config.json then gained ``eb_retrain`` (null: ours,
+the early-bird weights), no run directory moved (the hash omits it at null).
 
 Each case runs ``--dry-run`` (the resolver every run uses; nothing is written) and compares the
 run directory it names and a digest of the resolved config.json it prints.
@@ -58,21 +59,21 @@ PINS = [
     ('--arch conv6',
      'runs/train/conv6-mnist-5k/62f3a0bc6702/seed-0', '65fab4627792153d'),
     ('--arch lenet_300_100 --levels 3',
-     'runs/imp/lenet_300_100-mnist-5k/97778ef33b95/seed-0', '68051b75ed3ab7f8'),
+     'runs/imp/lenet_300_100-mnist-5k/97778ef33b95/seed-0', 'a9a80eeba624f051'),
     ('--arch conv4 --rewind 100it --levels 2',
-     'runs/imp/conv4-mnist-5k/461264978c8b/seed-0', '39b816ed2ae126c6'),
+     'runs/imp/conv4-mnist-5k/461264978c8b/seed-0', '4d010f3c08d3d59a'),
     ('--arch lenet_300_100 --levels 2 --control reinit',
-     'runs/imp/lenet_300_100-mnist-5k/0b4c6641607a/seed-0', '5479f49ae059e80d'),
+     'runs/imp/lenet_300_100-mnist-5k/0b4c6641607a/seed-0', '0123164a2cf18c6d'),
     ('--arch lenet_300_100 --levels 2 --control random-prune',
-     'runs/imp/lenet_300_100-mnist-5k/cc39f8216390/seed-0', '9f983800e53882a5'),
+     'runs/imp/lenet_300_100-mnist-5k/cc39f8216390/seed-0', '2a7642a424813730'),
     ('--arch lenet_300_100 --levels 2 --early-bird magnitude',
-     'runs/imp/lenet_300_100-mnist-5k/9e4f9a17aee7/seed-0', '1539f3eff23eaafe'),
+     'runs/imp/lenet_300_100-mnist-5k/9e4f9a17aee7/seed-0', '75cc2d8f590a248a'),
     ('--arch vgg11 --early-bird channel',
-     'runs/imp/vgg11-mnist-5k/2ad9058b139d/seed-0', '68231ef9bb92cf68'),
+     'runs/imp/vgg11-mnist-5k/2ad9058b139d/seed-0', '76180024e56dc462'),
     ('--arch conv4 --structure channel --levels 2',
-     'runs/imp/conv4-mnist-5k/6920eeb890ae/seed-0', '285cdf75ef589d6c'),
+     'runs/imp/conv4-mnist-5k/6920eeb890ae/seed-0', 'f431da9378750fbb'),
     ('--arch lenet_300_100 --structure nm:2:4',
-     'runs/imp/lenet_300_100-mnist-5k/fe5c98ac75bf/seed-0', 'aca5eea418c0ef19'),
+     'runs/imp/lenet_300_100-mnist-5k/fe5c98ac75bf/seed-0', '66295b3053cd968d'),
     ('--arch lenet_300_100 --method random',
      'runs/prune/lenet_300_100-mnist-5k/3f8b9e647144/seed-0', 'ed4d853965aa2703'),
     ('--arch lenet_300_100 --method magnitude',
