@@ -101,7 +101,8 @@ SEARCH_METHODS = {
         "Zhou et al. 2019: Bernoulli(sigmoid(scores)) masks sampled each step and at evaluation; the density is "
         "an outcome",
         reference="Zhou et al. 2019, 'Deconstructing Lottery Tickets: Zeros, Signs, and the Supermask'; "
-                  "uber-research/deconstructing-lottery-tickets (train_supermask.py: SGD lr 100, l2 on weights only)",
+                  "uber-research/deconstructing-lottery-tickets (README's train_supermask.py command: SGD lr 100, "
+                  "constant, batch 250; masked_networks.py: glorot_normal weights; l2 on weights only)",
         defaults={"init": "xavier-normal", "bernoulli_eval": "sample", "rescale_weights": False},
         train_defaults={"lr": 100.0, "weight_decay": 0.0},
         options=("bernoulli_eval", "rescale_weights"),
