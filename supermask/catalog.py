@@ -112,9 +112,9 @@ SEARCH_METHODS = {
     "biprop": MethodCard(
         "Diffenderfer & Kailkhura 2021: edge-popup mask over binarised weights sign(w)*alpha per layer",
         reference="Diffenderfer & Kailkhura 2021, 'Multi-Prize Lottery Ticket Hypothesis'; chrundle/biprop "
-                  "(smallscale configs: kaiming_normal, scale_fan (builder.py: the fan times 1 - prune_rate, "
-                  "prune_rate the kept fraction), SGD lr 0.1, wd 1e-4, cosine; main.py: with global pruning "
-                  "at most half kept, the kept fraction falls from 0.5 to the target over prune_rate_epoch 10)",
+                  "(smallscale configs: kaiming_normal, scale_fan (builder.py: the fan times one minus its rate, "
+                  "which is the kept fraction), SGD lr 0.1, wd 1e-4, cosine; main.py: with global pruning "
+                  "at most half kept, the kept fraction falls from 0.5 to the target over 10 epochs)",
         defaults={"init": "kaiming-normal", "scaled_fan": "reference-code", "density_ramp_epochs": 10},
         options=("density_ramp_epochs",),
         structures=("unstructured", "nm"),

@@ -155,14 +155,23 @@ class ExperimentConfig(Resolvable):
             raise SupermaskError(f"{self.arch} is a language model; {self.dataset} holds images: give it a text data "
                                  f"set (tinyshakespeare, text:PATH)")
 
+    def _builder_parameters(self) -> dict:
+        """The parameters of the architecture's builder (none for a torchvision model)."""
+        import inspect
+
+        from .models import MODELS
+
+        if torchvision_name(self.arch) is not None:
+            return {}
+        return dict(inspect.signature(MODELS.get(self.arch)).parameters)
+
     def _check_builder_option(self, name: str, option: str) -> None:
         """``name`` is a parameter of the architecture's builder; else refused, naming those that take it."""
         import inspect
 
         from .models import MODELS
 
-        builder = MODELS.get(self.arch) if torchvision_name(self.arch) is None else None
-        if builder is None or name not in inspect.signature(builder).parameters:
+        if name not in self._builder_parameters():
             takes = [n for n in MODELS.names() if name in inspect.signature(MODELS.get(n)).parameters]
             raise SupermaskError(f"{option} applies to {', '.join(takes)}, not {self.arch}")
 
@@ -170,11 +179,7 @@ class ExperimentConfig(Resolvable):
         """The default of ``name`` in the architecture's builder (None: it takes no such parameter)."""
         import inspect
 
-        from .models import MODELS
-
-        if torchvision_name(self.arch) is not None:
-            return None
-        parameter = inspect.signature(MODELS.get(self.arch)).parameters.get(name)
+        parameter = self._builder_parameters().get(name)
         return None if parameter is None or parameter.default is inspect.Parameter.empty else parameter.default
 
     def _check_depth(self) -> None:

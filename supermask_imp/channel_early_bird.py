@@ -46,7 +46,7 @@ from supermask.stage import planned_steps, run_stage, steps_per_epoch
 from supermask.training import Callback, MaskAfterStep, distributed
 
 from .early_bird import mask_distance
-from .levels import build_masked, final_state, level_run, level_stage
+from .levels import build_masked, final_state, init_batchnorm, level_run, level_stage
 
 log = logging.getLogger(__name__)
 
@@ -189,14 +189,7 @@ def fresh_weights(small: nn.Module, config) -> nn.Module:
 
     seed = derived_seed(config.seed, "early-bird-retrain")
     init_model(small, config.init, seed)
-    gen = torch.Generator().manual_seed(seed)
-    for module in small.modules():
-        if isinstance(module, nn.BatchNorm2d) and module.affine:
-            if config.bn_init == "uniform":
-                module.weight.copy_(torch.rand(module.weight.shape, generator=gen))
-            else:
-                module.weight.fill_(0.5 if config.bn_init == "half" else 1.0)
-            module.bias.zero_()
+    init_batchnorm(small, config.bn_init, seed)
     return small
 
 

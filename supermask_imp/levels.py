@@ -26,17 +26,24 @@ def build_masked(config, spec: InputSpec, seed: int) -> nn.Module:
     """The dense network with a ``weight_mask`` per prunable weight, drawn from ``seed``."""
     model = create_model(config.arch, spec, config.layer_types(masked_layer_types()), **config.model_kwargs())
     init_model(model, config.init, seed)
-    if config.bn_init != "ones":
-        gen = torch.Generator().manual_seed(derived_seed(seed, "bn-init"))
-        with torch.no_grad():
-            for module in model.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine:
-                    if config.bn_init == "uniform":  # open_lth's bn_initializers.uniform: γ ~ U(0, 1)
-                        module.weight.copy_(torch.rand(module.weight.shape, generator=gen))
-                    else:  # "half": the early-bird reference's
-                        module.weight.fill_(0.5)
-                    module.bias.zero_()
+    if config.bn_init != "ones":  # a new model's BatchNorm is already PyTorch's
+        init_batchnorm(model, config.bn_init, derived_seed(seed, "bn-init"))
     return model
+
+
+@torch.no_grad()
+def init_batchnorm(model: nn.Module, bn_init: str, seed: int) -> None:
+    """Every affine BatchNorm of ``model`` as ``bn_init`` (:data:`BN_INITS`) gives it: γ ones, U(0, 1)
+    drawn from ``seed`` (open_lth's ``bn_initializers.uniform``) or 0.5 (the early-bird reference's);
+    β 0."""
+    gen = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine:
+            if bn_init == "uniform":
+                module.weight.copy_(torch.rand(module.weight.shape, generator=gen))
+            else:
+                module.weight.fill_(0.5 if bn_init == "half" else 1.0)
+            module.bias.zero_()
 
 
 def conv_names(model: nn.Module) -> frozenset[str]:

@@ -15,7 +15,7 @@ which can differ from the number of ones by one).
 
 Defaults, the reference's small-scale configs (``configs/smallscale/conv4/conv4_kn_unsigned.yml``)
 as its code computes them: Kaiming-normal weights with a scaled fan, scaled as its
-``utils/builder.py`` does, by ``1 - prune_rate`` with ``prune_rate`` the kept fraction, i.e. by one
+``utils/builder.py`` does, by one minus its rate argument, which there is the kept fraction, i.e. by one
 minus the density (``--scaled-fan-rule reference-code``; the paper's text, the fan times the
 density, is ``--scaled-fan-rule paper``; the two agree at 0.5; with signed constants every |w| is
 equal and biprop's forward is edge-popup's), SGD lr 0.1, momentum 0.9, weight decay 1e-4, cosine.
@@ -60,14 +60,13 @@ class BinarisedLinear(BinarisedMixin, SupermaskLinear):
 def build_biprop(config: "SearchConfig", spec: InputSpec) -> nn.Module:
     model = build_edge_popup(config, spec, BinarisedConv2d, BinarisedLinear)
     if config.density_ramp_epochs:  # the untrained network is evaluated at epoch 0's kept fraction
-        scope = next(layer.global_scope for _, layer in supermask_layers(model))
-        scope.density = ramped_density(config.density, 0, config.density_ramp_epochs)
+        DensityRamp(config).set_for(model, epoch=0)
     return model
 
 
 def ramped_density(target: float, epoch: int, ramp_epochs: int) -> float:
     """The kept fraction of epoch ``epoch`` (from 0): from 0.5 down to ``target`` over ``ramp_epochs``,
-    cubic, as biprop's main.py (``prune_decay = (1 - epoch / prune_rate_epoch) ** 3``); ``target``
+    cubic, as biprop's main.py (a decay ``(1 - epoch / 10) ** 3`` of the removed fraction); ``target``
     from epoch ``ramp_epochs`` on."""
     if epoch >= ramp_epochs:
         return target
@@ -81,9 +80,12 @@ class DensityRamp(Callback):
     def __init__(self, config: "SearchConfig"):
         self.target, self.epochs = config.density, config.density_ramp_epochs
 
+    def set_for(self, model: nn.Module, epoch: int) -> None:
+        scope = next(layer.global_scope for _, layer in supermask_layers(model))
+        scope.density = ramped_density(self.target, epoch, self.epochs)
+
     def on_epoch_start(self, state):
-        scope = next(layer.global_scope for _, layer in supermask_layers(state.model))
-        scope.density = ramped_density(self.target, state.epoch, self.epochs)
+        self.set_for(state.model, state.epoch)
 
 
 def biprop_callbacks(config: "SearchConfig") -> list[Callback]:
