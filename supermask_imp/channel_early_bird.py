@@ -190,6 +190,9 @@ def fresh_weights(small: nn.Module, config) -> nn.Module:
     seed = derived_seed(config.seed, "early-bird-retrain")
     init_model(small, config.init, seed)
     init_batchnorm(small, config.bn_init, seed)
+    for module in small.modules():  # nor the early-bird network's running statistics
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
     return small
 
 

@@ -741,8 +741,12 @@ def test_the_reference_retraining_of_a_channel_ticket_starts_fresh_from_the_draw
     assert level1["trained_steps"] == 3 * steps - level1["start_step"]
     # fresh weights: not the copied early-bird ones; γ at 0.5 as the reference's models
     small = create_model("vgg11", InputSpec(3, 32, 10), width=0.125)
+    for m in small.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.fill_(3.0)  # as if copied from the early-bird network
     copied = copy.deepcopy(small)
     fresh_weights(small, config)
+    assert all(not m.running_mean.any() for m in small.modules() if isinstance(m, nn.BatchNorm2d))
     conv, before = (next(m for m in net.modules() if isinstance(m, nn.Conv2d)) for net in (small, copied))
     assert not torch.equal(conv.weight, before.weight)
     bns = [m for m in small.modules() if isinstance(m, nn.BatchNorm2d)]
